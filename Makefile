@@ -1,0 +1,81 @@
+# pg_fleet — PGXS build.
+#
+#   make            build the extension (and the tools, later)
+#   make install    install into the PostgreSQL that pg_config names
+#   make installcheck   pg_regress, isolation and TAP suites, each on a
+#                   temporary server preloading pg_cron and pg_fleet
+#   make test       everything from a fresh Debian machine: packages, build,
+#                   install, then installcheck as the postgres OS user
+#   make demo       the same set-up, then an end-to-end demo on a throwaway server
+#   make bench      benchmarks, each figure a ratio against raw PostgreSQL
+
+EXTENSION = pg_fleet
+EXTVERSION = 0.1
+
+MODULE_big = pg_fleet
+OBJS = \
+	src/pg_fleet.o \
+	src/device_keys.o \
+	src/device_import.o \
+	src/device_identity.o
+
+SHLIB_LINK += -lcrypto
+
+# The install script is built from one file per topic, in this order.
+SQL_SOURCES = \
+	src/sql/schema.sql \
+	src/sql/organizations.sql \
+	src/sql/device_templates.sql \
+	src/sql/edge_manifests.sql \
+	src/sql/devices.sql \
+	src/sql/device_groups.sql \
+	src/sql/device_keys.sql \
+	src/sql/device_import.sql \
+	src/sql/device_export.sql \
+	src/sql/dump.sql
+
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+
+REGRESS = setup keys organizations templates manifests devices groups import export
+REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
+
+ISOLATION = concurrent_import
+ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/fleet.conf \
+	--inputdir=test --outputdir=test
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+EXTRA_CLEAN = tmp_check_regress tmp_check_iso test/output_iso test/results \
+	test/regression.diffs test/regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES)
+	cat $^ > $@
+
+.PHONY: test demo bench deps
+deps:
+	tools/ensure-deps.sh
+
+test:
+	tools/run-tests.sh
+
+demo:
+	tools/demo.sh
+
+bench:
+	tools/bench.sh
+
+# One suite at a time, for make test's report.
+.PHONY: check-regress check-isolation check-tap
+check-regress:
+	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
+
+check-isolation:
+	$(pg_isolation_regress_installcheck) $(ISOLATION_OPTS) $(ISOLATION)
+
+check-tap:
+	$(prove_installcheck)

@@ -1,0 +1,61 @@
+\set SHOW_CONTEXT never
+-- Device export in IoT Central's format.
+-- Known group keys, so the keys below can be checked with any HMAC tool:
+--   K=$(echo -n "SAS-IoT-Devices primary" | openssl dgst -sha512 -binary | xxd -p -c 256)
+--   echo -n bom-1 | openssl sha256 -mac HMAC -macopt hexkey:$K -binary | base64
+UPDATE fleet.enrollment_groups
+   SET primary_key = encode(sha512(convert_to(id || ' primary', 'UTF8')), 'base64'),
+       secondary_key = encode(sha512(convert_to(id || ' secondary', 'UTF8')), 'base64');
+SELECT id, primary_key FROM fleet.enrollment_groups ORDER BY id;
+SELECT fleet.create_device('edge-exp-1', 'Edge export', edge => true);
+UPDATE fleet.devices SET x509_thumbprint_primary = repeat('AB', 20), x509_thumbprint_secondary = repeat('cd', 32)
+ WHERE id = 'thermo-1';
+
+-- exactly the six columns of the product page, in order
+SELECT parameter_name FROM information_schema.parameters
+ WHERE specific_name LIKE 'export_devices%' AND parameter_mode = 'OUT' ORDER BY ordinal_position;
+\copy (SELECT * FROM fleet.export_devices('dtmi:com:example:Thermostat;1', 'contoso') ORDER BY 1) TO STDOUT WITH (FORMAT csv, HEADER)
+
+-- keys equal compute_device_key of the group key: devices use SAS-IoT-Devices,
+-- edge devices SAS-IoT-Edge-Devices
+SELECT count(*) AS devices,
+       count(*) FILTER (WHERE e."IOTC_SASKEY_PRIMARY" = fleet.compute_device_key(g.primary_key, d.id)
+                          AND e."IOTC_SASKEY_SECONDARY" = fleet.compute_device_key(g.secondary_key, d.id)) AS keys_match,
+       count(*) FILTER (WHERE d.edge AND g.id = 'SAS-IoT-Edge-Devices') AS edge_devices_on_edge_group
+  FROM fleet.export_devices() e
+  JOIN fleet.devices d ON d.id = e."IOTC_DEVICEID"
+  JOIN fleet.enrollment_groups g ON g.id = CASE WHEN d.edge THEN 'SAS-IoT-Edge-Devices' ELSE 'SAS-IoT-Devices' END;
+SELECT count(*) AS devices FROM fleet.devices;
+SELECT e."IOTC_SASKEY_PRIMARY" = k.primary_key AND e."IOTC_SASKEY_SECONDARY" = k.secondary_key AS device_keys_agree
+  FROM fleet.export_devices() e, fleet.device_keys('edge-exp-1') k WHERE e."IOTC_DEVICEID" = 'edge-exp-1';
+SELECT e."IOTC_SASKEY_PRIMARY" <> fleet.compute_device_key(g.primary_key, 'edge-exp-1') AS edge_key_differs_from_device_group
+  FROM fleet.export_devices() e, fleet.enrollment_groups g
+ WHERE e."IOTC_DEVICEID" = 'edge-exp-1' AND g.id = 'SAS-IoT-Devices';
+
+-- filters: template, organization subtree, both
+SELECT count(*) FROM fleet.export_devices(template => 'dtmi:com:example:Thermostat;1');
+SELECT "IOTC_DEVICEID" FROM fleet.export_devices(organization => 'contoso') ORDER BY 1;
+SELECT "IOTC_DEVICEID" FROM fleet.export_devices(organization => 'contoso-east') ORDER BY 1;
+SELECT fleet.export_devices('dtmi:no:Such;1');
+SELECT fleet.export_devices(organization => 'nowhere');
+SELECT fleet.device_keys('no-such-device');
+
+-- rotating a group key rotates the derived keys of its devices only
+CREATE TEMP TABLE exported AS SELECT * FROM fleet.export_devices();
+SELECT fleet.rotate_group_key('SAS-IoT-Edge-Devices');
+SELECT d.edge, count(*) FILTER (WHERE x."IOTC_SASKEY_PRIMARY" <> e."IOTC_SASKEY_PRIMARY") AS changed, count(*)
+  FROM fleet.export_devices() x JOIN exported e USING ("IOTC_DEVICEID")
+  JOIN fleet.devices d ON d.id = x."IOTC_DEVICEID"
+ GROUP BY d.edge ORDER BY d.edge;
+
+-- export, delete, import: the same devices come back with the same keys
+\copy (SELECT "IOTC_DEVICEID", "IOTC_DEVICENAME" FROM fleet.export_devices(organization => 'contoso-east')) TO 'results/export_roundtrip.csv' WITH (FORMAT csv, HEADER)
+CREATE TEMP TABLE east AS SELECT * FROM fleet.export_devices(organization => 'contoso-east');
+DELETE FROM fleet.devices WHERE organization_id = 'contoso-east';
+SET fleet.import_organization = 'contoso-east';
+\copy fleet.device_import FROM 'results/export_roundtrip.csv' WITH (FORMAT csv, HEADER)
+RESET fleet.import_organization;
+SELECT count(*) AS differences FROM (
+    (SELECT * FROM east EXCEPT SELECT * FROM fleet.export_devices(organization => 'contoso-east'))
+    UNION ALL
+    (SELECT * FROM fleet.export_devices(organization => 'contoso-east') EXCEPT SELECT * FROM east)) d;

@@ -1,0 +1,87 @@
+\set SHOW_CONTEXT never
+-- Device CSV import through COPY, IoT Central's format.
+CREATE FUNCTION pg_temp.last_operation() RETURNS TABLE (status text, rows bigint, imported bigint,
+                                                        rejected bigint, template_id text, organization_id text,
+                                                        balanced boolean)
+LANGUAGE sql AS $$
+    SELECT status, rows, imported, rejected, template_id, organization_id, rows = imported + rejected
+      FROM fleet.device_operations ORDER BY id DESC LIMIT 1
+$$;
+CREATE FUNCTION pg_temp.last_errors() RETURNS TABLE (line bigint, device_id text, error text)
+LANGUAGE sql AS $$
+    SELECT line, device_id, error FROM fleet.device_operation_errors
+     WHERE operation_id = (SELECT max(id) FROM fleet.device_operations) ORDER BY line
+$$;
+
+-- as IoT Central and spreadsheets write it: byte-order mark, CRLF line ends,
+-- quoted fields with commas and quotes, an empty name
+SET fleet.import_template = 'dtmi:com:example:Thermostat;1';
+SET fleet.import_organization = 'contoso-east';
+\copy fleet.device_import FROM 'test/data/bom_crlf.csv' WITH (FORMAT csv, HEADER)
+SELECT * FROM pg_temp.last_operation();
+SELECT id, display_name, template_id, organization_id FROM fleet.devices WHERE id LIKE 'bom-%' ORDER BY id;
+RESET fleet.import_template;
+RESET fleet.import_organization;
+
+-- every rule: each row lands in exactly one place, with its line
+\copy fleet.device_import FROM 'test/data/mixed.csv' WITH (FORMAT csv, HEADER)
+SELECT * FROM pg_temp.last_operation();
+SELECT * FROM pg_temp.last_errors();
+SELECT id, display_name, template_id, organization_id FROM fleet.devices WHERE id LIKE 'mix-%' ORDER BY id;
+
+-- length limits count characters: 128 for ids, 148 for names
+\copy fleet.device_import FROM 'test/data/limits.csv' WITH (FORMAT csv, HEADER)
+SELECT * FROM pg_temp.last_operation();
+SELECT line, device_id, left(error, 90) AS error FROM pg_temp.last_errors();
+SELECT left(id, 12) AS id, length(id) AS id_length, length(display_name) AS name_length
+  FROM fleet.devices WHERE import_operation_id = (SELECT max(id) FROM fleet.device_operations) ORDER BY id;
+
+-- a file with only the id column: name the column
+\copy fleet.device_import ("IOTC_DEVICEID") FROM 'test/data/id_only.csv' WITH (FORMAT csv, HEADER)
+SELECT id, display_name FROM fleet.devices WHERE id LIKE 'only-%' ORDER BY id;
+
+-- columns in another order: list them as the file has them, and let
+-- HEADER MATCH check the header
+\copy fleet.device_import ("IOTC_DEVICENAME", "IOTC_DEVICEID") FROM 'test/data/reordered.csv' WITH (FORMAT csv, HEADER MATCH)
+SELECT id, display_name FROM fleet.devices WHERE id LIKE 'rev-%' ORDER BY id;
+-- HEADER MATCH refuses a file whose header does not match
+\copy fleet.device_import FROM 'test/data/reordered.csv' WITH (FORMAT csv, HEADER MATCH)
+
+-- a file with only a header is a completed, empty operation
+\copy fleet.device_import FROM 'test/data/header_only.csv' WITH (FORMAT csv, HEADER)
+SELECT * FROM pg_temp.last_operation();
+
+-- an unknown template or organization refuses the whole file before any row
+SELECT count(*) AS operations_before FROM fleet.device_operations \gset
+SET fleet.import_template = 'dtmi:no:Such;1';
+\copy fleet.device_import FROM 'test/data/id_only.csv' WITH (FORMAT csv, HEADER)
+RESET fleet.import_template;
+SET fleet.import_organization = 'nowhere';
+\copy fleet.device_import FROM 'test/data/id_only.csv' WITH (FORMAT csv, HEADER)
+RESET fleet.import_organization;
+SELECT count(*) = :operations_before AS nothing_recorded FROM fleet.device_operations;
+
+-- invalid UTF-8 and malformed CSV fail with COPY's own error, naming the line;
+-- nothing of the file is kept
+\set SHOW_CONTEXT errors
+\copy fleet.device_import FROM 'test/data/bad_utf8.csv' WITH (FORMAT csv, HEADER)
+\copy fleet.device_import FROM 'test/data/bad_quote.csv' WITH (FORMAT csv, HEADER)
+\set SHOW_CONTEXT never
+SELECT count(*) AS kept FROM fleet.devices WHERE id IN ('utf-1', 'csv-1');
+
+-- INSERT works too (line numbers are then row numbers), and a failed import
+-- inside a savepoint leaves the next one intact
+BEGIN;
+SAVEPOINT s;
+\copy fleet.device_import FROM 'test/data/bad_utf8.csv' WITH (FORMAT csv, HEADER)
+ROLLBACK TO s;
+INSERT INTO fleet.device_import VALUES ('ins-1', 'Inserted'), ('ins-1', 'Again'), ('ins 2', NULL);
+COMMIT;
+SELECT * FROM pg_temp.last_operation();
+SELECT * FROM pg_temp.last_errors();
+
+-- the Device Operations panel
+SELECT id, kind, status, rows, imported, rejected, started_by = current_user AS by_me,
+       finished_at >= started_at AS finished
+  FROM fleet.device_operations ORDER BY id;
+SELECT sum(rows) = sum(imported) + sum(rejected) AS all_rows_accounted FROM fleet.device_operations;

@@ -1,0 +1,48 @@
+\set SHOW_CONTEXT never
+-- Device keys are derived exactly as Azure's Device Provisioning Service does
+-- (how-to-legacy-device-symm-key): the published example.
+SELECT fleet.compute_device_key(
+         '8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==',
+         'sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6') AS derived_key,
+       fleet.compute_device_key(
+         '8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==',
+         'sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6') = 'Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=' AS matches_azure;
+
+-- RFC 4231 test case 2 (key "Jefe"), as a second, independent vector
+SELECT encode(decode(fleet.compute_device_key(encode('Jefe', 'base64'),
+                                               'what do ya want for nothing?'), 'base64'), 'hex')
+       = '5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843' AS matches_rfc4231;
+
+-- a key longer than one block is hashed first, per HMAC (RFC 4231 case 6)
+SELECT encode(decode(fleet.compute_device_key(encode(decode(repeat('aa', 131), 'hex'), 'base64'),
+                                               'Test Using Larger Than Block-Size Key - Hash Key First'), 'base64'), 'hex')
+       = '60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54' AS matches_rfc4231_long_key;
+
+-- one call alternating between two group keys keeps them apart (the cache holds both)
+SELECT k, fleet.compute_device_key(k, 'dev-1') = fleet.compute_device_key(k, 'dev-1') AS stable
+  FROM (VALUES (encode('key-one', 'base64')), (encode('key-two', 'base64')),
+               (encode('key-one', 'base64'))) v(k);
+SELECT count(DISTINCT fleet.compute_device_key(k, 'dev-1')) AS distinct_keys
+  FROM (VALUES (encode('key-one', 'base64')), (encode('key-two', 'base64')),
+               (encode('key-three', 'base64')), (encode('key-one', 'base64'))) v(k);
+
+-- bad group keys are refused
+SELECT fleet.compute_device_key('not base64!', 'dev-1');
+SELECT fleet.compute_device_key('', 'dev-1');
+SELECT fleet.compute_device_key(NULL, 'dev-1') IS NULL AS null_in_null_out;
+
+-- fresh group keys: 64 random bytes each time
+SELECT length(decode(fleet.generate_group_key(), 'base64')) AS bytes,
+       fleet.generate_group_key() <> fleet.generate_group_key() AS differ;
+
+-- rotation replaces one slot and keeps the other
+CREATE TEMP TABLE before AS SELECT * FROM fleet.enrollment_groups;
+SELECT fleet.rotate_group_key('SAS-IoT-Devices', 'secondary');
+SELECT g.id, g.primary_key = b.primary_key AS primary_kept,
+       g.secondary_key = b.secondary_key AS secondary_kept, g.rotated_at IS NOT NULL AS rotated
+  FROM fleet.enrollment_groups g JOIN before b USING (id) ORDER BY g.id;
+SELECT fleet.rotate_group_key('SAS-IoT-Devices');
+SELECT primary_key <> (SELECT primary_key FROM before WHERE id = 'SAS-IoT-Devices') AS primary_rotated
+  FROM fleet.enrollment_groups WHERE id = 'SAS-IoT-Devices';
+SELECT fleet.rotate_group_key('SAS-IoT-Devices', 'tertiary');
+SELECT fleet.rotate_group_key('no-such-group');

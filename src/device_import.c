@@ -1,0 +1,277 @@
+/*-------------------------------------------------------------------------
+ *
+ * device_import.c
+ *	  The streaming half of device CSV import: rows COPYed into the view
+ *	  fleet.device_import are staged here, then validated and registered in
+ *	  one set-based statement by fleet.device_import_finish() (SQL).
+ *
+ * COPY parses the file; we never reimplement CSV.  An INSTEAD OF INSERT row
+ * trigger on the view appends each row, with its line number, to a
+ * tuplestore that lives until the statement's AFTER trigger has read it
+ * through fleet.device_import_staged_rows() and released it.  Nothing is written per row, so the
+ * cost of an import is COPY's parsing plus one INSERT ... SELECT.
+ *
+ * The line number is the one COPY itself reports in its error context
+ * ("COPY device_import, line 5"), read from the COPY state found on the
+ * error context stack; for a plain INSERT into the view it is the row's
+ * ordinal in the statement.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/copy.h"
+#include "commands/copyfrom_internal.h"
+#include "commands/trigger.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/tuplestore.h"
+
+#include "pg_fleet.h"
+
+/* Columns of fleet.device_import, the view COPY writes into. */
+#define IMPORT_ATTR_DEVICE_ID	1
+#define IMPORT_ATTR_DEVICE_NAME	2
+
+/* Columns of fleet.device_import_staged_rows(). */
+#define STAGED_NATTS			3
+
+/* Rows of the import statement in progress. */
+typedef struct StagedImport
+{
+	LocalTransactionId lxid;	/* statement the rows belong to ... */
+	CommandId	cid;			/* ... identified by transaction and command */
+	SubTransactionId subxid;	/* subtransaction the rows were staged in */
+	MemoryContext cxt;
+	TupleDesc	desc;
+	Tuplestorestate *rows;
+	int64		ordinal;		/* rows staged so far */
+} StagedImport;
+
+/*
+ * The import in progress in this backend.  It lives in TopTransactionContext
+ * and outlives a statement only between the row trigger and the statement's
+ * AFTER trigger; the transaction callback forgets it when the transaction
+ * ends, so it never dangles.
+ */
+static StagedImport *staged = NULL;
+
+PG_FUNCTION_INFO_V1(device_import_stage_row);
+PG_FUNCTION_INFO_V1(device_import_staged_rows);
+PG_FUNCTION_INFO_V1(device_import_staged_count);
+PG_FUNCTION_INFO_V1(device_import_release);
+
+static void
+forget_staged_import(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE)
+		staged = NULL;
+}
+
+/*
+ * A subtransaction that staged rows and aborts takes their temporary files
+ * with it (they belong to its resource owner): forget the rows, do not end
+ * them.  Subtransactions started later, such as the AFTER trigger's retry
+ * block, leave them alone.
+ */
+static void
+forget_staged_import_subxact(SubXactEvent event, SubTransactionId mySubid,
+							 SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && staged != NULL &&
+		staged->subxid >= mySubid)
+		staged = NULL;
+}
+
+void
+device_import_init(void)
+{
+	RegisterXactCallback(forget_staged_import, NULL);
+	RegisterSubXactCallback(forget_staged_import_subxact, NULL);
+}
+
+static void
+discard_staged_import(void)
+{
+	if (staged == NULL)
+		return;
+	tuplestore_end(staged->rows);	/* closes its temporary files */
+	MemoryContextDelete(staged->cxt);	/* also frees staged itself */
+	staged = NULL;
+}
+
+/* Shape of fleet.device_import_staged_rows(). */
+static TupleDesc
+staged_rows_desc(void)
+{
+	TupleDesc	desc = CreateTemplateTupleDesc(STAGED_NATTS);
+
+	TupleDescInitEntry(desc, 1, "line", INT8OID, -1, 0);
+	TupleDescInitEntry(desc, 2, "device_id", TEXTOID, -1, 0);
+	TupleDescInitEntry(desc, 3, "display_name", TEXTOID, -1, 0);
+	return desc;
+}
+
+/* The import of the current statement, started afresh if need be. */
+static StagedImport *
+current_staged_import(void)
+{
+	LocalTransactionId lxid = MyProc->lxid;
+	CommandId	cid = GetCurrentCommandId(false);
+	MemoryContext cxt;
+	MemoryContext oldcxt;
+	TupleDesc	desc;
+
+	if (staged != NULL && staged->lxid == lxid && staged->cid == cid)
+		return staged;
+
+	/* left over from a statement that failed in a subtransaction */
+	discard_staged_import();
+
+	cxt = AllocSetContextCreate(TopTransactionContext,
+								"pg_fleet device import",
+								ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(cxt);
+
+	desc = staged_rows_desc();
+
+	staged = palloc0(sizeof(StagedImport));
+	staged->lxid = lxid;
+	staged->cid = cid;
+	staged->subxid = GetCurrentSubTransactionId();
+	staged->cxt = cxt;
+	staged->desc = desc;
+	staged->rows = tuplestore_begin_heap(false, false, work_mem);
+
+	MemoryContextSwitchTo(oldcxt);
+	return staged;
+}
+
+/*
+ * The line COPY is reading, or 0 when the row does not come from COPY.
+ * COPY pushes CopyFromErrorCallback with its state as the argument; that is
+ * the only place the line number is kept.
+ */
+static uint64
+current_copy_line(void)
+{
+	for (ErrorContextCallback *cb = error_context_stack; cb; cb = cb->previous)
+	{
+		if (cb->callback == CopyFromErrorCallback && cb->arg != NULL)
+			return ((CopyFromState) cb->arg)->cur_lineno;
+	}
+	return 0;
+}
+
+/*
+ * INSTEAD OF INSERT row trigger on fleet.device_import: stage the row.
+ */
+Datum
+device_import_stage_row(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	StagedImport *import;
+	TupleDesc	viewdesc;
+	Datum		values[STAGED_NATTS];
+	bool		nulls[STAGED_NATTS];
+	uint64		line;
+	MemoryContext oldcxt;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_INSTEAD(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		elog(ERROR, "device_import_stage_row must be an INSTEAD OF INSERT row trigger");
+
+	viewdesc = RelationGetDescr(trigdata->tg_relation);
+	if (viewdesc->natts < IMPORT_ATTR_DEVICE_NAME)
+		elog(ERROR, "fleet.device_import has an unexpected shape");
+
+	import = current_staged_import();
+	import->ordinal++;
+	line = current_copy_line();
+
+	values[0] = Int64GetDatum(line > 0 ? (int64) line : import->ordinal);
+	nulls[0] = false;
+	values[1] = heap_getattr(trigdata->tg_trigtuple, IMPORT_ATTR_DEVICE_ID,
+							 viewdesc, &nulls[1]);
+	values[2] = heap_getattr(trigdata->tg_trigtuple, IMPORT_ATTR_DEVICE_NAME,
+							 viewdesc, &nulls[2]);
+
+	oldcxt = MemoryContextSwitchTo(import->cxt);
+	tuplestore_putvalues(import->rows, import->desc, values, nulls);
+	MemoryContextSwitchTo(oldcxt);
+
+	/* returning the row makes COPY count it */
+	return PointerGetDatum(trigdata->tg_trigtuple);
+}
+
+/*
+ * fleet.device_import_staged_rows() returns the rows staged by the current
+ * import statement (line, device_id, display_name) in file order.  It returns
+ * a copy, so the AFTER trigger can read them more than once (its fast path
+ * may be rolled back and retried); fleet.device_import_release() frees them.
+ */
+Datum
+device_import_staged_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext oldcxt;
+	Tuplestorestate *copy;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		(rsinfo->allowedModes & SFRM_Materialize) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+
+	oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setDesc = staged_rows_desc();
+	copy = tuplestore_begin_heap(false, false, work_mem);
+	if (staged != NULL)
+	{
+		TupleTableSlot *slot = MakeSingleTupleTableSlot(staged->desc,
+														&TTSOpsMinimalTuple);
+
+		tuplestore_rescan(staged->rows);
+		while (tuplestore_gettupleslot(staged->rows, true, false, slot))
+			tuplestore_puttupleslot(copy, slot);
+		ExecDropSingleTupleTableSlot(slot);
+	}
+	rsinfo->setResult = copy;
+	MemoryContextSwitchTo(oldcxt);
+
+	PG_RETURN_NULL();
+}
+
+/*
+ * fleet.device_import_staged_count() returns how many rows the current
+ * import statement staged.
+ */
+Datum
+device_import_staged_count(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(staged != NULL ? staged->ordinal : 0);
+}
+
+/*
+ * fleet.device_import_release() frees the rows of the current import
+ * statement once the AFTER trigger is done with them.
+ */
+Datum
+device_import_release(PG_FUNCTION_ARGS)
+{
+	discard_staged_import();
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,116 @@
+-- Device groups: a template, a jsonpath filter over fleet.device_document()
+-- and an organization.  Membership is evaluated when asked (and when a job
+-- starts), never cached, so a group always means its devices of the moment.
+
+CREATE TABLE fleet.device_groups (
+    id              text PRIMARY KEY,
+    display_name    text NOT NULL,
+    template_id     text REFERENCES fleet.device_templates (id),
+    filter          jsonpath,
+    organization_id text NOT NULL DEFAULT 'root' REFERENCES fleet.organizations (id),
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE fleet.device_groups IS 'Device groups: devices of template_id (any when NULL) in organization_id or below that match filter (all when NULL)';
+
+CREATE FUNCTION fleet.create_device_group(id text, display_name text, template text DEFAULT NULL,
+                                          filter jsonpath DEFAULT NULL, organization text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- every key a device document has, so a filter is tried on all of them
+    sample jsonb := jsonb_build_object(
+        'id', 'sample', 'displayName', 'sample', 'template', 'dtmi:sample:Sample;1',
+        'organization', 'root', 'simulated', false, 'edge', false, 'manifest', NULL,
+        'properties', '{}'::jsonb, 'reported', '{}'::jsonb, 'cloudProperties', '{}'::jsonb);
+    problem text;
+BEGIN
+    IF id IS NULL OR id !~ '^[A-Za-z0-9_-]+$' OR length(id) > 255 THEN
+        RAISE EXCEPTION 'invalid device group id "%"', id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use 1 to 255 letters, digits, "-" or "_".';
+    END IF;
+    IF display_name IS NULL OR btrim(display_name) = '' THEN
+        RAISE EXCEPTION 'device group "%" needs a display name', id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF template IS NOT NULL THEN
+        PERFORM fleet.require_template(template);
+    END IF;
+    PERFORM fleet.require_organization(coalesce(organization, 'root'));
+
+    -- A filter must be a predicate, true, false or unknown for every device,
+    -- not a path that selects values: jsonb_path_match() refuses anything
+    -- but a single boolean, so try it on a document with every device key.
+    IF filter IS NOT NULL THEN
+        BEGIN
+            PERFORM jsonb_path_match(sample, filter);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;
+            RAISE EXCEPTION 'device group filter % does not return true or false', filter
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('On a device it fails with: %s.', problem),
+                      HINT = 'Write the filter as a predicate, for example ''$.reported.firmware == "1.2"'' or ''$.displayName like_regex "^lab"''.';
+        END;
+    END IF;
+
+    IF EXISTS (SELECT 1 FROM fleet.device_groups g WHERE g.id = create_device_group.id) THEN
+        RAISE EXCEPTION 'device group "%" already exists', id
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Choose another id.';
+    END IF;
+    INSERT INTO fleet.device_groups (id, display_name, template_id, filter, organization_id)
+    VALUES (id, display_name, template, filter, coalesce(organization, 'root'));
+    RETURN id;
+END;
+$$;
+COMMENT ON FUNCTION fleet.create_device_group(text, text, text, jsonpath, text) IS 'Creates a device group; the filter is a jsonpath predicate over fleet.device_document()';
+
+CREATE FUNCTION fleet.require_device_group(group_id text)
+RETURNS fleet.device_groups
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_group fleet.device_groups;
+BEGIN
+    SELECT g.* INTO found_group FROM fleet.device_groups g WHERE g.id = group_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'device group "%" does not exist', group_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with fleet.create_device_group(), or see the existing ones in fleet.device_groups.';
+    END IF;
+    RETURN found_group;
+END;
+$$;
+
+-- The group's devices now.  One query: template and organization narrow the
+-- scan through their indexes, the filter is evaluated only on what is left.
+CREATE FUNCTION fleet.group_members(group_id text)
+RETURNS SETOF text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g fleet.device_groups := fleet.require_device_group(group_id);
+BEGIN
+    RETURN QUERY
+    SELECT d.id
+      FROM fleet.devices d
+     WHERE (g.template_id IS NULL OR d.template_id = g.template_id)
+       AND d.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[g.organization_id])
+       AND (g.filter IS NULL OR jsonb_path_match(fleet.device_document(d), g.filter, silent => true))
+     ORDER BY d.id;
+END;
+$$;
+COMMENT ON FUNCTION fleet.group_members(text) IS 'The ids of the devices in a device group now';
+
+CREATE FUNCTION fleet.group_member_count(group_id text)
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*) FROM fleet.group_members(group_id)
+$$;
+COMMENT ON FUNCTION fleet.group_member_count(text) IS 'How many devices a job on this group would apply to now, as IoT Central shows under the group selection';

@@ -1,0 +1,556 @@
+-- Device templates from DTDL v2 models, as IoT Central and the Azure IoT
+-- model repository write them.  Each Interface is one row; its contents are
+-- rows of fleet.template_contents with their schemas resolved, and the view
+-- fleet.template_capabilities lists what a device of a template can do,
+-- component by component.  Validation happens once, at import, so jobs can
+-- trust what they find here.
+
+CREATE TABLE fleet.device_templates (
+    id           text PRIMARY KEY,          -- the Interface's DTMI
+    display_name text,
+    description  text,
+    model        jsonb NOT NULL,            -- the Interface exactly as imported
+    imported_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE fleet.device_templates IS 'DTDL v2 Interfaces imported with fleet.import_template(); any of them can be a device template';
+
+CREATE TABLE fleet.template_contents (
+    template_id     text NOT NULL REFERENCES fleet.device_templates (id) ON DELETE CASCADE,
+    name            text NOT NULL,
+    capability      text NOT NULL CHECK (capability IN ('telemetry', 'property', 'writable_property',
+                                                        'cloud_property', 'command', 'component',
+                                                        'relationship')),
+    semantic_types  text[] NOT NULL DEFAULT '{}',
+    display_name    text,
+    schema          jsonb,           -- resolved: a primitive name or a complex schema object
+    min_value       numeric,         -- IoT Central minValue/maxValue, when given
+    max_value       numeric,
+    request         jsonb,           -- commands: {"name", "schema"} with the schema resolved
+    response        jsonb,
+    component_interface text REFERENCES fleet.device_templates (id),
+    PRIMARY KEY (template_id, name)
+);
+CREATE INDEX template_contents_component_idx ON fleet.template_contents (component_interface);
+COMMENT ON TABLE fleet.template_contents IS 'The contents of each imported Interface, validated, with schemas resolved';
+
+CREATE VIEW fleet.template_capabilities WITH (security_invoker = true) AS
+    SELECT c.template_id, NULL::text AS component, c.name, c.capability, c.schema,
+           c.min_value, c.max_value, c.request, c.response, c.display_name, c.semantic_types
+      FROM fleet.template_contents c
+     WHERE c.capability NOT IN ('component', 'relationship')
+    UNION ALL
+    SELECT comp.template_id, comp.name, c.name, c.capability, c.schema,
+           c.min_value, c.max_value, c.request, c.response, c.display_name, c.semantic_types
+      FROM fleet.template_contents comp
+      JOIN fleet.template_contents c ON c.template_id = comp.component_interface
+     WHERE comp.capability = 'component'
+       AND c.capability NOT IN ('component', 'relationship');
+COMMENT ON VIEW fleet.template_capabilities IS 'Every telemetry, property, writable property, cloud property and command of each template; component is NULL for the root interface';
+
+-- "@type" as DTDL allows it: a string, or an array of strings (the class
+-- plus semantic types such as "Temperature").
+CREATE FUNCTION fleet.dtdl_types(type jsonb, what text)
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    CASE jsonb_typeof(type)
+    WHEN 'string' THEN
+        RETURN ARRAY[type #>> '{}'];
+    WHEN 'array' THEN
+        IF jsonb_array_length(type) > 0
+           AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(type) e WHERE jsonb_typeof(e) <> 'string') THEN
+            RETURN ARRAY(SELECT jsonb_array_elements_text(type));
+        END IF;
+    ELSE
+        NULL;
+    END CASE;
+    RAISE EXCEPTION '% has no valid "@type"', what
+        USING ERRCODE = 'invalid_parameter_value',
+              DETAIL = format('"@type" is %s.', coalesce(type::text, 'missing')),
+              HINT = 'Give "@type" as a string such as "Property" or an array such as ["Property", "Temperature"].';
+END;
+$$;
+
+-- displayName and description: a string, or a language map such as
+-- {"en": "Thermostat"}; we keep English, else the first language.
+CREATE FUNCTION fleet.dtdl_text(value jsonb, what text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    CASE jsonb_typeof(value)
+    WHEN 'string' THEN
+        RETURN value #>> '{}';
+    WHEN 'object' THEN
+        IF NOT EXISTS (SELECT 1 FROM jsonb_each(value) e WHERE jsonb_typeof(e.value) <> 'string') THEN
+            RETURN coalesce(value ->> 'en',
+                            (SELECT e.value FROM jsonb_each_text(value) e ORDER BY e.key LIMIT 1));
+        END IF;
+    ELSE
+        IF value IS NULL THEN
+            RETURN NULL;
+        END IF;
+    END CASE;
+    RAISE EXCEPTION '% is neither a string nor a language map', what
+        USING ERRCODE = 'invalid_parameter_value',
+              DETAIL = format('It is %s.', value),
+              HINT = 'Write it as "text" or as {"en": "text"}.';
+END;
+$$;
+
+CREATE FUNCTION fleet.dtdl_check_name(value jsonb, what text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(value) = 'string'
+       AND (value #>> '{}') ~ '^[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?$'
+       AND length(value #>> '{}') <= 64 THEN
+        RETURN value #>> '{}';
+    END IF;
+    RAISE EXCEPTION '% has an invalid name %', what, coalesce(value::text, '(missing)')
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'A DTDL name starts with a letter, has only letters, digits and "_", does not end with "_", and has at most 64 characters.';
+END;
+$$;
+
+CREATE FUNCTION fleet.dtdl_is_dtmi(id text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT id ~ '^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*;[1-9][0-9]{0,8}$'
+           AND length(id) <= 2048
+$$;
+
+-- Validates a schema and returns it with every nested schema resolved:
+-- primitives stay names, references to the interface's "schemas" are
+-- replaced by their definitions.
+CREATE FUNCTION fleet.dtdl_schema(schema jsonb, what text, local_schemas jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    label        text;
+    types       text[];
+    resolved    jsonb;
+    element     jsonb;
+    elements    jsonb := '[]';
+    names       text[] := '{}';
+    value_type  text;
+    i           int := 0;
+BEGIN
+    IF schema IS NULL OR jsonb_typeof(schema) = 'null' THEN
+        RAISE EXCEPTION '% has no schema', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Add "schema", for example "schema": "double".';
+    END IF;
+
+    IF jsonb_typeof(schema) = 'string' THEN
+        label := schema #>> '{}';
+        IF label IN ('boolean', 'date', 'dateTime', 'double', 'duration', 'float', 'integer',
+                    'long', 'string', 'time',
+                    'point', 'multiPoint', 'lineString', 'multiLineString', 'polygon', 'multiPolygon',
+                    'geopoint', 'vector') THEN
+            RETURN schema;
+        END IF;
+        IF local_schemas ? label THEN
+            RETURN local_schemas -> label;
+        END IF;
+        RAISE EXCEPTION 'unknown schema "%" in %', label, what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a DTDL v2 primitive (boolean, date, dateTime, double, duration, float, integer, long, string, time), an Enum, Object, Map or Array, or the @id of a schema declared in the interface''s "schemas".';
+    END IF;
+
+    IF jsonb_typeof(schema) <> 'object' THEN
+        RAISE EXCEPTION 'the schema of % is not a schema name or object', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is %s.', schema);
+    END IF;
+
+    types := fleet.dtdl_types(schema -> '@type', 'the schema of ' || what);
+
+    IF 'Enum' = ANY (types) THEN
+        value_type := schema ->> 'valueSchema';
+        IF value_type IS NULL OR value_type NOT IN ('integer', 'string') THEN
+            RAISE EXCEPTION 'the Enum of % has valueSchema %', what, coalesce(schema -> 'valueSchema', '"(missing)"')
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'An Enum''s valueSchema is "integer" or "string".';
+        END IF;
+        IF jsonb_typeof(schema -> 'enumValues') <> 'array' OR jsonb_array_length(schema -> 'enumValues') = 0 THEN
+            RAISE EXCEPTION 'the Enum of % has no enumValues', what
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'List its values as "enumValues": [{"name": "on", "enumValue": 1}, ...].';
+        END IF;
+        FOR element IN SELECT e FROM jsonb_array_elements(schema -> 'enumValues') e LOOP
+            i := i + 1;
+            label := fleet.dtdl_check_name(element -> 'name', format('enum value %s of %s', i, what));
+            IF label = ANY (names) THEN
+                RAISE EXCEPTION 'the Enum of % has two values named "%"', what, label
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            names := names || label;
+            IF (value_type = 'string' AND jsonb_typeof(element -> 'enumValue') IS DISTINCT FROM 'string')
+               OR (value_type = 'integer' AND (jsonb_typeof(element -> 'enumValue') IS DISTINCT FROM 'number'
+                                               OR (element ->> 'enumValue') !~ '^-?[0-9]+$')) THEN
+                RAISE EXCEPTION 'enum value "%" of % does not match its valueSchema "%"', label, what, value_type
+                    USING ERRCODE = 'invalid_parameter_value',
+                          DETAIL = format('Its enumValue is %s.', coalesce(element -> 'enumValue', '"(missing)"'));
+            END IF;
+        END LOOP;
+        RETURN schema;
+    ELSIF 'Object' = ANY (types) THEN
+        IF jsonb_typeof(schema -> 'fields') <> 'array' OR jsonb_array_length(schema -> 'fields') = 0 THEN
+            RAISE EXCEPTION 'the Object of % has no fields', what
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'List them as "fields": [{"name": "x", "schema": "double"}, ...].';
+        END IF;
+        FOR element IN SELECT e FROM jsonb_array_elements(schema -> 'fields') e LOOP
+            i := i + 1;
+            label := fleet.dtdl_check_name(element -> 'name', format('field %s of %s', i, what));
+            IF label = ANY (names) THEN
+                RAISE EXCEPTION 'the Object of % has two fields named "%"', what, label
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            names := names || label;
+            resolved := fleet.dtdl_schema(element -> 'schema', format('field "%s" of %s', label, what), local_schemas);
+            elements := elements || jsonb_build_array(jsonb_set(element, '{schema}', resolved));
+        END LOOP;
+        RETURN jsonb_set(schema, '{fields}', elements);
+    ELSIF 'Map' = ANY (types) THEN
+        IF jsonb_typeof(schema -> 'mapKey') <> 'object' OR schema #>> '{mapKey,schema}' IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'the Map of % needs a mapKey with schema "string"', what
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM fleet.dtdl_check_name(schema #> '{mapKey,name}', format('the mapKey of %s', what));
+        IF jsonb_typeof(schema -> 'mapValue') IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION 'the Map of % has no mapValue', what
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Add "mapValue": {"name": "value", "schema": "string"}.';
+        END IF;
+        PERFORM fleet.dtdl_check_name(schema #> '{mapValue,name}', format('the mapValue of %s', what));
+        resolved := fleet.dtdl_schema(schema #> '{mapValue,schema}', format('the mapValue of %s', what), local_schemas);
+        RETURN jsonb_set(schema, '{mapValue,schema}', resolved);
+    ELSIF 'Array' = ANY (types) THEN
+        resolved := fleet.dtdl_schema(schema -> 'elementSchema', format('the elements of %s', what), local_schemas);
+        RETURN jsonb_set(schema, '{elementSchema}', resolved);
+    END IF;
+
+    RAISE EXCEPTION 'unknown schema type % in %', schema -> '@type', what
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Complex schemas are Enum, Object, Map or Array.';
+END;
+$$;
+
+-- Validates one Interface and returns its contents as rows.  Component
+-- references are checked by the caller, which knows the whole model.
+CREATE FUNCTION fleet.dtdl_interface_contents(interface jsonb, what text)
+RETURNS SETOF fleet.template_contents
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id            text;
+    contexts      jsonb;
+    local_schemas jsonb := '{}';
+    element       jsonb;
+    types         text[];
+    kind         text;
+    names         text[] := '{}';
+    item           fleet.template_contents;
+    content_what  text;
+    i             int := 0;
+    min_value     jsonb;
+    max_value     jsonb;
+BEGIN
+    IF jsonb_typeof(interface) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION '% is not a JSON object', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A device template is a DTDL v2 Interface object, or an array of them.';
+    END IF;
+
+    types := fleet.dtdl_types(interface -> '@type', what);
+    IF NOT 'Interface' = ANY (types) THEN
+        RAISE EXCEPTION '% is not a DTDL Interface', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Its "@type" is %s.', interface -> '@type'),
+                  HINT = 'A device template is a DTDL v2 Interface, or an array of Interfaces joined by Components.';
+    END IF;
+
+    id := interface ->> '@id';
+    IF jsonb_typeof(interface -> '@id') IS DISTINCT FROM 'string' OR NOT fleet.dtdl_is_dtmi(id) THEN
+        RAISE EXCEPTION '% has a malformed DTMI %', what, coalesce(interface -> '@id', '"(missing @id)"')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A DTMI looks like "dtmi:com:example:Thermostat;1": "dtmi:", segments of letters, digits and "_" separated by ":", then ";" and a version number.';
+    END IF;
+    what := format('interface "%s"', id);
+
+    contexts := CASE jsonb_typeof(interface -> '@context')
+                WHEN 'string' THEN jsonb_build_array(interface -> '@context')
+                WHEN 'array' THEN interface -> '@context' END;
+    IF contexts IS NULL OR NOT contexts @> '["dtmi:dtdl:context;2"]' THEN
+        RAISE EXCEPTION '% is not a DTDL v2 model', what
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = format('Its "@context" is %s.', coalesce(interface -> '@context', '"(missing)"')),
+                  HINT = 'pg_fleet reads DTDL v2: set "@context" to "dtmi:dtdl:context;2", or to ["dtmi:iotcentral:context;2", "dtmi:dtdl:context;2"] for IoT Central''s extensions.';
+    END IF;
+
+    IF interface ? 'extends' THEN
+        RAISE EXCEPTION '% uses "extends", which pg_fleet does not support yet', what
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Copy the inherited contents into the interface, or model them as a Component.';
+    END IF;
+
+    IF interface ? 'contents' AND jsonb_typeof(interface -> 'contents') <> 'array' THEN
+        RAISE EXCEPTION 'the "contents" of % is not an array', what
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- reusable schemas declared by the interface, referenced by their @id
+    IF interface ? 'schemas' THEN
+        IF jsonb_typeof(interface -> 'schemas') <> 'array' THEN
+            RAISE EXCEPTION 'the "schemas" of % is not an array', what
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        FOR element IN SELECT e FROM jsonb_array_elements(interface -> 'schemas') e LOOP
+            IF jsonb_typeof(element -> '@id') IS DISTINCT FROM 'string' OR NOT fleet.dtdl_is_dtmi(element ->> '@id') THEN
+                RAISE EXCEPTION 'a schema declared by % has a malformed DTMI %', what, coalesce(element -> '@id', '"(missing @id)"')
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            local_schemas := local_schemas || jsonb_build_object(
+                element ->> '@id',
+                fleet.dtdl_schema(element - '@id', format('schema "%s" of %s', element ->> '@id', what), local_schemas));
+        END LOOP;
+    END IF;
+
+    FOR element IN SELECT e FROM jsonb_array_elements(coalesce(interface -> 'contents', '[]')) e LOOP
+        i := i + 1;
+        content_what := format('content %s of %s', i, what);
+        IF jsonb_typeof(element) <> 'object' THEN
+            RAISE EXCEPTION '% is not a JSON object', content_what
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        types := fleet.dtdl_types(element -> '@type', content_what);
+        item := NULL;
+        item.template_id := id;
+        item.name := fleet.dtdl_check_name(element -> 'name', content_what);
+        content_what := format('content "%s" of %s', item.name, what);
+        IF item.name = ANY (names) THEN
+            RAISE EXCEPTION '% has two contents named "%"', what, item.name
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Names must be unique within an interface.';
+        END IF;
+        names := names || item.name;
+
+        IF element ? '@id' AND (jsonb_typeof(element -> '@id') <> 'string' OR NOT fleet.dtdl_is_dtmi(element ->> '@id')) THEN
+            RAISE EXCEPTION '% has a malformed DTMI %', content_what, element -> '@id'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+
+        kind := (SELECT t FROM unnest(types) t
+                   WHERE t IN ('Telemetry', 'Property', 'Command', 'Component', 'Relationship', 'Cloud')
+                   ORDER BY t = 'Cloud' DESC LIMIT 1);
+        IF kind IS NULL THEN
+            RAISE EXCEPTION '% is not a Telemetry, Property, Command, Component or Relationship', content_what
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Its "@type" is %s.', element -> '@type');
+        END IF;
+        item.semantic_types := ARRAY(SELECT t FROM unnest(types) t
+                                    WHERE t NOT IN ('Telemetry', 'Property', 'Command', 'Component', 'Relationship', 'Cloud'));
+        item.display_name := fleet.dtdl_text(element -> 'displayName', format('the displayName of %s', content_what));
+
+        IF element ? 'writable' AND jsonb_typeof(element -> 'writable') <> 'boolean' THEN
+            RAISE EXCEPTION '"writable" of % is not true or false', content_what
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+
+        CASE kind
+        WHEN 'Telemetry' THEN
+            item.capability := 'telemetry';
+        WHEN 'Cloud' THEN
+            item.capability := 'cloud_property';   -- IoT Central: set by operators, never sent to devices
+        WHEN 'Property' THEN
+            item.capability := CASE WHEN (element ->> 'writable')::boolean THEN 'writable_property' ELSE 'property' END;
+        WHEN 'Command' THEN
+            item.capability := 'command';
+        WHEN 'Component' THEN
+            item.capability := 'component';
+        ELSE
+            item.capability := 'relationship';
+        END CASE;
+
+        IF item.capability IN ('telemetry', 'property', 'writable_property', 'cloud_property') THEN
+            item.schema := fleet.dtdl_schema(element -> 'schema', content_what, local_schemas);
+        ELSIF item.capability = 'command' THEN
+            FOREACH kind IN ARRAY ARRAY['request', 'response'] LOOP
+                CONTINUE WHEN NOT element ? kind;
+                IF jsonb_typeof(element -> kind) <> 'object' THEN
+                    RAISE EXCEPTION 'the % of command % is not an object', kind, content_what
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                PERFORM fleet.dtdl_check_name(element -> kind -> 'name', format('the %s of command %s', kind, content_what));
+                IF kind = 'request' THEN
+                    item.request := jsonb_set(element -> kind, '{schema}',
+                        fleet.dtdl_schema(element -> kind -> 'schema', format('the request of command %s', content_what), local_schemas));
+                ELSE
+                    item.response := jsonb_set(element -> kind, '{schema}',
+                        fleet.dtdl_schema(element -> kind -> 'schema', format('the response of command %s', content_what), local_schemas));
+                END IF;
+            END LOOP;
+        ELSIF item.capability = 'component' THEN
+            IF jsonb_typeof(element -> 'schema') IS DISTINCT FROM 'string' OR NOT fleet.dtdl_is_dtmi(element ->> 'schema') THEN
+                RAISE EXCEPTION '% does not name its component interface by DTMI', content_what
+                    USING ERRCODE = 'invalid_parameter_value',
+                          DETAIL = format('Its schema is %s.', coalesce(element -> 'schema', '"(missing)"')),
+                          HINT = 'Give the component''s interface as its @id, for example "schema": "dtmi:com:example:Thermostat;1", and include that interface in the same array or import it first.';
+            END IF;
+            item.component_interface := element ->> 'schema';
+        END IF;
+
+        -- IoT Central's range for numeric values, checked when jobs set them
+        min_value := element -> 'minValue';
+        max_value := element -> 'maxValue';
+        IF min_value IS NOT NULL OR max_value IS NOT NULL THEN
+            IF item.schema IS NULL OR jsonb_typeof(item.schema) <> 'string'
+               OR (item.schema #>> '{}') NOT IN ('double', 'float', 'integer', 'long') THEN
+                RAISE EXCEPTION '% has minValue or maxValue but no numeric schema', content_what
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'minValue and maxValue apply to double, float, integer and long values.';
+            END IF;
+            IF (min_value IS NOT NULL AND jsonb_typeof(min_value) <> 'number')
+               OR (max_value IS NOT NULL AND jsonb_typeof(max_value) <> 'number') THEN
+                RAISE EXCEPTION 'minValue and maxValue of % must be numbers', content_what
+                    USING ERRCODE = 'invalid_parameter_value',
+                          DETAIL = format('minValue is %s, maxValue is %s.', coalesce(min_value::text, 'not set'), coalesce(max_value::text, 'not set'));
+            END IF;
+            item.min_value := (min_value #>> '{}')::numeric;
+            item.max_value := (max_value #>> '{}')::numeric;
+            IF item.min_value > item.max_value THEN
+                RAISE EXCEPTION 'minValue % is greater than maxValue % in %', item.min_value, item.max_value, content_what
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        END IF;
+
+        RETURN NEXT item;
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION fleet.import_template(model jsonb)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    interfaces  jsonb;
+    interface   jsonb;
+    n_interface    int := 0;
+    ids         text[] := '{}';
+    contents    fleet.template_contents[] := '{}';
+    root        text;
+    problem     record;
+    existing    jsonb;
+BEGIN
+    CASE jsonb_typeof(model)
+    WHEN 'object' THEN
+        interfaces := jsonb_build_array(model);
+    WHEN 'array' THEN
+        interfaces := model;
+    ELSE
+        RAISE EXCEPTION 'a DTDL model must be an Interface object or an array of Interfaces'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The model is %s.', coalesce(jsonb_typeof(model), 'NULL')),
+                  HINT = 'Pass the JSON of the model file, for example fleet.import_template(pg_read_file(''thermostat-1.json'')::jsonb).';
+    END CASE;
+    IF jsonb_array_length(interfaces) = 0 THEN
+        RAISE EXCEPTION 'the DTDL model is an empty array'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass at least one Interface.';
+    END IF;
+
+    FOR interface IN SELECT e FROM jsonb_array_elements(interfaces) e LOOP
+        n_interface := n_interface + 1;
+        contents := contents || ARRAY(
+            SELECT c FROM fleet.dtdl_interface_contents(
+                interface,
+                CASE WHEN jsonb_typeof(model) = 'array' THEN format('element %s of the model array', n_interface)
+                     ELSE 'the model' END) c);
+        IF (interface ->> '@id') = ANY (ids) THEN
+            RAISE EXCEPTION 'interface "%" appears twice in the model', interface ->> '@id'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        ids := ids || (interface ->> '@id');
+    END LOOP;
+
+    -- every component names an interface of this model or an imported one,
+    -- and (DTDL v2) that interface has no components of its own
+    SELECT c.template_id, c.name, c.component_interface INTO problem
+      FROM unnest(contents) c
+     WHERE c.capability = 'component'
+       AND c.component_interface <> ALL (ids)
+       AND NOT EXISTS (SELECT 1 FROM fleet.device_templates t WHERE t.id = c.component_interface)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'component "%" of interface "%" refers to unknown interface "%"',
+                        problem.name, problem.template_id, problem.component_interface
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Include that interface in the same array, or import it first.';
+    END IF;
+    SELECT c.template_id, c.name, c.component_interface INTO problem
+      FROM unnest(contents) c
+     WHERE c.capability = 'component'
+       AND (EXISTS (SELECT 1 FROM unnest(contents) n
+                     WHERE n.template_id = c.component_interface AND n.capability = 'component')
+            OR EXISTS (SELECT 1 FROM fleet.template_contents n
+                        WHERE n.template_id = c.component_interface AND n.capability = 'component'))
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'component "%" of interface "%" uses interface "%", which has components itself',
+                        problem.name, problem.template_id, problem.component_interface
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'DTDL v2 components do not nest: give the inner components to the root interface.';
+    END IF;
+
+    -- the root: the first interface that no other interface uses as a component
+    SELECT i.id INTO root
+      FROM unnest(ids) WITH ORDINALITY AS i(id, n)
+     WHERE NOT EXISTS (SELECT 1 FROM unnest(contents) c
+                        WHERE c.capability = 'component' AND c.component_interface = i.id)
+     ORDER BY i.n
+     LIMIT 1;
+    IF root IS NULL THEN
+        RAISE EXCEPTION 'the interfaces of the model use each other as components in a cycle'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- models are immutable: a re-import must be identical
+    FOR interface IN SELECT e FROM jsonb_array_elements(interfaces) e LOOP
+        SELECT t.model INTO existing FROM fleet.device_templates t WHERE t.id = interface ->> '@id';
+        IF FOUND AND existing <> interface THEN
+            RAISE EXCEPTION 'device template "%" already exists with different content', interface ->> '@id'
+                USING ERRCODE = 'duplicate_object',
+                      HINT = 'DTDL models are immutable: import the changed model under a new version, for example ";2" instead of ";1".';
+        END IF;
+    END LOOP;
+
+    INSERT INTO fleet.device_templates (id, display_name, description, model)
+    SELECT i ->> '@id',
+           fleet.dtdl_text(i -> 'displayName', format('the displayName of interface "%s"', i ->> '@id')),
+           fleet.dtdl_text(i -> 'description', format('the description of interface "%s"', i ->> '@id')),
+           i
+      FROM jsonb_array_elements(interfaces) i
+    ON CONFLICT (id) DO NOTHING;
+
+    INSERT INTO fleet.template_contents
+    SELECT c.* FROM unnest(contents) c
+    ON CONFLICT (template_id, name) DO NOTHING;
+
+    RETURN root;
+END;
+$$;
+COMMENT ON FUNCTION fleet.import_template(jsonb) IS 'Imports a DTDL v2 Interface, or an array of Interfaces joined by Components; returns the root interface''s id';

@@ -1,0 +1,12 @@
+-- pg_dump keeps user data of extension tables only when asked: register
+-- every table that holds user data, and the sequences behind them.
+SELECT pg_catalog.pg_extension_config_dump('fleet.organizations', 'WHERE id <> ''root''');
+SELECT pg_catalog.pg_extension_config_dump('fleet.device_templates', '');
+SELECT pg_catalog.pg_extension_config_dump('fleet.template_contents', '');
+SELECT pg_catalog.pg_extension_config_dump('fleet.edge_manifests', '');
+SELECT pg_catalog.pg_extension_config_dump('fleet.devices', '');
+SELECT pg_catalog.pg_extension_config_dump('fleet.device_groups', '');
+SELECT pg_catalog.pg_extension_config_dump('fleet.enrollment_groups', '');
+SELECT pg_catalog.pg_extension_config_dump('fleet.device_operations', '');
+SELECT pg_catalog.pg_extension_config_dump('fleet.device_operations_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('fleet.device_operation_errors', '');

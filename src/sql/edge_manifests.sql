@@ -1,0 +1,54 @@
+-- IoT Edge deployment manifests, assigned to edge devices by manifest jobs.
+
+CREATE TABLE fleet.edge_manifests (
+    id           text PRIMARY KEY,
+    display_name text NOT NULL,
+    manifest     jsonb NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE fleet.edge_manifests IS 'IoT Edge deployment manifests (modulesContent with $edgeAgent and $edgeHub)';
+
+CREATE FUNCTION fleet.create_edge_manifest(id text, display_name text, manifest jsonb)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    module text;
+BEGIN
+    IF id IS NULL OR id !~ '^[A-Za-z0-9_-]+$' OR length(id) > 255 THEN
+        RAISE EXCEPTION 'invalid edge manifest id "%"', id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use 1 to 255 letters, digits, "-" or "_".';
+    END IF;
+    IF display_name IS NULL OR btrim(display_name) = '' THEN
+        RAISE EXCEPTION 'edge manifest "%" needs a display name', id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_typeof(manifest -> 'modulesContent') IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'edge manifest "%" has no "modulesContent" object', id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass an IoT Edge deployment manifest: {"modulesContent": {"$edgeAgent": {"properties.desired": {...}}, "$edgeHub": {"properties.desired": {...}}}}.';
+    END IF;
+    FOREACH module IN ARRAY ARRAY['$edgeAgent', '$edgeHub'] LOOP
+        IF jsonb_typeof(manifest -> 'modulesContent' -> module) IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION 'edge manifest "%" has no "%" module', id, module
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Every deployment manifest configures the $edgeAgent and $edgeHub system modules.';
+        END IF;
+        IF jsonb_typeof(manifest -> 'modulesContent' -> module -> 'properties.desired') IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION 'module "%" of edge manifest "%" has no "properties.desired" object', module, id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write the module''s desired properties as "properties.desired": {...}.';
+        END IF;
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM fleet.edge_manifests m WHERE m.id = create_edge_manifest.id) THEN
+        RAISE EXCEPTION 'edge manifest "%" already exists', id
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Choose another id.';
+    END IF;
+    INSERT INTO fleet.edge_manifests (id, display_name, manifest) VALUES (id, display_name, manifest);
+    RETURN id;
+END;
+$$;
+COMMENT ON FUNCTION fleet.create_edge_manifest(text, text, jsonb) IS 'Validates and stores an IoT Edge deployment manifest';

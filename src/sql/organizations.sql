@@ -1,0 +1,78 @@
+-- Organizations: a hierarchy under the built-in root organization.  Devices,
+-- groups and jobs belong to one organization; a member of an organization
+-- sees it and everything below it (enforced in a later version).
+
+CREATE TABLE fleet.organizations (
+    id           text PRIMARY KEY,
+    display_name text NOT NULL,
+    parent_id    text REFERENCES fleet.organizations (id),
+    -- ids from root down to this organization: subtree tests are "path @> {id}"
+    path         text[] NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT organizations_root_has_no_parent CHECK ((id = 'root') = (parent_id IS NULL))
+);
+CREATE INDEX organizations_path_idx ON fleet.organizations USING gin (path);
+COMMENT ON TABLE fleet.organizations IS 'Organizations, a tree under "root"; path lists the ids from root down to each one';
+
+INSERT INTO fleet.organizations (id, display_name, parent_id, path)
+VALUES ('root', 'Root', NULL, ARRAY['root']);
+
+-- Refuses unless the organization exists; used by every function that
+-- takes an organization argument so the message is the same everywhere.
+CREATE FUNCTION fleet.require_organization(organization text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM fleet.organizations o WHERE o.id = organization) THEN
+        RAISE EXCEPTION 'organization "%" does not exist', organization
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with fleet.create_organization(), or see the existing ones in fleet.organizations.';
+    END IF;
+    RETURN organization;
+END;
+$$;
+
+CREATE FUNCTION fleet.create_organization(id text, display_name text, parent text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parent_org  text := coalesce(parent, 'root');
+    parent_path text[];
+BEGIN
+    IF id IS NULL OR id !~ '^[A-Za-z0-9_-]+$' OR length(id) > 128 THEN
+        RAISE EXCEPTION 'invalid organization id "%"', id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use 1 to 128 letters, digits, "-" or "_".';
+    END IF;
+    IF display_name IS NULL OR btrim(display_name) = '' THEN
+        RAISE EXCEPTION 'organization "%" needs a display name', id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT o.path INTO parent_path FROM fleet.organizations o WHERE o.id = parent_org;
+    IF parent_path IS NULL THEN
+        PERFORM fleet.require_organization(parent_org);
+    END IF;
+    IF EXISTS (SELECT 1 FROM fleet.organizations o WHERE o.id = create_organization.id) THEN
+        RAISE EXCEPTION 'organization "%" already exists', id
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Choose another id.';
+    END IF;
+    INSERT INTO fleet.organizations (id, display_name, parent_id, path)
+    VALUES (id, display_name, parent_org, parent_path || id);
+    RETURN id;
+END;
+$$;
+COMMENT ON FUNCTION fleet.create_organization(text, text, text) IS 'Creates an organization below parent (default: root) and returns its id';
+
+-- The organization and every organization below it.
+CREATE FUNCTION fleet.organization_subtree(organization text)
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[organization]
+$$;
