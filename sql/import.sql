@@ -85,3 +85,25 @@ SELECT id, kind, status, rows, imported, rejected, started_by = current_user AS 
        finished_at >= started_at AS finished
   FROM fleet.device_operations ORDER BY id;
 SELECT sum(rows) = sum(imported) + sum(rejected) AS all_rows_accounted FROM fleet.device_operations;
+
+-- A role without table-wide INSERT on fleet.devices takes the INSERT path,
+-- which checks its privileges; with column privileges it imports the same way.
+CREATE ROLE regress_fleet_importer;
+GRANT USAGE ON SCHEMA fleet TO regress_fleet_importer;
+GRANT INSERT ON fleet.device_import TO regress_fleet_importer;
+GRANT SELECT ON fleet.device_templates, fleet.organizations TO regress_fleet_importer;
+GRANT SELECT, INSERT, UPDATE ON fleet.device_operations, fleet.device_operation_errors TO regress_fleet_importer;
+GRANT USAGE ON SEQUENCE fleet.device_operations_id_seq TO regress_fleet_importer;
+SET ROLE regress_fleet_importer;
+INSERT INTO fleet.device_import VALUES ('perm-1', NULL);
+RESET ROLE;
+GRANT SELECT (id), INSERT (id, display_name, template_id, organization_id, import_operation_id)
+   ON fleet.devices TO regress_fleet_importer;
+SET ROLE regress_fleet_importer;
+INSERT INTO fleet.device_import VALUES ('perm-1', NULL), ('perm-2', 'Two'), ('perm-1', 'Again'), ('mix-1', 'taken');
+RESET ROLE;
+SELECT * FROM pg_temp.last_operation();
+SELECT * FROM pg_temp.last_errors();
+SELECT id, display_name FROM fleet.devices WHERE id LIKE 'perm-%' ORDER BY id;
+DROP OWNED BY regress_fleet_importer;
+DROP ROLE regress_fleet_importer;

@@ -12,6 +12,12 @@
 extern char *fleet_import_template;
 extern char *fleet_import_organization;
 
+/* device_identity.c */
+extern bool device_identity_valid(const char *id, int len,
+								  const char *name, int name_len);
+extern char *device_identity_check(const char *id, int len,
+								   const char *name, int name_len);
+
 /* device_import.c */
 extern void device_import_init(void);
 

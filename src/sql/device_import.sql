@@ -58,6 +58,12 @@ RETURNS bigint
 LANGUAGE c VOLATILE
 AS 'MODULE_PATHNAME', 'device_import_staged_count';
 
+CREATE FUNCTION fleet.device_import_register(operation_id bigint, template text, organization text)
+RETURNS bigint
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'device_import_register';
+COMMENT ON FUNCTION fleet.device_import_register(bigint, text, text) IS 'Internal: bulk-inserts the valid rows of the current import; -1 when the caller must use INSERT instead';
+
 CREATE FUNCTION fleet.device_import_release()
 RETURNS void
 LANGUAGE c VOLATILE
@@ -101,7 +107,9 @@ $$;
 
 -- AFTER statement: register the good rows and record the others, set-based.
 --
--- The fast path is one plain INSERT of every valid row.  When an id repeats
+-- The fast path inserts every valid row through COPY's bulk insert path
+-- (device_import_register, in C), or one plain INSERT where that does not
+-- apply.  When an id repeats
 -- in the file or is already registered (perhaps by an import running at the
 -- same time), that INSERT fails and is rolled back, and the slow path
 -- classifies: ON CONFLICT DO NOTHING, then the rows it skipped are either
@@ -126,12 +134,16 @@ BEGIN
     RETURNING id INTO op_id;
 
     BEGIN
-        INSERT INTO fleet.devices (id, display_name, template_id, organization_id, import_operation_id)
-        SELECT s.device_id, coalesce(nullif(s.display_name, ''), s.device_id),
-               target.template, target.organization, op_id
-          FROM fleet.device_import_staged_rows() s
-         WHERE fleet.device_identity_problem(s.device_id, s.display_name) IS NULL;
-        GET DIAGNOSTICS n_imported = ROW_COUNT;
+        n_imported := fleet.device_import_register(op_id, target.template, target.organization);
+        IF n_imported < 0 THEN
+            -- no bulk path for this role: INSERT checks privileges and policies
+            INSERT INTO fleet.devices (id, display_name, template_id, organization_id, import_operation_id)
+            SELECT s.device_id, coalesce(nullif(s.display_name, ''), s.device_id),
+                   target.template, target.organization, op_id
+              FROM fleet.device_import_staged_rows() s
+             WHERE fleet.device_identity_problem(s.device_id, s.display_name) IS NULL;
+            GET DIAGNOSTICS n_imported = ROW_COUNT;
+        END IF;
     EXCEPTION WHEN unique_violation THEN
         WITH valid AS (
             SELECT s.line, s.device_id, s.display_name
