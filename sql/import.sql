@@ -86,6 +86,16 @@ SELECT id, kind, status, rows, imported, rejected, started_by = current_user AS 
   FROM fleet.device_operations ORDER BY id;
 SELECT sum(rows) = sum(imported) + sum(rejected) AS all_rows_accounted FROM fleet.device_operations;
 
+-- names with backslashes, tabs and non-ASCII letters arrive unchanged, and a
+-- client in another encoding is converted once, not twice
+INSERT INTO fleet.device_import VALUES ('esc-1', E'back\\slash\ttab'), ('esc-2', 'Café Zürich');
+SELECT id, display_name, display_name = E'back\\slash\ttab' OR display_name = 'Café Zürich' AS unchanged
+  FROM fleet.devices WHERE id LIKE 'esc-%' ORDER BY id;
+SET client_encoding = 'LATIN1';
+INSERT INTO fleet.device_import VALUES ('enc-1', 'Ä');
+SELECT display_name = 'Ä' AS converted_once FROM fleet.devices WHERE id = 'enc-1';
+RESET client_encoding;
+
 -- A role without table-wide INSERT on fleet.devices takes the INSERT path,
 -- which checks its privileges; with column privileges it imports the same way.
 CREATE ROLE regress_fleet_importer;

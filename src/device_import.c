@@ -31,6 +31,7 @@
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/value.h"
@@ -306,32 +307,38 @@ static Registration *registration = NULL;
 
 PG_FUNCTION_INFO_V1(device_import_register);
 
-/* Append a value escaped for COPY's text format. */
+/* Append a value escaped for COPY's text format, in runs of plain bytes. */
 static void
 append_copy_text(StringInfo buf, const char *value, int len)
 {
+	int			run_start = 0;
+
 	for (int i = 0; i < len; i++)
 	{
-		char		c = value[i];
+		const char *escape;
 
-		switch (c)
+		switch (value[i])
 		{
 			case '\\':
-				appendStringInfoString(buf, "\\\\");
+				escape = "\\\\";
 				break;
 			case '\t':
-				appendStringInfoString(buf, "\\t");
+				escape = "\\t";
 				break;
 			case '\n':
-				appendStringInfoString(buf, "\\n");
+				escape = "\\n";
 				break;
 			case '\r':
-				appendStringInfoString(buf, "\\r");
+				escape = "\\r";
 				break;
 			default:
-				appendStringInfoChar(buf, c);
+				continue;
 		}
+		appendBinaryStringInfo(buf, value + run_start, i - run_start);
+		appendStringInfoString(buf, escape);
+		run_start = i + 1;
 	}
+	appendBinaryStringInfo(buf, value + run_start, len - run_start);
 }
 
 static void
@@ -433,6 +440,7 @@ device_import_register(PG_FUNCTION_ARGS)
 	ParseState *pstate;
 	CopyFromState cstate;
 	List	   *columns;
+	List	   *options;
 	Registration reg;
 	StringInfoData fixed;
 	uint64		inserted;
@@ -470,12 +478,16 @@ device_import_register(PG_FUNCTION_ARGS)
 	columns = list_make5(makeString("id"), makeString("display_name"),
 						 makeString("template_id"), makeString("organization_id"),
 						 makeString("import_operation_id"));
+	/* the lines are in the server's encoding already, whatever the client's */
+	options = list_make1(makeDefElem("encoding",
+									 (Node *) makeString(pstrdup(GetDatabaseEncodingName())),
+									 -1));
 
 	registration = &reg;
 	PG_TRY();
 	{
 		cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false,
-							   registration_read, columns, NIL);
+							   registration_read, columns, options);
 		inserted = CopyFrom(cstate);
 		EndCopyFrom(cstate);
 	}
