@@ -49,9 +49,15 @@ PROVE_TESTS = test/t/*.pl
 EXTRA_CLEAN = tmp_check_regress tmp_check_iso test/output_iso test/results \
 	test/regression.diffs test/regression.out
 
-PG_CONFIG ?= pg_config
-PGXS := $(shell $(PG_CONFIG) --pgxs)
+# PostgreSQL 15's pg_config: Debian's /usr/bin/pg_config picks the newest
+# installed version, which may not be 15.
+PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
+else ifeq ($(filter test demo bench deps,$(MAKECMDGOALS)),)
+$(error PostgreSQL 15 server development files not found: run "make deps" as root, or sudo apt-get install postgresql-server-dev-15)
+endif
 
 $(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES)
 	cat $^ > $@
