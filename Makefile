@@ -17,7 +17,8 @@ OBJS = \
 	src/pg_fleet.o \
 	src/device_keys.o \
 	src/device_import.o \
-	src/device_identity.o
+	src/device_identity.o \
+	src/device_register.o
 
 SHLIB_LINK += -lcrypto
 

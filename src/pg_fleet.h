@@ -8,6 +8,9 @@
 #ifndef PG_FLEET_H
 #define PG_FLEET_H
 
+#include "access/tupdesc.h"
+#include "utils/tuplestore.h"
+
 /* pg_fleet.c */
 extern char *fleet_import_template;
 extern char *fleet_import_organization;
@@ -20,5 +23,6 @@ extern char *device_identity_check(const char *id, int len,
 
 /* device_import.c */
 extern void device_import_init(void);
+extern Tuplestorestate *device_import_staged(TupleDesc *desc);
 
 #endif							/* PG_FLEET_H */

@@ -107,9 +107,9 @@ $$;
 
 -- AFTER statement: register the good rows and record the others, set-based.
 --
--- The fast path inserts every valid row through COPY's bulk insert path
--- (device_import_register, in C), or one plain INSERT where that does not
--- apply.  When an id repeats
+-- The fast path inserts every valid row with the table's multi-row insert,
+-- as COPY does (device_import_register, in C), or with one plain INSERT where
+-- that does not apply.  When an id repeats
 -- in the file or is already registered (perhaps by an import running at the
 -- same time), that INSERT fails and is rolled back, and the slow path
 -- classifies: ON CONFLICT DO NOTHING, then the rows it skipped are either
