@@ -96,6 +96,19 @@ INSERT INTO fleet.device_import VALUES ('enc-1', 'Ä');
 SELECT display_name = 'Ä' AS converted_once FROM fleet.devices WHERE id = 'enc-1';
 RESET client_encoding;
 
+-- staged rows beyond work_mem spill to disk and are read back in full, on the
+-- bulk path and, with a repeat in the file, on the classifying path
+SET work_mem = '64kB';
+INSERT INTO fleet.device_import SELECT 'spill-' || i, 'Spill ' || i FROM generate_series(1, 5000) i;
+INSERT INTO fleet.device_import
+SELECT 'spill2-' || i, 'Spill ' || i FROM generate_series(1, 5000) i
+UNION ALL SELECT 'spill2-1', 'repeat';
+RESET work_mem;
+SELECT count(*) FILTER (WHERE id LIKE 'spill-%') AS first, count(*) FILTER (WHERE id LIKE 'spill2-%') AS second
+  FROM fleet.devices;
+SELECT * FROM pg_temp.last_errors();
+DELETE FROM fleet.devices WHERE id LIKE 'spill%';
+
 -- A role without table-wide INSERT on fleet.devices takes the INSERT path,
 -- which checks its privileges; with column privileges it imports the same way.
 CREATE ROLE regress_fleet_importer;
