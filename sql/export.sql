@@ -53,8 +53,11 @@ SELECT d.edge, count(*) FILTER (WHERE x."IOTC_SASKEY_PRIMARY" <> e."IOTC_SASKEY_
 CREATE TEMP TABLE east AS SELECT * FROM fleet.export_devices(organization => 'contoso-east');
 DELETE FROM fleet.devices WHERE organization_id = 'contoso-east';
 SET fleet.import_organization = 'contoso-east';
+SET client_min_messages = warning;
 \copy fleet.device_import FROM 'results/export_roundtrip.csv' WITH (FORMAT csv, HEADER)
+RESET client_min_messages;
 RESET fleet.import_organization;
+SELECT status, rows, imported FROM fleet.device_operations ORDER BY id DESC LIMIT 1;
 SELECT count(*) AS differences FROM (
     (SELECT * FROM east EXCEPT SELECT * FROM fleet.export_devices(organization => 'contoso-east'))
     UNION ALL
