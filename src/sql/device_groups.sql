@@ -26,15 +26,7 @@ DECLARE
         'properties', '{}'::jsonb, 'reported', '{}'::jsonb, 'cloudProperties', '{}'::jsonb);
     problem text;
 BEGIN
-    IF id IS NULL OR id !~ '^[A-Za-z0-9_-]+$' OR length(id) > 255 THEN
-        RAISE EXCEPTION 'invalid device group id "%"', id
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use 1 to 255 letters, digits, "-" or "_".';
-    END IF;
-    IF display_name IS NULL OR btrim(display_name) = '' THEN
-        RAISE EXCEPTION 'device group "%" needs a display name', id
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM fleet.check_new_object('device group', id, display_name, 255);
     IF template IS NOT NULL THEN
         PERFORM fleet.require_template(template);
     END IF;

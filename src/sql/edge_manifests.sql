@@ -16,15 +16,7 @@ AS $$
 DECLARE
     module text;
 BEGIN
-    IF id IS NULL OR id !~ '^[A-Za-z0-9_-]+$' OR length(id) > 255 THEN
-        RAISE EXCEPTION 'invalid edge manifest id "%"', id
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use 1 to 255 letters, digits, "-" or "_".';
-    END IF;
-    IF display_name IS NULL OR btrim(display_name) = '' THEN
-        RAISE EXCEPTION 'edge manifest "%" needs a display name', id
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM fleet.check_new_object('edge manifest', id, display_name, 255);
     IF jsonb_typeof(manifest -> 'modulesContent') IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'edge manifest "%" has no "modulesContent" object', id
             USING ERRCODE = 'invalid_parameter_value',

@@ -43,15 +43,7 @@ DECLARE
     parent_org  text := coalesce(parent, 'root');
     parent_path text[];
 BEGIN
-    IF id IS NULL OR id !~ '^[A-Za-z0-9_-]+$' OR length(id) > 128 THEN
-        RAISE EXCEPTION 'invalid organization id "%"', id
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use 1 to 128 letters, digits, "-" or "_".';
-    END IF;
-    IF display_name IS NULL OR btrim(display_name) = '' THEN
-        RAISE EXCEPTION 'organization "%" needs a display name', id
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM fleet.check_new_object('organization', id, display_name, 128);
     SELECT o.path INTO parent_path FROM fleet.organizations o WHERE o.id = parent_org;
     IF parent_path IS NULL THEN
         PERFORM fleet.require_organization(parent_org);

@@ -8,3 +8,24 @@
 -- The schema is created by CREATE EXTENSION (schema = fleet in the control
 -- file); nothing here may live anywhere else.
 COMMENT ON SCHEMA fleet IS 'pg_fleet: bulk device management (devices, templates, groups, import/export, jobs)';
+
+-- Refuses an id or display name for a new object of the given kind
+-- ("organization", "device group", ...): ids are 1 to max_length letters,
+-- digits, "-" or "_", names are not blank.  Jobs will use it too.
+CREATE FUNCTION fleet.check_new_object(kind text, id text, display_name text, max_length int)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF id IS NULL OR id !~ '^[A-Za-z0-9_-]+$' OR length(id) > max_length THEN
+        RAISE EXCEPTION 'invalid % id "%"', kind, id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Use 1 to %s letters, digits, "-" or "_".', max_length);
+    END IF;
+    IF display_name IS NULL OR btrim(display_name) = '' THEN
+        RAISE EXCEPTION '% "%" needs a display name', kind, id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$$;
