@@ -18,7 +18,8 @@ OBJS = \
 	src/device_keys.o \
 	src/device_import.o \
 	src/device_identity.o \
-	src/device_register.o
+	src/device_register.o \
+	src/worker.o
 
 SHLIB_LINK += -lcrypto
 
@@ -33,6 +34,11 @@ SQL_SOURCES = \
 	src/sql/device_keys.sql \
 	src/sql/device_import.sql \
 	src/sql/device_export.sql \
+	src/sql/schema_values.sql \
+	src/sql/jobs.sql \
+	src/sql/commands.sql \
+	src/sql/job_engine.sql \
+	src/sql/engine.sql \
 	src/sql/dump.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
@@ -41,7 +47,7 @@ REGRESS = setup keys organizations templates manifests devices groups import exp
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
 
 ISOLATION = concurrent_import
-ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/fleet.conf \
+ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/fleet_isolation.conf \
 	--inputdir=test --outputdir=test
 
 TAP_TESTS = 1

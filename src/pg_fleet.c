@@ -11,6 +11,8 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -22,6 +24,14 @@ PG_MODULE_MAGIC;
 /* Target of the next COPY into fleet.device_import (see device_import.c). */
 char	   *fleet_import_template = NULL;
 char	   *fleet_import_organization = NULL;
+
+/* The job engine (worker.c, src/sql/job_engine.sql). */
+char	   *fleet_database_name = NULL;
+int			fleet_max_running_jobs = 5;
+int			fleet_command_timeout = 30000;
+int			fleet_engine_chunk_size = 10000;
+int			fleet_command_window = 10000;
+int			fleet_engine_naptime = 1000;
 
 void		_PG_init(void);
 
@@ -54,8 +64,63 @@ _PG_init(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	DefineCustomStringVariable("fleet.database_name",
+							   "Database the pg_fleet job engine runs in.",
+							   NULL,
+							   &fleet_database_name,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fleet.max_running_jobs",
+							"Jobs that run at the same time; the others wait in order.",
+							NULL,
+							&fleet_max_running_jobs,
+							5, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fleet.command_timeout",
+							"Time a device has to answer a command before it fails as timed out.",
+							NULL,
+							&fleet_command_timeout,
+							30000, 1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fleet.engine_chunk_size",
+							"Devices a job updates per committed engine step.",
+							"Smaller chunks let other jobs and stop requests in sooner; larger ones finish big jobs faster.",
+							&fleet_engine_chunk_size,
+							10000, 1, 10000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fleet.command_window",
+							"Command deliveries a job keeps outstanding at once.",
+							NULL,
+							&fleet_command_window,
+							10000, 1, 10000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fleet.engine_naptime",
+							"Longest time the job engine sleeps when it has nothing to do.",
+							NULL,
+							&fleet_engine_naptime,
+							1000, 10, 3600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	/* Typos such as SET fleet.import_templat = ... become errors. */
 	MarkGUCPrefixReserved("fleet");
 
 	device_import_init();
+	engine_init();
 }

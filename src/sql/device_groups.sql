@@ -77,23 +77,29 @@ BEGIN
 END;
 $$;
 
--- The group's devices now.  One query: template and organization narrow the
--- scan through their indexes, the filter is evaluated only on what is left.
+-- Who is in which group, now: the one definition of membership, a view so
+-- that jobs and group_members() plan it as part of their own queries.
+-- Template and organization narrow the scan; the filter is evaluated only on
+-- what is left.
+CREATE VIEW fleet.device_group_members WITH (security_invoker = true) AS
+    SELECT g.id AS group_id, d.id AS device_id
+      FROM fleet.device_groups g
+      JOIN fleet.organizations o ON o.path @> ARRAY[g.organization_id]
+      JOIN fleet.devices d ON d.organization_id = o.id
+     WHERE (g.template_id IS NULL OR d.template_id = g.template_id)
+       AND (g.filter IS NULL OR jsonb_path_match(fleet.device_document(d), g.filter, silent => true));
+COMMENT ON VIEW fleet.device_group_members IS 'The devices of each device group now: template, organization subtree and filter applied';
+
 CREATE FUNCTION fleet.group_members(group_id text)
 RETURNS SETOF text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    g fleet.device_groups := fleet.require_device_group(group_id);
 BEGIN
+    PERFORM fleet.require_device_group(group_id);
     RETURN QUERY
-    SELECT d.id
-      FROM fleet.devices d
-     WHERE (g.template_id IS NULL OR d.template_id = g.template_id)
-       AND d.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[g.organization_id])
-       AND (g.filter IS NULL OR jsonb_path_match(fleet.device_document(d), g.filter, silent => true))
-     ORDER BY d.id;
+    SELECT m.device_id FROM fleet.device_group_members m WHERE m.group_id = group_members.group_id
+     ORDER BY m.device_id;
 END;
 $$;
 COMMENT ON FUNCTION fleet.group_members(text) IS 'The ids of the devices in a device group now';

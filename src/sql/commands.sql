@@ -1,0 +1,122 @@
+-- Commands reach devices through gateways: programs that claim deliveries
+-- with fleet.claim_commands() and report with fleet.complete_command()
+-- (tools/fleet-sim.c is one).  A delivery is queued by the engine, claimed by
+-- one gateway (SKIP LOCKED: never two), and ends completed, failed, timed out
+-- (past its deadline) or withdrawn (its job was stopped before a gateway
+-- claimed it).
+
+CREATE TABLE fleet.command_deliveries (
+    delivery_id     bigserial PRIMARY KEY,
+    job_id          text NOT NULL,
+    device_id       text NOT NULL,
+    command         text NOT NULL,                 -- "name" or "component/name"
+    request         jsonb,
+    status          text NOT NULL CHECK (status IN ('queued', 'claimed', 'completed', 'failed',
+                                                    'timed_out', 'withdrawn')),
+    gateway         text,
+    queued_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    deadline        timestamptz NOT NULL,
+    claimed_at      timestamptz,
+    completed_at    timestamptz,
+    response_status int,
+    response        jsonb
+);
+CREATE INDEX command_deliveries_queue_idx ON fleet.command_deliveries (delivery_id) WHERE status = 'queued';
+CREATE INDEX command_deliveries_deadline_idx ON fleet.command_deliveries (deadline) WHERE status IN ('queued', 'claimed');
+CREATE INDEX command_deliveries_open_idx ON fleet.command_deliveries (job_id, device_id) WHERE status IN ('queued', 'claimed');
+COMMENT ON TABLE fleet.command_deliveries IS 'One command for one device of a command job, from queued to completed, failed, timed_out or withdrawn';
+
+CREATE FUNCTION fleet.claim_commands(gateway text, max_count int DEFAULT 100)
+RETURNS TABLE (delivery_id bigint, job_id text, device_id text, command text, request jsonb, deadline timestamptz)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF gateway IS NULL OR btrim(gateway) = '' THEN
+        RAISE EXCEPTION 'a gateway must name itself when it claims commands'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_count IS NULL OR max_count < 1 THEN
+        RAISE EXCEPTION 'max_count must be at least 1, not %', coalesce(max_count::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    UPDATE fleet.command_deliveries d
+       SET status = 'claimed', gateway = claim_commands.gateway, claimed_at = clock_timestamp()
+      FROM (SELECT q.delivery_id FROM fleet.command_deliveries q
+             WHERE q.status = 'queued'
+             ORDER BY q.delivery_id
+             LIMIT max_count
+             FOR UPDATE SKIP LOCKED) c
+     WHERE d.delivery_id = c.delivery_id
+    RETURNING d.delivery_id, d.job_id, d.device_id, d.command, d.request, d.deadline;
+END;
+$$;
+COMMENT ON FUNCTION fleet.claim_commands(text, int) IS 'Claims up to max_count queued command deliveries for a gateway; concurrent gateways never get the same one';
+
+-- 2xx completes the device, anything else fails it with the response as the
+-- error.  A completion for a delivery that is no longer claimed (timed out,
+-- withdrawn, already completed) changes nothing and returns false.
+CREATE FUNCTION fleet.complete_command(delivery_id bigint, status int, response jsonb DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    done record;
+BEGIN
+    IF status IS NULL OR status NOT BETWEEN 100 AND 599 THEN
+        RAISE EXCEPTION 'command status % is not an HTTP-style status code', coalesce(status::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Report 200 for success, or 4xx/5xx for failure, as IoT Hub direct methods do.';
+    END IF;
+    UPDATE fleet.command_deliveries d
+       SET status = CASE WHEN complete_command.status BETWEEN 200 AND 299 THEN 'completed' ELSE 'failed' END,
+           response_status = complete_command.status, response = complete_command.response,
+           completed_at = clock_timestamp()
+     WHERE d.delivery_id = complete_command.delivery_id AND d.status = 'claimed'
+    RETURNING d.job_id, d.device_id, d.status INTO done;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE fleet.job_devices jd
+       SET status = done.status,
+           error = CASE WHEN done.status = 'failed'
+                        THEN format('command failed with status %s%s', complete_command.status,
+                                    coalesce(': ' || complete_command.response::text, '')) END,
+           finished_at = clock_timestamp()
+     WHERE jd.job_id = done.job_id AND jd.device_id = done.device_id AND jd.status = 'pending';
+    PERFORM fleet.wake_engine();
+    RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION fleet.complete_command(bigint, int, jsonb) IS 'Reports a device''s answer to a claimed command; false when the delivery is no longer open';
+
+-- Fails every open delivery past its deadline as "timed out".  The engine
+-- calls it every step; it is safe to call at any time.
+CREATE FUNCTION fleet.expire_commands()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    expired bigint;
+BEGIN
+    WITH overdue AS (
+        UPDATE fleet.command_deliveries d
+           SET status = 'timed_out', completed_at = clock_timestamp()
+         WHERE d.status IN ('queued', 'claimed') AND d.deadline < clock_timestamp()
+        RETURNING d.job_id, d.device_id
+    ),
+    failed AS (
+        UPDATE fleet.job_devices jd
+           SET status = 'failed', error = 'timed out', finished_at = clock_timestamp()
+          FROM overdue o
+         WHERE jd.job_id = o.job_id AND jd.device_id = o.device_id AND jd.status = 'pending'
+        RETURNING 1
+    )
+    SELECT count(*) INTO expired FROM overdue;
+    RETURN expired;
+END;
+$$;
+COMMENT ON FUNCTION fleet.expire_commands() IS 'Fails open command deliveries past their deadline as timed out; returns how many';

@@ -1,0 +1,464 @@
+-- The job engine's steps.  The background worker (src/worker.c) calls
+-- fleet.engine_step() over and over, each call in a transaction of its own:
+-- time out overdue commands, start queued jobs while fewer than
+-- fleet.max_running_jobs run, and move one running job forward by one chunk
+-- (round robin, so a small job never waits behind a big one).  Every state
+-- change is committed with the chunk that made it: after a crash the engine
+-- carries on from the rows, repeating nothing and skipping nothing.
+
+-- Starts a queued job.  On its first start it resolves the group's members
+-- (or, for a rerun, the source job's failed devices) and cuts them into
+-- batches: contiguous ranges in device id order.
+CREATE FUNCTION fleet.engine_start_job(job fleet.jobs)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    total      bigint;
+    batch_size bigint;
+    n_batches  bigint;
+BEGIN
+    IF job.started_at IS NULL THEN
+        IF job.rerun_of IS NOT NULL THEN
+            SELECT count(*) INTO total FROM fleet.job_devices jd
+             WHERE jd.job_id = job.rerun_of AND jd.status = 'failed';
+        ELSE
+            SELECT count(*) INTO total FROM fleet.device_group_members m WHERE m.group_id = job.group_id;
+        END IF;
+        batch_size := CASE job.batch_type
+                      WHEN 'number' THEN job.batch_value
+                      WHEN 'percentage' THEN greatest(1, ceil(total * job.batch_value / 100.0))
+                      ELSE greatest(total, 1) END;
+
+        WITH members AS (
+            SELECT jd.device_id FROM fleet.job_devices jd
+             WHERE job.rerun_of IS NOT NULL AND jd.job_id = job.rerun_of AND jd.status = 'failed'
+            UNION ALL
+            SELECT m.device_id FROM fleet.device_group_members m
+             WHERE job.rerun_of IS NULL AND m.group_id = job.group_id
+        ),
+        assigned AS (
+            INSERT INTO fleet.job_devices (job_id, device_id, batch)
+            SELECT job.id, m.device_id, ((row_number() OVER (ORDER BY m.device_id) - 1) / batch_size + 1)::int
+              FROM members m
+            RETURNING batch, device_id
+        )
+        INSERT INTO fleet.job_batches (job_id, batch, first_device, last_device, size)
+        SELECT job.id, a.batch, min(a.device_id), max(a.device_id), count(*)
+          FROM assigned a GROUP BY a.batch;
+        GET DIAGNOSTICS n_batches = ROW_COUNT;
+
+        UPDATE fleet.jobs j
+           SET started_at = clock_timestamp(),
+               device_count = (SELECT coalesce(sum(b.size), 0) FROM fleet.job_batches b WHERE b.job_id = job.id),
+               current_batch = CASE WHEN n_batches > 0 THEN 1 END
+         WHERE j.id = job.id;
+    END IF;
+    UPDATE fleet.jobs j SET status = 'running', last_step_at = NULL WHERE j.id = job.id;
+END;
+$$;
+
+-- True when failures exceed the threshold: strictly more than allowed.
+CREATE FUNCTION fleet.threshold_exceeded(kind text, allowed int, failures bigint, scope bigint)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE kind
+           WHEN 'number' THEN failures > allowed
+           WHEN 'percentage' THEN failures * 100 > allowed::bigint * scope
+           ELSE false END
+$$;
+
+-- Stops a job's open work: queued commands are withdrawn, batches not done
+-- are marked, and the job takes its final status.
+CREATE FUNCTION fleet.engine_finish_job(job fleet.jobs, final_status text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE fleet.command_deliveries d SET status = 'withdrawn', completed_at = clock_timestamp()
+     WHERE d.job_id = job.id AND d.status = 'queued';
+    UPDATE fleet.job_batches b SET status = 'cancelled', finished_at = clock_timestamp()
+     WHERE b.job_id = job.id AND b.status IN ('pending', 'running');
+    UPDATE fleet.jobs j SET status = final_status, finished_at = clock_timestamp() WHERE j.id = job.id;
+END;
+$$;
+
+-- The expression that tells why a device cannot take this job's change, or
+-- NULL when it can ("d" is the device, NULL when it was deleted).
+CREATE FUNCTION fleet.engine_device_problem(job fleet.jobs)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    wanted     text := CASE job.job_type WHEN 'property' THEN 'writable_property'
+                                         WHEN 'cloudProperty' THEN 'cloud_property'
+                                         WHEN 'command' THEN 'command' END;
+    paths      text;
+    qualifying text[];
+BEGIN
+    IF job.job_type = 'deviceTemplateMigration' THEN
+        RETURN $e$CASE WHEN d.id IS NULL THEN 'the device was deleted' END$e$;
+    ELSIF job.job_type = 'deviceManifestMigration' THEN
+        RETURN $e$CASE WHEN d.id IS NULL THEN 'the device was deleted'
+                       WHEN NOT d.edge THEN 'the device is not an IoT Edge device' END$e$;
+    END IF;
+
+    -- templates offering every path of the job exactly as the target does
+    SELECT string_agg(format('"%s"', e ->> 'path'), ', ') INTO paths FROM jsonb_array_elements(job.data) e;
+    WITH wanted AS (
+        SELECT want.*
+          FROM jsonb_array_elements(job.data) e
+          JOIN fleet.template_capabilities want
+            ON want.template_id = e ->> 'target' AND want.capability = wanted
+           AND (coalesce(want.component || '/', '') || want.name) = e ->> 'path'
+    )
+    SELECT array_agg(q.template_id) INTO qualifying
+      FROM (SELECT have.template_id
+              FROM wanted w
+              JOIN fleet.template_capabilities have
+                ON have.component IS NOT DISTINCT FROM w.component AND have.name = w.name
+               AND have.capability = w.capability AND have.schema IS NOT DISTINCT FROM w.schema
+               AND have.request IS NOT DISTINCT FROM w.request
+               AND have.min_value IS NOT DISTINCT FROM w.min_value
+               AND have.max_value IS NOT DISTINCT FROM w.max_value
+             GROUP BY have.template_id
+            HAVING count(*) = (SELECT count(*) FROM wanted)) q;
+    RETURN format($e$CASE WHEN d.id IS NULL THEN 'the device was deleted'
+                          WHEN d.template_id IS NULL THEN 'the device has no device template'
+                          WHEN d.template_id <> ALL (%L::text[]) THEN 'device template "' || d.template_id || %L
+                     END$e$,
+                  coalesce(qualifying, '{}'),
+                  format('" does not have the %s %s', replace(wanted, '_', ' '), paths));
+END;
+$$;
+
+-- The SET clause of a property, cloud property, template or manifest job.
+-- Properties are set as in an IoT Hub twin's desired section: root
+-- interface properties at the top level, a component's under its name
+-- (marked "__t": "c").
+CREATE FUNCTION fleet.engine_set_clause(job fleet.jobs)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    column_name text := CASE job.job_type WHEN 'property' THEN 'properties' ELSE 'cloud_properties' END;
+    expr        text := format('d.%I', column_name);
+    root        jsonb;
+    part        record;
+BEGIN
+    IF job.job_type = 'deviceTemplateMigration' THEN
+        RETURN format('template_id = %L', job.data -> 0 ->> 'template');
+    ELSIF job.job_type = 'deviceManifestMigration' THEN
+        RETURN format('manifest_id = %L', job.data -> 0 ->> 'manifest');
+    END IF;
+
+    SELECT jsonb_object_agg(e ->> 'path', e -> 'value') INTO root
+      FROM jsonb_array_elements(job.data) e WHERE strpos(e ->> 'path', '/') = 0;
+    IF root IS NOT NULL THEN
+        expr := format('%s || %L::jsonb', expr, root);
+    END IF;
+    FOR part IN
+        SELECT split_part(e ->> 'path', '/', 1) AS component,
+               jsonb_object_agg(substr(e ->> 'path', strpos(e ->> 'path', '/') + 1), e -> 'value') AS patch
+          FROM jsonb_array_elements(job.data) e WHERE strpos(e ->> 'path', '/') > 0
+         GROUP BY 1
+    LOOP
+        expr := format('jsonb_set(%s, %L, coalesce(d.%I -> %L, ''{"__t": "c"}''::jsonb) || %L::jsonb)',
+                       expr, ARRAY[part.component], column_name, part.component, part.patch);
+    END LOOP;
+    RETURN format('%I = %s', column_name, expr);
+END;
+$$;
+
+-- One committed chunk of a property, cloud property, template or manifest
+-- job: the next pending devices of the batch are changed and marked, in one
+-- statement.  Returns the number of devices dealt with, and moves the cursor.
+CREATE FUNCTION fleet.engine_apply_chunk(job fleet.jobs, b fleet.job_batches, chunk_size int)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n_dealt     bigint;
+    n_completed bigint;
+    n_failed    bigint;
+    last_done   text;
+BEGIN
+    EXECUTE format($q$
+        WITH chunk AS (
+            SELECT jd.device_id FROM fleet.job_devices jd
+             WHERE jd.job_id = $1 AND jd.device_id >= $2 AND jd.device_id <= $3
+               AND ($4::text IS NULL OR jd.device_id > $4) AND jd.status = 'pending'
+             ORDER BY jd.device_id
+             LIMIT $5
+        ),
+        checked AS (
+            SELECT c.device_id, %s AS problem
+              FROM chunk c LEFT JOIN fleet.devices d ON d.id = c.device_id
+        ),
+        applied AS (
+            UPDATE fleet.devices d SET %s
+              FROM checked k
+             WHERE d.id = k.device_id AND k.problem IS NULL
+            RETURNING d.id
+        ),
+        marked AS (
+            UPDATE fleet.job_devices jd
+               SET status = CASE WHEN k.problem IS NULL THEN 'completed' ELSE 'failed' END,
+                   error = k.problem, started_at = pg_catalog.now(), finished_at = pg_catalog.clock_timestamp()
+              FROM checked k
+             WHERE jd.job_id = $1 AND jd.device_id = k.device_id
+            RETURNING jd.device_id, jd.status
+        )
+        SELECT count(*), count(*) FILTER (WHERE m.status = 'completed'),
+               count(*) FILTER (WHERE m.status = 'failed'), max(m.device_id)
+          FROM marked m
+    $q$, fleet.engine_device_problem(job), fleet.engine_set_clause(job))
+    INTO n_dealt, n_completed, n_failed, last_done
+    USING job.id, b.first_device, b.last_device, b.cursor, chunk_size;
+
+    UPDATE fleet.job_batches jb
+       SET completed = jb.completed + n_completed, failed = jb.failed + n_failed,
+           cursor = coalesce(last_done, jb.cursor)
+     WHERE jb.job_id = b.job_id AND jb.batch = b.batch;
+    RETURN n_dealt;
+END;
+$$;
+
+-- One chunk of a command job: the next pending devices of the batch without
+-- an open delivery get one, as far as the job's window of outstanding
+-- commands allows.  Simulated devices are answered at once; devices the
+-- command cannot reach fail.  Returns the number of devices dealt with.
+CREATE FUNCTION fleet.engine_dispatch_chunk(job fleet.jobs, b fleet.job_batches, chunk_size int)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    window_size int := current_setting('fleet.command_window')::int;
+    outstanding bigint;
+    n_dealt     bigint;
+    n_queued    bigint;
+    last_done   text;
+BEGIN
+    SELECT count(*) INTO outstanding FROM fleet.command_deliveries cd
+     WHERE cd.job_id = job.id AND cd.status IN ('queued', 'claimed');
+    IF outstanding >= window_size THEN
+        RETURN 0;
+    END IF;
+
+    EXECUTE format($q$
+        WITH chunk AS (
+            SELECT jd.device_id FROM fleet.job_devices jd
+             WHERE jd.job_id = $1 AND jd.device_id >= $2 AND jd.device_id <= $3
+               AND ($4::text IS NULL OR jd.device_id > $4) AND jd.status = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM fleet.command_deliveries cd
+                                WHERE cd.job_id = jd.job_id AND cd.device_id = jd.device_id
+                                  AND cd.status IN ('queued', 'claimed'))
+             ORDER BY jd.device_id
+             LIMIT $5
+        ),
+        checked AS (
+            SELECT c.device_id, coalesce(d.simulated, false) AS simulated, %s AS problem
+              FROM chunk c LEFT JOIN fleet.devices d ON d.id = c.device_id
+        ),
+        delivered AS (
+            INSERT INTO fleet.command_deliveries
+                   (job_id, device_id, command, request, status, deadline, gateway, claimed_at,
+                    completed_at, response_status, response)
+            SELECT $1, k.device_id, $6, $7,
+                   CASE WHEN k.simulated THEN 'completed' ELSE 'queued' END,
+                   pg_catalog.clock_timestamp() + $8,
+                   CASE WHEN k.simulated THEN 'simulator' END,
+                   CASE WHEN k.simulated THEN pg_catalog.clock_timestamp() END,
+                   CASE WHEN k.simulated THEN pg_catalog.clock_timestamp() END,
+                   CASE WHEN k.simulated THEN 200 END,
+                   CASE WHEN k.simulated THEN '{"simulated": true}'::jsonb END
+              FROM checked k WHERE k.problem IS NULL
+            RETURNING 1
+        ),
+        marked AS (
+            UPDATE fleet.job_devices jd
+               SET started_at = coalesce(jd.started_at, pg_catalog.now()),
+                   status = CASE WHEN k.problem IS NOT NULL THEN 'failed'
+                                 WHEN k.simulated THEN 'completed' ELSE 'pending' END,
+                   error = k.problem,
+                   finished_at = CASE WHEN k.problem IS NOT NULL OR k.simulated
+                                      THEN pg_catalog.clock_timestamp() END
+              FROM checked k
+             WHERE jd.job_id = $1 AND jd.device_id = k.device_id
+            RETURNING jd.device_id
+        )
+        SELECT (SELECT count(*) FROM marked),
+               (SELECT count(*) FROM checked k WHERE k.problem IS NULL AND NOT k.simulated),
+               (SELECT max(m.device_id) FROM marked m)
+    $q$, fleet.engine_device_problem(job))
+    INTO n_dealt, n_queued, last_done
+    USING job.id, b.first_device, b.last_device, b.cursor,
+          least(chunk_size::bigint, window_size - outstanding),
+          job.data -> 0 ->> 'path', job.data -> 0 -> 'value',
+          current_setting('fleet.command_timeout')::interval;
+
+    IF n_queued > 0 THEN
+        PERFORM pg_notify('fleet_commands', job.id);
+    END IF;
+    UPDATE fleet.job_batches jb SET cursor = coalesce(last_done, jb.cursor)
+     WHERE jb.job_id = b.job_id AND jb.batch = b.batch;
+    RETURN n_dealt;
+END;
+$$;
+
+-- Moves one running job forward by one chunk.  Returns true when it has
+-- more work right away.
+CREATE FUNCTION fleet.engine_advance_job(job_id text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job        fleet.jobs;
+    b          fleet.job_batches;
+    chunk_size int := current_setting('fleet.engine_chunk_size')::int;
+    dealt      bigint;
+    counts     record;
+    job_failed bigint;
+BEGIN
+    -- the lock makes stop_job wait for this chunk, and this chunk see a stop
+    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = job_id AND j.status = 'running' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE fleet.jobs j SET last_step_at = clock_timestamp() WHERE j.id = job.id;
+
+    IF job.current_batch IS NULL THEN           -- a job without devices
+        PERFORM fleet.engine_finish_job(job, 'completed');
+        RETURN false;
+    END IF;
+    SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = job.current_batch;
+    IF b.status = 'pending' THEN
+        UPDATE fleet.job_batches jb SET status = 'running', started_at = clock_timestamp()
+         WHERE jb.job_id = job.id AND jb.batch = b.batch;
+    END IF;
+
+    IF job.job_type = 'command' THEN
+        dealt := fleet.engine_dispatch_chunk(job, b, chunk_size);
+        -- answers arrive from gateways: count the batch's devices
+        SELECT count(*) FILTER (WHERE jd.status = 'completed') AS completed,
+               count(*) FILTER (WHERE jd.status = 'failed') AS failed,
+               count(*) FILTER (WHERE jd.status = 'pending') AS pending
+          INTO counts
+          FROM fleet.job_devices jd
+         WHERE jd.job_id = job.id AND jd.device_id >= b.first_device AND jd.device_id <= b.last_device;
+        UPDATE fleet.job_batches jb SET completed = counts.completed, failed = counts.failed
+         WHERE jb.job_id = job.id AND jb.batch = b.batch
+        RETURNING jb.* INTO b;
+    ELSE
+        dealt := fleet.engine_apply_chunk(job, b, chunk_size);
+        SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch;
+        SELECT 0 AS pending INTO counts;
+        IF dealt > 0 THEN
+            counts.pending := 1;                -- there may be more: look again next step
+        END IF;
+    END IF;
+
+    -- cancellation threshold: strictly more failures than allowed
+    IF job.threshold_type IS NOT NULL THEN
+        SELECT sum(jb.failed) INTO job_failed FROM fleet.job_batches jb WHERE jb.job_id = job.id;
+        IF (job.threshold_per_batch AND fleet.threshold_exceeded(job.threshold_type, job.threshold_value, b.failed, b.size))
+           OR (NOT job.threshold_per_batch AND fleet.threshold_exceeded(job.threshold_type, job.threshold_value, job_failed, job.device_count)) THEN
+            PERFORM fleet.engine_finish_job(job, 'cancelled');
+            RETURN false;
+        END IF;
+    END IF;
+
+    IF counts.pending > 0 THEN
+        RETURN dealt > 0;
+    END IF;
+
+    -- the batch is done: on to the next, or the job is
+    UPDATE fleet.job_batches jb SET status = 'completed', finished_at = clock_timestamp()
+     WHERE jb.job_id = job.id AND jb.batch = b.batch;
+    IF EXISTS (SELECT 1 FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch + 1) THEN
+        UPDATE fleet.jobs j SET current_batch = b.batch + 1 WHERE j.id = job.id;
+        RETURN true;
+    END IF;
+    PERFORM fleet.engine_finish_job(job,
+        CASE WHEN EXISTS (SELECT 1 FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.failed > 0)
+             THEN 'failed' ELSE 'completed' END);
+    RETURN false;
+END;
+$$;
+
+-- One engine step; returns how many milliseconds the worker may sleep.
+CREATE FUNCTION fleet.engine_step()
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    naptime     int := (extract(epoch FROM current_setting('fleet.engine_naptime')::interval) * 1000)::int;
+    max_running int := current_setting('fleet.max_running_jobs')::int;
+    job         fleet.jobs;
+    next_job    text;
+    more        boolean := false;
+    message     text;
+    next_due    timestamptz;
+BEGIN
+    PERFORM fleet.expire_commands();
+
+    -- start queued jobs, in order, while there is room
+    FOR job IN
+        SELECT j.* FROM fleet.jobs j
+         WHERE j.status = 'pending'
+         ORDER BY j.queued_at, j.id
+         LIMIT greatest(max_running - (SELECT count(*) FROM fleet.jobs r WHERE r.status = 'running'), 0)
+           FOR UPDATE SKIP LOCKED
+    LOOP
+        PERFORM fleet.engine_start_job(job);
+        more := true;
+    END LOOP;
+
+    -- the running job that waited longest moves on by one chunk
+    SELECT j.id INTO next_job FROM fleet.jobs j
+     WHERE j.status = 'running'
+     ORDER BY j.last_step_at NULLS FIRST, j.queued_at
+     LIMIT 1;
+    IF next_job IS NOT NULL THEN
+        BEGIN
+            IF fleet.engine_advance_job(next_job) THEN
+                more := true;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+            RAISE WARNING 'pg_fleet engine: job "%" failed: %', next_job, message;
+            UPDATE fleet.jobs j SET status = 'failed', error = message, finished_at = clock_timestamp()
+             WHERE j.id = next_job;
+        END;
+        -- other running jobs may have work too
+        IF EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.status = 'running' AND j.id <> next_job
+                                                 AND j.job_type <> 'command') THEN
+            more := true;
+        END IF;
+    END IF;
+
+    IF more THEN
+        RETURN 0;
+    END IF;
+    -- command jobs wait for answers (completions wake us) or deadlines
+    SELECT min(d.deadline) INTO next_due FROM fleet.command_deliveries d WHERE d.status IN ('queued', 'claimed');
+    IF EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.status = 'running' AND j.job_type = 'command') THEN
+        naptime := least(naptime, 100);
+    END IF;
+    IF next_due IS NOT NULL THEN
+        naptime := least(naptime, greatest(10, (extract(epoch FROM next_due - clock_timestamp()) * 1000)::int + 5));
+    END IF;
+    RETURN naptime;
+END;
+$$;
+COMMENT ON FUNCTION fleet.engine_step() IS 'Internal: one step of the job engine, run by its background worker';

@@ -1,0 +1,687 @@
+-- Jobs: IoT Central's job body as jsonb, validated at creation, run by the
+-- engine (job_engine.sql) in batches.  A job's devices and their outcomes are
+-- rows of fleet.job_devices; a batch's progress is a row of fleet.job_batches.
+
+CREATE TABLE fleet.jobs (
+    id                  text PRIMARY KEY,
+    display_name        text NOT NULL,
+    description         text,
+    group_id            text NOT NULL REFERENCES fleet.device_groups (id),
+    organization_id     text NOT NULL REFERENCES fleet.organizations (id),
+    job_type            text NOT NULL CHECK (job_type IN ('property', 'cloudProperty', 'command',
+                                                          'deviceTemplateMigration', 'deviceManifestMigration')),
+    data                jsonb NOT NULL,
+    batch_type          text CHECK (batch_type IN ('number', 'percentage')),
+    batch_value         int,
+    threshold_type      text CHECK (threshold_type IN ('number', 'percentage')),
+    threshold_value     int,
+    threshold_per_batch boolean NOT NULL DEFAULT false,
+    status              text NOT NULL CHECK (status IN ('saved', 'pending', 'running', 'stopped',
+                                                        'completed', 'failed', 'cancelled')),
+    definition          jsonb NOT NULL,       -- the body as given, with its id
+    rerun_of            text REFERENCES fleet.jobs (id),
+    scheduled_job_id    text,
+    error               text,                 -- why the engine gave up on the job, if it did
+    created_by          name NOT NULL DEFAULT current_user,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    queued_at           timestamptz,
+    started_at          timestamptz,
+    finished_at         timestamptz,
+    device_count        bigint,
+    current_batch       int,
+    last_step_at        timestamptz           -- when the engine last moved it on
+);
+CREATE INDEX jobs_queue_idx ON fleet.jobs (queued_at, id) WHERE status IN ('pending', 'running');
+CREATE INDEX jobs_created_idx ON fleet.jobs (created_at);
+COMMENT ON TABLE fleet.jobs IS 'Jobs: IoT Central job definitions, their status (saved, pending, running, stopped, completed, failed, cancelled) and timing';
+
+-- Batches are contiguous ranges of a job's devices in id order, so a batch
+-- is walked through the primary key of job_devices with a cursor.
+CREATE TABLE fleet.job_batches (
+    job_id       text NOT NULL REFERENCES fleet.jobs (id) ON DELETE CASCADE,
+    batch        int NOT NULL,
+    first_device text NOT NULL,
+    last_device  text NOT NULL,
+    size         bigint NOT NULL,
+    status       text NOT NULL DEFAULT 'pending'
+                 CHECK (status IN ('pending', 'running', 'completed', 'cancelled')),
+    completed    bigint NOT NULL DEFAULT 0,
+    failed       bigint NOT NULL DEFAULT 0,
+    cursor       text,                       -- last device the engine dealt with
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    PRIMARY KEY (job_id, batch)
+);
+COMMENT ON TABLE fleet.job_batches IS 'The batches of each job, in order: size, status and how many devices completed and failed';
+
+-- No foreign key to jobs: a job fans out to a million rows and foreign keys
+-- are per-row triggers (DESIGN.md section 7).  Rows go with their job
+-- (fleet.delete_job_rows).  Pages keep room for HOT status updates.
+CREATE TABLE fleet.job_devices (
+    job_id      text NOT NULL,
+    device_id   text NOT NULL,
+    batch       int NOT NULL,
+    status      text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'completed', 'failed')),
+    error       text,
+    started_at  timestamptz,
+    finished_at timestamptz,
+    PRIMARY KEY (job_id, device_id)
+) WITH (fillfactor = 80);
+COMMENT ON TABLE fleet.job_devices IS 'Every device of every started job: its batch, status (pending, completed, failed) and error';
+
+CREATE FUNCTION fleet.delete_job_rows()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM fleet.job_devices jd USING old_jobs o WHERE jd.job_id = o.id;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER delete_job_rows AFTER DELETE ON fleet.jobs
+    REFERENCING OLD TABLE AS old_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION fleet.delete_job_rows();
+
+-- Which device properties each role shows as extra columns of
+-- fleet.job_device_list(); kept across sessions.
+CREATE TABLE fleet.job_device_list_columns (
+    role_name name NOT NULL,
+    position  int NOT NULL,
+    path      jsonpath NOT NULL,
+    PRIMARY KEY (role_name, position)
+);
+COMMENT ON TABLE fleet.job_device_list_columns IS 'Extra columns of the job device list, per role: jsonpath expressions over fleet.device_document()';
+
+-- The capability a job data entry refers to, or an error naming it.
+CREATE FUNCTION fleet.job_capability(template text, path text, wanted text)
+RETURNS fleet.template_capabilities
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    path_component text := CASE WHEN strpos(path, '/') > 0 THEN split_part(path, '/', 1) END;
+    path_name      text := CASE WHEN strpos(path, '/') > 0 THEN substr(path, strpos(path, '/') + 1) ELSE path END;
+    cap     fleet.template_capabilities;
+    noun      text := CASE wanted WHEN 'writable_property' THEN 'property' WHEN 'cloud_property' THEN 'cloud property'
+                     ELSE 'command' END;
+BEGIN
+    SELECT c.* INTO cap FROM fleet.template_capabilities c
+     WHERE c.template_id = template AND c.component IS NOT DISTINCT FROM path_component AND c.name = path_name
+       AND c.capability IN ('property', 'writable_property', 'cloud_property', 'command', 'telemetry')
+     ORDER BY c.capability = wanted DESC
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '% "%" is not in template "%"', noun, path, template
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Write the path as "name" for the root interface or "component/name"; fleet.template_capabilities lists what the template has.';
+    END IF;
+    IF cap.capability <> wanted THEN
+        IF wanted = 'writable_property' AND cap.capability = 'property' THEN
+            RAISE EXCEPTION 'property "%" of template "%" is not writable', path, template
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A property job sets writable properties; this one is reported by the device only.';
+        ELSIF wanted = 'cloud_property' THEN
+            RAISE EXCEPTION '"%" of template "%" is not a cloud property', path, template
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use a cloud property (declared with "@type": "Cloud"), or a property job for device properties.';
+        END IF;
+        RAISE EXCEPTION '"%" of template "%" is a %, not a %', path, template, replace(cap.capability, '_', ' '), noun
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN cap;
+END;
+$$;
+
+-- Validates a job body and returns it as a fleet.jobs row (not stored).
+-- Every refusal names the value and says what to do.
+CREATE FUNCTION fleet.job_from_definition(definition jsonb)
+RETURNS fleet.jobs
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job        fleet.jobs;
+    entry      jsonb;
+    types      text[];
+    capability fleet.template_capabilities;
+    problem    text;
+    grp        fleet.device_groups;
+    n          int := 0;
+BEGIN
+    IF jsonb_typeof(definition) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'a job definition must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is %s.', coalesce(jsonb_typeof(definition), 'NULL')),
+                  HINT = 'Pass IoT Central''s job body: {"displayName": ..., "group": ..., "data": [...]}.';
+    END IF;
+
+    job.id := coalesce(definition ->> 'id', 'job-' || replace(gen_random_uuid()::text, '-', ''));
+    IF jsonb_typeof(definition -> 'id') NOT IN ('string') THEN
+        RAISE EXCEPTION 'job id % is not a string', definition -> 'id'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF job.id !~ '^[A-Za-z0-9_-]+$' OR length(job.id) > 255 THEN
+        RAISE EXCEPTION 'invalid job id "%"', job.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use 1 to 255 letters, digits, "-" or "_", or leave "id" out to get one.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.id = job.id) THEN
+        RAISE EXCEPTION 'job "%" already exists', job.id
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Choose another id, or leave "id" out to get one.';
+    END IF;
+
+    IF jsonb_typeof(definition -> 'displayName') IS DISTINCT FROM 'string' OR btrim(definition ->> 'displayName') = '' THEN
+        RAISE EXCEPTION 'job "%" needs a "displayName"', job.id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    job.display_name := definition ->> 'displayName';
+    IF definition ? 'description' AND jsonb_typeof(definition -> 'description') NOT IN ('string', 'null') THEN
+        RAISE EXCEPTION '"description" of job "%" must be a string', job.id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    job.description := definition ->> 'description';
+
+    IF jsonb_typeof(definition -> 'group') IS DISTINCT FROM 'string' THEN
+        RAISE EXCEPTION 'job "%" needs a "group": the id of a device group', job.id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    grp := fleet.require_device_group(definition ->> 'group');
+    job.group_id := grp.id;
+
+    -- IoT Central takes the organization as a one-element array
+    IF definition ? 'organizations' THEN
+        IF jsonb_typeof(definition -> 'organizations') <> 'array' OR jsonb_array_length(definition -> 'organizations') <> 1
+           OR jsonb_typeof(definition -> 'organizations' -> 0) <> 'string' THEN
+            RAISE EXCEPTION '"organizations" of job "%" must be an array of one organization id', job.id
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('It is %s.', definition -> 'organizations');
+        END IF;
+        job.organization_id := fleet.require_organization(definition -> 'organizations' ->> 0);
+        IF NOT EXISTS (SELECT 1 FROM fleet.organizations o
+                        WHERE o.id = grp.organization_id AND o.path @> ARRAY[job.organization_id]) THEN
+            RAISE EXCEPTION 'device group "%" is not in organization "%"', grp.id, job.organization_id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Choose a group of that organization or one below it.';
+        END IF;
+    ELSE
+        job.organization_id := grp.organization_id;
+    END IF;
+
+    -- delivery options
+    IF definition ? 'batch' THEN
+        entry := definition -> 'batch';
+        IF jsonb_typeof(entry) <> 'object' OR entry ->> 'type' NOT IN ('number', 'percentage')
+           OR jsonb_typeof(entry -> 'value') <> 'number' OR (entry ->> 'value') !~ '^[0-9]+$' THEN
+            RAISE EXCEPTION 'invalid "batch" % in job "%"', entry, job.id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write {"type": "number", "value": 100} or {"type": "percentage", "value": 10}.';
+        END IF;
+        job.batch_type := entry ->> 'type';
+        job.batch_value := (entry ->> 'value')::int;
+        IF job.batch_type = 'percentage' AND job.batch_value NOT BETWEEN 1 AND 100 THEN
+            RAISE EXCEPTION 'batch percentage % of job "%" is outside 1 to 100', job.batch_value, job.id
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF job.batch_type = 'number' AND job.batch_value < 1 THEN
+            RAISE EXCEPTION 'batch size % of job "%" is below 1', job.batch_value, job.id
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    IF definition ? 'cancellationThreshold' THEN
+        entry := definition -> 'cancellationThreshold';
+        IF jsonb_typeof(entry) <> 'object' OR entry ->> 'type' NOT IN ('number', 'percentage')
+           OR jsonb_typeof(entry -> 'value') <> 'number' OR (entry ->> 'value') !~ '^[0-9]+$'
+           OR (entry ? 'batch' AND jsonb_typeof(entry -> 'batch') <> 'boolean') THEN
+            RAISE EXCEPTION 'invalid "cancellationThreshold" % in job "%"', entry, job.id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write {"type": "number" or "percentage", "value": 10, "batch": false}.';
+        END IF;
+        job.threshold_type := entry ->> 'type';
+        job.threshold_value := (entry ->> 'value')::int;
+        job.threshold_per_batch := coalesce((entry ->> 'batch')::boolean, false);
+        IF job.threshold_type = 'percentage' AND job.threshold_value NOT BETWEEN 1 AND 100 THEN
+            RAISE EXCEPTION 'cancellation threshold percentage % of job "%" is outside 1 to 100', job.threshold_value, job.id
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF job.threshold_type = 'number' AND job.threshold_value < 1 THEN
+            RAISE EXCEPTION 'cancellation threshold % of job "%" is below 1', job.threshold_value, job.id
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+
+    -- what the job does: all entries of one type
+    IF jsonb_typeof(definition -> 'data') IS DISTINCT FROM 'array' OR jsonb_array_length(definition -> 'data') = 0 THEN
+        RAISE EXCEPTION 'job "%" needs "data": a non-empty array of what to do', job.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example "data": [{"type": "property", "target": "dtmi:...;1", "path": "targetTemperature", "value": 21}].';
+    END IF;
+    types := ARRAY(SELECT DISTINCT e ->> 'type' FROM jsonb_array_elements(definition -> 'data') e);
+    IF array_length(types, 1) > 1 THEN
+        RAISE EXCEPTION 'job "%" mixes data types %', job.id, array_to_string(types, ', ')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'All entries of "data" share one type; create one job per type.';
+    END IF;
+    job.job_type := types[1];
+    IF job.job_type IS NULL OR job.job_type NOT IN ('property', 'cloudProperty', 'command',
+                                                    'deviceTemplateMigration', 'deviceManifestMigration') THEN
+        RAISE EXCEPTION 'unknown job data type % in job "%"', coalesce(quote_literal(job.job_type), '(missing)'), job.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use "property", "cloudProperty", "command", "deviceTemplateMigration" or "deviceManifestMigration".';
+    END IF;
+    IF job.job_type IN ('command', 'deviceTemplateMigration', 'deviceManifestMigration')
+       AND jsonb_array_length(definition -> 'data') > 1 THEN
+        RAISE EXCEPTION 'a % job has exactly one data entry; job "%" has %', job.job_type, job.id,
+                        jsonb_array_length(definition -> 'data')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    FOR entry IN SELECT e FROM jsonb_array_elements(definition -> 'data') e LOOP
+        n := n + 1;
+        CASE job.job_type
+        WHEN 'property', 'cloudProperty', 'command' THEN
+            IF jsonb_typeof(entry -> 'target') IS DISTINCT FROM 'string' OR jsonb_typeof(entry -> 'path') IS DISTINCT FROM 'string' THEN
+                RAISE EXCEPTION 'data entry % of job "%" needs "target" (a template id) and "path"', n, job.id
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            PERFORM fleet.require_template(entry ->> 'target');
+            capability := fleet.job_capability(entry ->> 'target', entry ->> 'path',
+                CASE job.job_type WHEN 'property' THEN 'writable_property'
+                                  WHEN 'cloudProperty' THEN 'cloud_property' ELSE 'command' END);
+            IF job.job_type = 'command' THEN
+                IF capability.request IS NOT NULL THEN
+                    problem := fleet.schema_value_problem(entry -> 'value', capability.request -> 'schema', NULL, NULL,
+                                                          format('the request of command "%s"', entry ->> 'path'));
+                ELSIF entry ? 'value' AND jsonb_typeof(entry -> 'value') <> 'null' THEN
+                    problem := format('command "%s" takes no request payload', entry ->> 'path');
+                END IF;
+            ELSE
+                problem := fleet.schema_value_problem(entry -> 'value', capability.schema,
+                                                      capability.min_value, capability.max_value,
+                                                      format('the value of "%s"', entry ->> 'path'));
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE EXCEPTION 'job "%": %', job.id, problem
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = format('The schema of "%s" in template "%s" is %s.', entry ->> 'path', entry ->> 'target',
+                                        coalesce(capability.request -> 'schema', capability.schema));
+            END IF;
+        WHEN 'deviceTemplateMigration' THEN
+            IF jsonb_typeof(entry -> 'template') IS DISTINCT FROM 'string' THEN
+                RAISE EXCEPTION 'the deviceTemplateMigration job "%" needs "template": the template to assign', job.id
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            PERFORM fleet.require_template(entry ->> 'template');
+        WHEN 'deviceManifestMigration' THEN
+            IF jsonb_typeof(entry -> 'manifest') IS DISTINCT FROM 'string' THEN
+                RAISE EXCEPTION 'the deviceManifestMigration job "%" needs "manifest": the edge manifest to assign', job.id
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM fleet.edge_manifests m WHERE m.id = entry ->> 'manifest') THEN
+                RAISE EXCEPTION 'edge manifest "%" does not exist', entry ->> 'manifest'
+                    USING ERRCODE = 'undefined_object',
+                          HINT = 'Create it with fleet.create_edge_manifest(), or see fleet.edge_manifests.';
+            END IF;
+        END CASE;
+    END LOOP;
+    -- one value per property
+    IF job.job_type IN ('property', 'cloudProperty')
+       AND (SELECT count(DISTINCT e ->> 'path') FROM jsonb_array_elements(definition -> 'data') e) < n THEN
+        RAISE EXCEPTION 'job "%" sets the same property twice', job.id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    job.data := definition -> 'data';
+    job.definition := jsonb_set(definition, '{id}', to_jsonb(job.id));
+    job.threshold_per_batch := coalesce(job.threshold_per_batch, false);
+    job.created_by := current_user;
+    job.created_at := now();
+    RETURN job;
+END;
+$$;
+
+-- The job as IoT Central's REST API shows it.
+CREATE FUNCTION fleet.get_job(id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job      fleet.jobs;
+    progress jsonb;
+BEGIN
+    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = get_job.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job "%" does not exist', id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See the jobs of the last 30 days in fleet.recent_jobs.';
+    END IF;
+    SELECT jsonb_build_object(
+               'total', count(*),
+               'pending', count(*) FILTER (WHERE jd.status = 'pending'),
+               'completed', count(*) FILTER (WHERE jd.status = 'completed'),
+               'failed', count(*) FILTER (WHERE jd.status = 'failed'))
+      INTO progress
+      FROM fleet.job_devices jd WHERE jd.job_id = job.id;
+    RETURN job.definition || jsonb_strip_nulls(jsonb_build_object(
+        'id', job.id,
+        'organizations', jsonb_build_array(job.organization_id),
+        'status', job.status,
+        'start', job.started_at,
+        'end', job.finished_at,
+        'progress', progress,
+        'scheduledJobId', job.scheduled_job_id,
+        'rerunOf', job.rerun_of,
+        'error', job.error));
+END;
+$$;
+COMMENT ON FUNCTION fleet.get_job(text) IS 'The job as IoT Central''s job JSON, with status, start, end, progress {total, pending, completed, failed} and scheduledJobId';
+
+CREATE FUNCTION fleet.save_job(definition jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job fleet.jobs := fleet.job_from_definition(definition);
+BEGIN
+    job.status := 'saved';
+    INSERT INTO fleet.jobs SELECT job.*;
+    RETURN fleet.get_job(job.id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.save_job(jsonb) IS 'Validates and saves a job without running it; fleet.run_job() starts it later';
+
+CREATE FUNCTION fleet.create_job(definition jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job fleet.jobs := fleet.job_from_definition(definition);
+BEGIN
+    job.status := 'pending';
+    job.queued_at := clock_timestamp();
+    INSERT INTO fleet.jobs SELECT job.*;
+    PERFORM fleet.wake_engine();
+    RETURN fleet.get_job(job.id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.create_job(jsonb) IS 'Validates a job (IoT Central''s job JSON) and queues it to run now';
+
+-- Locks a job for a state change and refuses unless it is in one of the
+-- given states.
+CREATE FUNCTION fleet.lock_job(id text, allowed text[], action text)
+RETURNS fleet.jobs
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job fleet.jobs;
+BEGIN
+    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = lock_job.id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job "%" does not exist', id
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF job.status <> ALL (allowed) THEN
+        RAISE EXCEPTION 'cannot % job "%": it is %', action, id, job.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Only %s jobs can be %s.', array_to_string(allowed, ' or '),
+                                CASE action WHEN 'stop' THEN 'stopped' WHEN 'run' THEN 'run' ELSE action || 'd' END);
+    END IF;
+    RETURN job;
+END;
+$$;
+
+CREATE FUNCTION fleet.run_job(id text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM fleet.lock_job(id, '{saved}', 'run');
+    UPDATE fleet.jobs j SET status = 'pending', queued_at = clock_timestamp() WHERE j.id = run_job.id;
+    PERFORM fleet.wake_engine();
+    RETURN fleet.get_job(id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.run_job(text) IS 'Queues a saved job to run';
+
+-- Stop: dispatch halts at once; commands not yet claimed by a gateway are
+-- withdrawn and their devices stay pending.
+CREATE FUNCTION fleet.stop_job(id text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM fleet.lock_job(id, '{pending,running}', 'stop');
+    UPDATE fleet.jobs j SET status = 'stopped' WHERE j.id = stop_job.id;
+    UPDATE fleet.command_deliveries d SET status = 'withdrawn', completed_at = clock_timestamp()
+     WHERE d.job_id = stop_job.id AND d.status = 'queued';
+    PERFORM fleet.wake_engine();
+    RETURN fleet.get_job(id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.stop_job(text) IS 'Stops a pending or running job; fleet.resume_job() continues it with its pending devices';
+
+-- Resume: the job queues again (the running-jobs limit applies) and goes on
+-- with its pending devices.
+CREATE FUNCTION fleet.resume_job(id text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM fleet.lock_job(id, '{stopped}', 'resume');
+    UPDATE fleet.jobs j SET status = 'pending', queued_at = clock_timestamp() WHERE j.id = resume_job.id;
+    -- withdrawn commands are sent again: walk the current batch from its start
+    UPDATE fleet.job_batches b SET cursor = NULL
+      FROM fleet.jobs j
+     WHERE j.id = resume_job.id AND b.job_id = j.id AND b.batch = j.current_batch AND j.job_type = 'command';
+    PERFORM fleet.wake_engine();
+    RETURN fleet.get_job(id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.resume_job(text) IS 'Continues a stopped job with its pending devices';
+
+-- A free id: base, else base-2, base-3, ...
+CREATE FUNCTION fleet.free_job_id(base text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT candidate
+      FROM (SELECT left(base, 240) || CASE WHEN n = 1 THEN '' ELSE '-' || n END AS candidate, n
+              FROM generate_series(1, 1000) n) c
+     WHERE NOT EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.id = c.candidate)
+     ORDER BY n
+     LIMIT 1
+$$;
+
+CREATE FUNCTION fleet.copy_job(id text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    source fleet.jobs;
+    copy_id text;
+BEGIN
+    SELECT j.* INTO source FROM fleet.jobs j WHERE j.id = copy_job.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job "%" does not exist', id
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    copy_id := fleet.free_job_id(source.id || '-copy');
+    RETURN fleet.save_job(source.definition
+                          || jsonb_build_object('id', copy_id, 'displayName', source.display_name || ' Copy'));
+END;
+$$;
+COMMENT ON FUNCTION fleet.copy_job(text) IS 'Saves a copy of a job named "<name> Copy", to edit and run';
+
+-- A new job over exactly the failed devices of a finished job.
+CREATE FUNCTION fleet.rerun_job(id text, rerun_id text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    source fleet.jobs;
+    job    fleet.jobs;
+BEGIN
+    SELECT j.* INTO source FROM fleet.jobs j WHERE j.id = rerun_job.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job "%" does not exist', id
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF source.status NOT IN ('completed', 'failed', 'cancelled') THEN
+        RAISE EXCEPTION 'cannot rerun job "%": it is %', id, source.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Rerun a job once it has completed, failed or been cancelled.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM fleet.job_devices jd WHERE jd.job_id = source.id AND jd.status = 'failed') THEN
+        RAISE EXCEPTION 'job "%" has no failed devices to rerun', id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    job := fleet.job_from_definition(source.definition
+             || jsonb_build_object('id', coalesce(rerun_id, fleet.free_job_id(source.id || '-rerun')),
+                                   'displayName', source.display_name || ' Rerun'));
+    job.rerun_of := source.id;
+    job.status := 'pending';
+    job.queued_at := clock_timestamp();
+    INSERT INTO fleet.jobs SELECT job.*;
+    PERFORM fleet.wake_engine();
+    RETURN fleet.get_job(job.id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.rerun_job(text, text) IS 'Queues a new job that retries a finished job on exactly its failed devices';
+
+CREATE VIEW fleet.recent_jobs WITH (security_invoker = true) AS
+    SELECT j.id, j.display_name, j.job_type, j.status, j.group_id, j.organization_id,
+           coalesce(p.total, 0) AS total, coalesce(p.pending, 0) AS pending,
+           coalesce(p.completed, 0) AS completed, coalesce(p.failed, 0) AS failed,
+           j.scheduled_job_id, j.rerun_of, j.created_by, j.created_at, j.started_at, j.finished_at
+      FROM fleet.jobs j
+      LEFT JOIN LATERAL (SELECT count(*) AS total,
+                                count(*) FILTER (WHERE jd.status = 'pending') AS pending,
+                                count(*) FILTER (WHERE jd.status = 'completed') AS completed,
+                                count(*) FILTER (WHERE jd.status = 'failed') AS failed
+                           FROM fleet.job_devices jd WHERE jd.job_id = j.id) p ON true
+     WHERE j.created_at > pg_catalog.now() - interval '30 days';
+COMMENT ON VIEW fleet.recent_jobs IS 'Jobs of the last 30 days, newest first when ordered by created_at, with their progress';
+
+-- Which device properties appear as extra columns of the device list, for
+-- the current role.
+CREATE FUNCTION fleet.set_job_device_list_columns(columns text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    path text;
+BEGIN
+    FOREACH path IN ARRAY coalesce(columns, '{}') LOOP
+        BEGIN
+            PERFORM path::jsonpath;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'column "%" is not a jsonpath', path
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Name columns as paths into the device document, for example ''$.reported.firmware'' or ''$.properties.targetTemperature''.';
+        END;
+    END LOOP;
+    DELETE FROM fleet.job_device_list_columns c WHERE c.role_name = current_user;
+    INSERT INTO fleet.job_device_list_columns (role_name, position, path)
+    SELECT current_user, n, p::jsonpath FROM unnest(columns) WITH ORDINALITY AS u(p, n);
+END;
+$$;
+COMMENT ON FUNCTION fleet.set_job_device_list_columns(text[]) IS 'Chooses the extra columns (jsonpath over fleet.device_document) of fleet.job_device_list for the current role';
+
+CREATE FUNCTION fleet.require_job(job_id text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.id = job_id) THEN
+        RAISE EXCEPTION 'job "%" does not exist', job_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See the jobs of the last 30 days in fleet.recent_jobs.';
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION fleet.job_device_list(job_id text, device_filter text DEFAULT NULL, status_filter text DEFAULT NULL)
+RETURNS TABLE (device_id text, device_name text, batch int, status text, error text,
+               started_at timestamptz, finished_at timestamptz, columns jsonb)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    paths jsonpath[] := ARRAY(SELECT c.path FROM fleet.job_device_list_columns c
+                               WHERE c.role_name = current_user ORDER BY c.position);
+BEGIN
+    PERFORM fleet.require_job(job_id);
+    IF status_filter IS NOT NULL AND status_filter NOT IN ('pending', 'completed', 'failed') THEN
+        RAISE EXCEPTION 'unknown device status "%"', status_filter
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Filter on ''pending'', ''completed'' or ''failed''.';
+    END IF;
+    RETURN QUERY
+    SELECT jd.device_id, coalesce(d.display_name, 'deleted'), jd.batch, jd.status, jd.error,
+           jd.started_at, jd.finished_at,
+           CASE WHEN cardinality(paths) = 0 OR d.id IS NULL THEN NULL
+                ELSE (SELECT jsonb_object_agg(p::text, jsonb_path_query_first(fleet.device_document(d), p, silent => true))
+                        FROM unnest(paths) p) END
+      FROM fleet.job_devices jd
+      LEFT JOIN fleet.devices d ON d.id = jd.device_id
+     WHERE jd.job_id = job_device_list.job_id
+       AND (device_filter IS NULL OR strpos(lower(jd.device_id), lower(device_filter)) > 0)
+       AND (status_filter IS NULL OR jd.status = status_filter)
+     ORDER BY jd.batch, jd.device_id;
+END;
+$$;
+COMMENT ON FUNCTION fleet.job_device_list(text, text, text) IS 'A job''s devices, filtered by device id (substring) and status, with the role''s extra columns';
+
+-- The results log, for COPY ... TO: one row per device.
+CREATE FUNCTION fleet.job_results(job_id text)
+RETURNS TABLE (job text, device_id text, device_name text, batch int, status text, error text,
+               started_at timestamptz, finished_at timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM fleet.require_job(job_results.job_id);
+    RETURN QUERY
+    SELECT jd.job_id, jd.device_id, coalesce(d.display_name, 'deleted'), jd.batch, jd.status, jd.error,
+           jd.started_at, jd.finished_at
+      FROM fleet.job_devices jd
+      LEFT JOIN fleet.devices d ON d.id = jd.device_id
+     WHERE jd.job_id = job_results.job_id
+     ORDER BY jd.batch, jd.device_id;
+END;
+$$;
+COMMENT ON FUNCTION fleet.job_results(text) IS 'The results log of a job: device, name ("deleted" for deleted devices), batch, status, error, times';
+
+-- Waits until the job is in one of the given states, or the timeout
+-- passes; returns the status it ended in.  For scripts and tests.
+CREATE FUNCTION fleet.wait_for_job(id text, statuses text[] DEFAULT '{completed,failed,cancelled}',
+                                   timeout interval DEFAULT '60 seconds')
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    give_up timestamptz := clock_timestamp() + timeout;
+    current text;
+BEGIN
+    PERFORM fleet.require_job(id);
+    LOOP
+        SELECT j.status INTO current FROM fleet.jobs j WHERE j.id = wait_for_job.id;
+        EXIT WHEN current = ANY (statuses) OR clock_timestamp() > give_up;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    RETURN current;
+END;
+$$;
+COMMENT ON FUNCTION fleet.wait_for_job(text, text[], interval) IS 'Waits until a job reaches one of the statuses (default: finished) or the timeout passes; returns its status';
