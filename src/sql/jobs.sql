@@ -148,6 +148,7 @@ DECLARE
     problem    text;
     grp        fleet.device_groups;
     n          int := 0;
+    label      text;                -- how messages name the job
 BEGIN
     IF jsonb_typeof(definition) IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'a job definition must be a JSON object'
@@ -157,6 +158,7 @@ BEGIN
     END IF;
 
     job.id := coalesce(definition ->> 'id', 'job-' || replace(gen_random_uuid()::text, '-', ''));
+    label := CASE WHEN definition ? 'id' THEN format('job "%s"', job.id) ELSE 'the job' END;
     IF jsonb_typeof(definition -> 'id') NOT IN ('string') THEN
         RAISE EXCEPTION 'job id % is not a string', definition -> 'id'
             USING ERRCODE = 'invalid_parameter_value';
@@ -173,18 +175,18 @@ BEGIN
     END IF;
 
     IF jsonb_typeof(definition -> 'displayName') IS DISTINCT FROM 'string' OR btrim(definition ->> 'displayName') = '' THEN
-        RAISE EXCEPTION 'job "%" needs a "displayName"', job.id
+        RAISE EXCEPTION '% needs a "displayName"', label
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     job.display_name := definition ->> 'displayName';
     IF definition ? 'description' AND jsonb_typeof(definition -> 'description') NOT IN ('string', 'null') THEN
-        RAISE EXCEPTION '"description" of job "%" must be a string', job.id
+        RAISE EXCEPTION '"description" of % must be a string', label
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     job.description := definition ->> 'description';
 
     IF jsonb_typeof(definition -> 'group') IS DISTINCT FROM 'string' THEN
-        RAISE EXCEPTION 'job "%" needs a "group": the id of a device group', job.id
+        RAISE EXCEPTION '% needs a "group": the id of a device group', label
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     grp := fleet.require_device_group(definition ->> 'group');
@@ -194,7 +196,7 @@ BEGIN
     IF definition ? 'organizations' THEN
         IF jsonb_typeof(definition -> 'organizations') <> 'array' OR jsonb_array_length(definition -> 'organizations') <> 1
            OR jsonb_typeof(definition -> 'organizations' -> 0) <> 'string' THEN
-            RAISE EXCEPTION '"organizations" of job "%" must be an array of one organization id', job.id
+            RAISE EXCEPTION '"organizations" of % must be an array of one organization id', label
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = format('It is %s.', definition -> 'organizations');
         END IF;
@@ -214,17 +216,17 @@ BEGIN
         entry := definition -> 'batch';
         IF jsonb_typeof(entry) <> 'object' OR entry ->> 'type' NOT IN ('number', 'percentage')
            OR jsonb_typeof(entry -> 'value') <> 'number' OR (entry ->> 'value') !~ '^[0-9]+$' THEN
-            RAISE EXCEPTION 'invalid "batch" % in job "%"', entry, job.id
+            RAISE EXCEPTION 'invalid "batch" % in %', entry, label
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Write {"type": "number", "value": 100} or {"type": "percentage", "value": 10}.';
         END IF;
         job.batch_type := entry ->> 'type';
         job.batch_value := (entry ->> 'value')::int;
         IF job.batch_type = 'percentage' AND job.batch_value NOT BETWEEN 1 AND 100 THEN
-            RAISE EXCEPTION 'batch percentage % of job "%" is outside 1 to 100', job.batch_value, job.id
+            RAISE EXCEPTION 'batch percentage % of % is outside 1 to 100', job.batch_value, label
                 USING ERRCODE = 'invalid_parameter_value';
         ELSIF job.batch_type = 'number' AND job.batch_value < 1 THEN
-            RAISE EXCEPTION 'batch size % of job "%" is below 1', job.batch_value, job.id
+            RAISE EXCEPTION 'batch size % of % is below 1', job.batch_value, label
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
@@ -233,7 +235,7 @@ BEGIN
         IF jsonb_typeof(entry) <> 'object' OR entry ->> 'type' NOT IN ('number', 'percentage')
            OR jsonb_typeof(entry -> 'value') <> 'number' OR (entry ->> 'value') !~ '^[0-9]+$'
            OR (entry ? 'batch' AND jsonb_typeof(entry -> 'batch') <> 'boolean') THEN
-            RAISE EXCEPTION 'invalid "cancellationThreshold" % in job "%"', entry, job.id
+            RAISE EXCEPTION 'invalid "cancellationThreshold" % in %', entry, label
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Write {"type": "number" or "percentage", "value": 10, "batch": false}.';
         END IF;
@@ -241,36 +243,36 @@ BEGIN
         job.threshold_value := (entry ->> 'value')::int;
         job.threshold_per_batch := coalesce((entry ->> 'batch')::boolean, false);
         IF job.threshold_type = 'percentage' AND job.threshold_value NOT BETWEEN 1 AND 100 THEN
-            RAISE EXCEPTION 'cancellation threshold percentage % of job "%" is outside 1 to 100', job.threshold_value, job.id
+            RAISE EXCEPTION 'cancellation threshold percentage % of % is outside 1 to 100', job.threshold_value, label
                 USING ERRCODE = 'invalid_parameter_value';
         ELSIF job.threshold_type = 'number' AND job.threshold_value < 1 THEN
-            RAISE EXCEPTION 'cancellation threshold % of job "%" is below 1', job.threshold_value, job.id
+            RAISE EXCEPTION 'cancellation threshold % of % is below 1', job.threshold_value, label
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
 
     -- what the job does: all entries of one type
     IF jsonb_typeof(definition -> 'data') IS DISTINCT FROM 'array' OR jsonb_array_length(definition -> 'data') = 0 THEN
-        RAISE EXCEPTION 'job "%" needs "data": a non-empty array of what to do', job.id
+        RAISE EXCEPTION '% needs "data": a non-empty array of what to do', label
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'For example "data": [{"type": "property", "target": "dtmi:...;1", "path": "targetTemperature", "value": 21}].';
     END IF;
     types := ARRAY(SELECT DISTINCT e ->> 'type' FROM jsonb_array_elements(definition -> 'data') e);
     IF array_length(types, 1) > 1 THEN
-        RAISE EXCEPTION 'job "%" mixes data types %', job.id, array_to_string(types, ', ')
+        RAISE EXCEPTION '% mixes data types %', label, array_to_string(types, ', ')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'All entries of "data" share one type; create one job per type.';
     END IF;
     job.job_type := types[1];
     IF job.job_type IS NULL OR job.job_type NOT IN ('property', 'cloudProperty', 'command',
                                                     'deviceTemplateMigration', 'deviceManifestMigration') THEN
-        RAISE EXCEPTION 'unknown job data type % in job "%"', coalesce(quote_literal(job.job_type), '(missing)'), job.id
+        RAISE EXCEPTION 'unknown job data type % in %', coalesce(quote_literal(job.job_type), '(missing)'), label
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use "property", "cloudProperty", "command", "deviceTemplateMigration" or "deviceManifestMigration".';
     END IF;
     IF job.job_type IN ('command', 'deviceTemplateMigration', 'deviceManifestMigration')
        AND jsonb_array_length(definition -> 'data') > 1 THEN
-        RAISE EXCEPTION 'a % job has exactly one data entry; job "%" has %', job.job_type, job.id,
+        RAISE EXCEPTION 'a % job has exactly one data entry; % has %', job.job_type, label,
                         jsonb_array_length(definition -> 'data')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -280,7 +282,7 @@ BEGIN
         CASE job.job_type
         WHEN 'property', 'cloudProperty', 'command' THEN
             IF jsonb_typeof(entry -> 'target') IS DISTINCT FROM 'string' OR jsonb_typeof(entry -> 'path') IS DISTINCT FROM 'string' THEN
-                RAISE EXCEPTION 'data entry % of job "%" needs "target" (a template id) and "path"', n, job.id
+                RAISE EXCEPTION 'data entry % of % needs "target" (a template id) and "path"', n, label
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             PERFORM fleet.require_template(entry ->> 'target');
@@ -300,20 +302,20 @@ BEGIN
                                                       format('the value of "%s"', entry ->> 'path'));
             END IF;
             IF problem IS NOT NULL THEN
-                RAISE EXCEPTION 'job "%": %', job.id, problem
+                RAISE EXCEPTION '%: %', label, problem
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = format('The schema of "%s" in template "%s" is %s.', entry ->> 'path', entry ->> 'target',
                                         coalesce(capability.request -> 'schema', capability.schema));
             END IF;
         WHEN 'deviceTemplateMigration' THEN
             IF jsonb_typeof(entry -> 'template') IS DISTINCT FROM 'string' THEN
-                RAISE EXCEPTION 'the deviceTemplateMigration job "%" needs "template": the template to assign', job.id
+                RAISE EXCEPTION '% needs "template": the device template to assign', label
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             PERFORM fleet.require_template(entry ->> 'template');
         WHEN 'deviceManifestMigration' THEN
             IF jsonb_typeof(entry -> 'manifest') IS DISTINCT FROM 'string' THEN
-                RAISE EXCEPTION 'the deviceManifestMigration job "%" needs "manifest": the edge manifest to assign', job.id
+                RAISE EXCEPTION '% needs "manifest": the edge manifest to assign', label
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             IF NOT EXISTS (SELECT 1 FROM fleet.edge_manifests m WHERE m.id = entry ->> 'manifest') THEN
@@ -326,7 +328,7 @@ BEGIN
     -- one value per property
     IF job.job_type IN ('property', 'cloudProperty')
        AND (SELECT count(DISTINCT e ->> 'path') FROM jsonb_array_elements(definition -> 'data') e) < n THEN
-        RAISE EXCEPTION 'job "%" sets the same property twice', job.id
+        RAISE EXCEPTION '% sets the same property twice', label
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 

@@ -47,7 +47,8 @@ BEGIN
             END IF;
         WHEN kind IN ('string', 'date', 'dateTime', 'time', 'duration') THEN
             IF jsonb_typeof(value) <> 'string' THEN
-                RETURN format('%s must be a string (%s), not %s', place, kind, value);
+                RETURN format('%s must be a string%s, not %s', place,
+                              CASE WHEN kind <> 'string' THEN format(' (%s)', kind) ELSE '' END, value);
             END IF;
             IF kind = 'date' AND NOT (value #>> '{}') ~ '^\d{4}-\d{2}-\d{2}$' THEN
                 RETURN format('%s must be a date such as "2027-03-01", not %s', place, value);
@@ -90,7 +91,7 @@ BEGIN
 
     types := fleet.dtdl_types(schema -> '@type', 'a stored schema');
     IF 'Enum' = ANY (types) THEN
-        IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(schema -> 'enumValues') e WHERE e -> 'enumValue' = value) THEN
+        IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(schema -> 'enumValues') e WHERE e -> 'enumValue' = schema_value_problem.value) THEN
             RETURN format('%s must be one of %s, not %s', place,
                           (SELECT string_agg(e ->> 'enumValue', ', ') FROM jsonb_array_elements(schema -> 'enumValues') e),
                           value);
