@@ -130,3 +130,32 @@ SELECT * FROM pg_temp.last_errors();
 SELECT id, display_name FROM fleet.devices WHERE id LIKE 'perm-%' ORDER BY id;
 DROP OWNED BY regress_fleet_importer;
 DROP ROLE regress_fleet_importer;
+
+-- The import machinery serves fleet.device_import only, and keeps every row
+-- whatever the statement around it does.
+CREATE TEMP VIEW not_device_import AS SELECT 1::int AS a, 2::int AS b;
+CREATE TRIGGER stage INSTEAD OF INSERT ON not_device_import
+    FOR EACH ROW EXECUTE FUNCTION fleet.device_import_stage_row();
+INSERT INTO not_device_import VALUES (1, 16);
+SELECT fleet.device_import_register(1, NULL, NULL);
+-- a function that writes while the import statement runs
+CREATE TEMP TABLE import_log (id text);
+CREATE FUNCTION pg_temp.logged(id text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO import_log VALUES (id);
+    RETURN id;
+END;
+$$;
+INSERT INTO fleet.device_import SELECT pg_temp.logged('cid-' || i), 'n' FROM generate_series(1, 5) i;
+SELECT * FROM pg_temp.last_operation();
+-- an import inside an import is refused, not mixed in
+CREATE FUNCTION pg_temp.nested(id text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO fleet.device_import VALUES ('inner-' || id, NULL);
+    RETURN id;
+END;
+$$;
+INSERT INTO fleet.device_import SELECT pg_temp.nested('outer-1'), NULL;
+-- an id repeated in the file after a first line that was already registered
+INSERT INTO fleet.device_import VALUES ('cid-1', 'again'), ('cid-1', 'and again');
+SELECT * FROM pg_temp.last_errors();

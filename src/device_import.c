@@ -32,6 +32,8 @@
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
@@ -47,9 +49,7 @@
 /* Rows of the import statement in progress. */
 typedef struct StagedImport
 {
-	LocalTransactionId lxid;	/* statement the rows belong to ... */
-	CommandId	cid;			/* ... identified by transaction and command */
-	SubTransactionId subxid;	/* subtransaction the rows were staged in */
+	SubTransactionId subxid;	/* subtransaction the import started in */
 	MemoryContext cxt;
 	TupleDesc	desc;
 	Tuplestorestate *rows;
@@ -57,13 +57,14 @@ typedef struct StagedImport
 } StagedImport;
 
 /*
- * The import in progress in this backend.  It lives in TopTransactionContext
- * and outlives a statement only between the row trigger and the statement's
- * AFTER trigger; the transaction callback forgets it when the transaction
- * ends, so it never dangles.
+ * The import in progress in this backend, from the import statement's
+ * BEFORE trigger to its AFTER trigger.  It lives in TopTransactionContext;
+ * the transaction callbacks forget it when the (sub)transaction that started
+ * it ends, so it never dangles.
  */
 static StagedImport *staged = NULL;
 
+PG_FUNCTION_INFO_V1(device_import_begin);
 PG_FUNCTION_INFO_V1(device_import_stage_row);
 PG_FUNCTION_INFO_V1(device_import_staged_rows);
 PG_FUNCTION_INFO_V1(device_import_staged_count);
@@ -79,10 +80,11 @@ forget_staged_import(XactEvent event, void *arg)
 }
 
 /*
- * A subtransaction that staged rows and aborts takes their temporary files
- * with it (they belong to its resource owner): forget the rows, do not end
- * them.  Subtransactions started later, such as the AFTER trigger's retry
- * block, leave them alone.
+ * A subtransaction that started an import and aborts takes the rows'
+ * temporary files with it (its resource owner closes them right after this
+ * callback): free the memory, leave the files alone.  Subtransactions
+ * started later, such as the AFTER trigger's retry block, leave the import
+ * alone.
  */
 static void
 forget_staged_import_subxact(SubXactEvent event, SubTransactionId mySubid,
@@ -90,7 +92,10 @@ forget_staged_import_subxact(SubXactEvent event, SubTransactionId mySubid,
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB && staged != NULL &&
 		staged->subxid >= mySubid)
+	{
+		MemoryContextDelete(staged->cxt);
 		staged = NULL;
+	}
 }
 
 void
@@ -122,39 +127,37 @@ staged_rows_desc(void)
 	return desc;
 }
 
-/* The import of the current statement, started afresh if need be. */
-static StagedImport *
-current_staged_import(void)
+/*
+ * fleet.device_import_begin(), from the BEFORE STATEMENT trigger: a new,
+ * empty import.  Each import statement stages into its own; one inside
+ * another (a function called by the first that imports too) is refused
+ * rather than mixed in.
+ */
+Datum
+device_import_begin(PG_FUNCTION_ARGS)
 {
-	LocalTransactionId lxid = MyProc->lxid;
-	CommandId	cid = GetCurrentCommandId(false);
 	MemoryContext cxt;
 	MemoryContext oldcxt;
-	TupleDesc	desc;
 
-	if (staged != NULL && staged->lxid == lxid && staged->cid == cid)
-		return staged;
-
-	/* left over from a statement that failed in a subtransaction */
-	discard_staged_import();
+	if (staged != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a device import is already in progress"),
+				 errdetail("An import into fleet.device_import cannot run inside another one."),
+				 errhint("Run the second import after the first statement has finished.")));
 
 	cxt = AllocSetContextCreate(TopTransactionContext,
 								"pg_fleet device import",
 								ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(cxt);
-
-	desc = staged_rows_desc();
-
 	staged = palloc0(sizeof(StagedImport));
-	staged->lxid = lxid;
-	staged->cid = cid;
 	staged->subxid = GetCurrentSubTransactionId();
 	staged->cxt = cxt;
-	staged->desc = desc;
+	staged->desc = staged_rows_desc();
 	staged->rows = tuplestore_begin_heap(false, false, work_mem);
-
 	MemoryContextSwitchTo(oldcxt);
-	return staged;
+
+	PG_RETURN_VOID();
 }
 
 /*
@@ -193,11 +196,20 @@ device_import_stage_row(PG_FUNCTION_ARGS)
 		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		elog(ERROR, "device_import_stage_row must be an INSTEAD OF INSERT row trigger");
 
+	/* only our view: its two text columns are what we stage */
 	viewdesc = RelationGetDescr(trigdata->tg_relation);
-	if (viewdesc->natts < IMPORT_ATTR_DEVICE_NAME)
-		elog(ERROR, "fleet.device_import has an unexpected shape");
+	if (strcmp(RelationGetRelationName(trigdata->tg_relation), "device_import") != 0 ||
+		strcmp(get_namespace_name(RelationGetNamespace(trigdata->tg_relation)), "fleet") != 0 ||
+		viewdesc->natts != IMPORT_ATTR_DEVICE_NAME ||
+		TupleDescAttr(viewdesc, IMPORT_ATTR_DEVICE_ID - 1)->atttypid != TEXTOID ||
+		TupleDescAttr(viewdesc, IMPORT_ATTR_DEVICE_NAME - 1)->atttypid != TEXTOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("device_import_stage_row() only stages rows of fleet.device_import")));
 
-	import = current_staged_import();
+	import = staged;
+	if (import == NULL)
+		elog(ERROR, "device import was not started by its BEFORE STATEMENT trigger");
 	import->ordinal++;
 	line = current_copy_line();
 

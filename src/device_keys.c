@@ -56,7 +56,7 @@ PG_FUNCTION_INFO_V1(generate_group_key);
 
 /* Decode a base64 group key and prepare the two HMAC states for it. */
 static void
-keyed_hmac_init(KeyedHmac *hmac, text *group_key, MemoryContext cxt)
+keyed_hmac_init(KeyedHmac *hmac, text *group_key)
 {
 	const char *given = VARDATA_ANY(group_key);
 	int			given_len = VARSIZE_ANY_EXHDR(group_key);
@@ -105,11 +105,6 @@ keyed_hmac_init(KeyedHmac *hmac, text *group_key, MemoryContext cxt)
 
 	explicit_bzero(block, sizeof(block));
 	explicit_bzero(pad, sizeof(pad));
-
-	if (hmac->group_key)
-		pfree(hmac->group_key);
-	hmac->group_key = (text *) MemoryContextAlloc(cxt, VARSIZE_ANY(group_key));
-	memcpy(hmac->group_key, group_key, VARSIZE_ANY(group_key));
 }
 
 /* Find the prepared HMAC for group_key, preparing it if it is new. */
@@ -118,6 +113,7 @@ keyed_hmac_for(FunctionCallInfo fcinfo, text *group_key)
 {
 	KeyCache   *cache = (KeyCache *) fcinfo->flinfo->fn_extra;
 	KeyedHmac  *victim;
+	KeyedHmac	fresh;
 
 	if (cache == NULL)
 	{
@@ -130,15 +126,23 @@ keyed_hmac_for(FunctionCallInfo fcinfo, text *group_key)
 		text	   *cached = cache->entries[i].group_key;
 
 		if (cached != NULL &&
-			VARSIZE_ANY(cached) == VARSIZE_ANY(group_key) &&
+			VARSIZE_ANY_EXHDR(cached) == VARSIZE_ANY_EXHDR(group_key) &&
 			memcmp(VARDATA_ANY(cached), VARDATA_ANY(group_key),
 				   VARSIZE_ANY_EXHDR(group_key)) == 0)
 			return &cache->entries[i];
 	}
 
+	/* prepare the new entry completely before replacing the old one */
+	fresh.group_key = (text *) MemoryContextAlloc(fcinfo->flinfo->fn_mcxt,
+												  VARSIZE_ANY(group_key));
+	memcpy(fresh.group_key, group_key, VARSIZE_ANY(group_key));
+	keyed_hmac_init(&fresh, group_key);
+
 	victim = &cache->entries[cache->next_victim];
 	cache->next_victim = (cache->next_victim + 1) % CACHED_GROUP_KEYS;
-	keyed_hmac_init(victim, group_key, fcinfo->flinfo->fn_mcxt);
+	if (victim->group_key)
+		pfree(victim->group_key);
+	*victim = fresh;
 	return victim;
 }
 

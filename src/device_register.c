@@ -25,6 +25,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "executor/executor.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -58,7 +59,7 @@ bulk_insert_applies(Relation rel)
 	if (pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK ||
 		check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
 		return false;
-	if (rel->trigdesc != NULL ||
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->trigdesc != NULL ||
 		(desc->constr != NULL && desc->constr->has_generated_stored))
 		return false;
 	for (int i = 0; i < desc->natts; i++)
@@ -102,12 +103,12 @@ flush_batch(ResultRelInfo *rri, EState *estate, TupleTableSlot **slots,
 Datum
 device_import_register(PG_FUNCTION_ARGS)
 {
-	Datum		operation_id = PG_GETARG_DATUM(0);
+	Datum		operation_id;
 	bool		no_template = PG_ARGISNULL(1);
 	Datum		template_id = no_template ? (Datum) 0 : PG_GETARG_DATUM(1);
-	Datum		organization_id = PG_GETARG_DATUM(2);
+	Datum		organization_id;
 	TupleDesc	staged_desc;
-	Tuplestorestate *rows = device_import_staged(&staged_desc);
+	Tuplestorestate *rows;
 	const char *columns[IMPORT_COLUMNS] = {
 		"id", "display_name", "template_id", "organization_id", "import_operation_id"
 	};
@@ -128,6 +129,14 @@ device_import_register(PG_FUNCTION_ARGS)
 	CommandId	cid;
 	int64		inserted = 0;
 
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("device_import_register() needs an operation id and an organization")));
+	operation_id = PG_GETARG_DATUM(0);
+	organization_id = PG_GETARG_DATUM(2);
+
+	rows = device_import_staged(&staged_desc);
 	if (rows == NULL)
 		PG_RETURN_INT64(0);
 

@@ -40,8 +40,15 @@ CREATE VIEW fleet.device_import AS
      WHERE false;
 COMMENT ON VIEW fleet.device_import IS 'COPY an IoT Central device CSV (IOTC_DEVICEID, IOTC_DEVICENAME) into this view to import devices; see fleet.device_operations for the outcome';
 
--- Row trigger in C: no SET search_path, it looks no names up and runs once
--- per imported row.
+-- The staging functions are C: no SET search_path, they look no names up,
+-- and the row trigger runs once per imported row.  They act only on the
+-- calling session's own import in progress.
+CREATE FUNCTION fleet.device_import_begin()
+RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'device_import_begin';
+COMMENT ON FUNCTION fleet.device_import_begin() IS 'Internal: starts the staging of one import statement';
+
 CREATE FUNCTION fleet.device_import_stage_row()
 RETURNS trigger
 LANGUAGE c
@@ -101,6 +108,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM fleet.device_import_target();
+    PERFORM fleet.device_import_begin();
     RETURN NULL;
 END;
 $$;
@@ -163,8 +171,9 @@ BEGIN
             INSERT INTO fleet.device_operation_errors (operation_id, line, device_id, error)
             SELECT op_id, c.line, c.device_id,
                    CASE WHEN c.line <> c.first_line
-                        THEN format('device ID "%s" repeats line %s of this file; only the first is imported',
-                                    c.device_id, c.first_line)
+                        THEN format('device ID "%s" repeats line %s of this file%s', c.device_id, c.first_line,
+                                    CASE WHEN EXISTS (SELECT 1 FROM inserted i WHERE i.id = c.device_id)
+                                         THEN '; only the first is imported' ELSE '' END)
                         ELSE format('device ID "%s" is already registered', c.device_id)
                    END
               FROM (SELECT v.line, v.device_id, min(v.line) OVER (PARTITION BY v.device_id) AS first_line
