@@ -159,3 +159,4 @@ INSERT INTO fleet.device_import SELECT pg_temp.nested('outer-1'), NULL;
 -- an id repeated in the file after a first line that was already registered
 INSERT INTO fleet.device_import VALUES ('cid-1', 'again'), ('cid-1', 'and again');
 SELECT * FROM pg_temp.last_errors();
+DELETE FROM fleet.devices WHERE id LIKE 'cid-%';
