@@ -43,7 +43,7 @@ SQL_SOURCES = \
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run
+REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
 
 ISOLATION = concurrent_import

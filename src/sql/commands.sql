@@ -40,15 +40,20 @@ BEGIN
         RAISE EXCEPTION 'max_count must be at least 1, not %', coalesce(max_count::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- MATERIALIZED: the locked rows are picked once; a subquery the planner
+    -- re-ran would lock rows it then does not claim
     RETURN QUERY
+    WITH picked AS MATERIALIZED (
+        SELECT q.delivery_id FROM fleet.command_deliveries q
+         WHERE q.status = 'queued'
+         ORDER BY q.delivery_id
+         LIMIT max_count
+           FOR UPDATE SKIP LOCKED
+    )
     UPDATE fleet.command_deliveries d
        SET status = 'claimed', gateway = claim_commands.gateway, claimed_at = clock_timestamp()
-      FROM (SELECT q.delivery_id FROM fleet.command_deliveries q
-             WHERE q.status = 'queued'
-             ORDER BY q.delivery_id
-             LIMIT max_count
-             FOR UPDATE SKIP LOCKED) c
-     WHERE d.delivery_id = c.delivery_id
+      FROM picked p
+     WHERE d.delivery_id = p.delivery_id
     RETURNING d.delivery_id, d.job_id, d.device_id, d.command, d.request, d.deadline;
 END;
 $$;

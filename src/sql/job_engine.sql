@@ -327,6 +327,7 @@ DECLARE
     chunk_size int := current_setting('fleet.engine_chunk_size')::int;
     dealt      bigint;
     counts     record;
+    left_over  bigint;                     -- devices of the batch still to deal with
     job_failed bigint;
 BEGIN
     -- the lock makes stop_job wait for this chunk, and this chunk see a stop
@@ -358,13 +359,12 @@ BEGIN
         UPDATE fleet.job_batches jb SET completed = counts.completed, failed = counts.failed
          WHERE jb.job_id = job.id AND jb.batch = b.batch
         RETURNING jb.* INTO b;
+        left_over := counts.pending;
     ELSE
         dealt := fleet.engine_apply_chunk(job, b, chunk_size);
         SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch;
-        SELECT 0 AS pending INTO counts;
-        IF dealt > 0 THEN
-            counts.pending := 1;                -- there may be more: look again next step
-        END IF;
+        -- a chunk that found devices may not have been the last: look again
+        left_over := CASE WHEN dealt > 0 THEN 1 ELSE 0 END;
     END IF;
 
     -- cancellation threshold: strictly more failures than allowed
@@ -377,7 +377,7 @@ BEGIN
         END IF;
     END IF;
 
-    IF counts.pending > 0 THEN
+    IF left_over > 0 THEN
         RETURN dealt > 0;
     END IF;
 

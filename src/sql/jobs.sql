@@ -88,7 +88,7 @@ CREATE TRIGGER delete_job_rows AFTER DELETE ON fleet.jobs
 CREATE TABLE fleet.job_device_list_columns (
     role_name name NOT NULL,
     position  int NOT NULL,
-    path      jsonpath NOT NULL,
+    path      text NOT NULL,            -- a jsonpath, as the role wrote it
     PRIMARY KEY (role_name, position)
 );
 COMMENT ON TABLE fleet.job_device_list_columns IS 'Extra columns of the job device list, per role: jsonpath expressions over fleet.device_document()';
@@ -594,7 +594,7 @@ BEGIN
     END LOOP;
     DELETE FROM fleet.job_device_list_columns c WHERE c.role_name = current_user;
     INSERT INTO fleet.job_device_list_columns (role_name, position, path)
-    SELECT current_user, n, p::jsonpath FROM unnest(columns) WITH ORDINALITY AS u(p, n);
+    SELECT current_user, n, p FROM unnest(columns) WITH ORDINALITY AS u(p, n);
 END;
 $$;
 COMMENT ON FUNCTION fleet.set_job_device_list_columns(text[]) IS 'Chooses the extra columns (jsonpath over fleet.device_document) of fleet.job_device_list for the current role';
@@ -620,8 +620,8 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    paths jsonpath[] := ARRAY(SELECT c.path FROM fleet.job_device_list_columns c
-                               WHERE c.role_name = current_user ORDER BY c.position);
+    paths text[] := ARRAY(SELECT c.path FROM fleet.job_device_list_columns c
+                           WHERE c.role_name = current_user ORDER BY c.position);
 BEGIN
     PERFORM fleet.require_job(job_id);
     IF status_filter IS NOT NULL AND status_filter NOT IN ('pending', 'completed', 'failed') THEN
@@ -633,7 +633,8 @@ BEGIN
     SELECT jd.device_id, coalesce(d.display_name, 'deleted'), jd.batch, jd.status, jd.error,
            jd.started_at, jd.finished_at,
            CASE WHEN cardinality(paths) = 0 OR d.id IS NULL THEN NULL
-                ELSE (SELECT jsonb_object_agg(p::text, jsonb_path_query_first(fleet.device_document(d), p, silent => true))
+                ELSE (SELECT jsonb_object_agg(p, jsonb_path_query_first(fleet.device_document(d), p::jsonpath,
+                                                                         silent => true))
                         FROM unnest(paths) p) END
       FROM fleet.job_devices jd
       LEFT JOIN fleet.devices d ON d.id = jd.device_id
