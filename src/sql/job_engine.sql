@@ -245,6 +245,8 @@ DECLARE
     outstanding bigint;
     n_dealt     bigint;
     n_queued    bigint;
+    n_answered  bigint;                    -- simulated devices, answered at once
+    n_failed    bigint;
     last_done   text;
 BEGIN
     SELECT count(*) INTO outstanding FROM fleet.command_deliveries cd
@@ -297,9 +299,11 @@ BEGIN
         )
         SELECT (SELECT count(*) FROM marked),
                (SELECT count(*) FROM checked k WHERE k.problem IS NULL AND NOT k.simulated),
+               (SELECT count(*) FROM checked k WHERE k.problem IS NULL AND k.simulated),
+               (SELECT count(*) FROM checked k WHERE k.problem IS NOT NULL),
                (SELECT max(m.device_id) FROM marked m)
     $q$, fleet.engine_device_problem(job))
-    INTO n_dealt, n_queued, last_done
+    INTO n_dealt, n_queued, n_answered, n_failed, last_done
     USING job.id, b.first_device, b.last_device, b.cursor,
           least(chunk_size::bigint, window_size - outstanding),
           job.data -> 0 ->> 'path', job.data -> 0 -> 'value',
@@ -308,7 +312,9 @@ BEGIN
     IF n_queued > 0 THEN
         PERFORM pg_notify('fleet_commands', job.id);
     END IF;
-    UPDATE fleet.job_batches jb SET cursor = coalesce(last_done, jb.cursor)
+    UPDATE fleet.job_batches jb
+       SET cursor = coalesce(last_done, jb.cursor),
+           completed = jb.completed + n_answered, failed = jb.failed + n_failed
      WHERE jb.job_id = b.job_id AND jb.batch = b.batch;
     RETURN n_dealt;
 END;
@@ -349,17 +355,24 @@ BEGIN
 
     IF job.job_type = 'command' THEN
         dealt := fleet.engine_dispatch_chunk(job, b, chunk_size);
-        -- answers arrive from gateways: count the batch's devices
-        SELECT count(*) FILTER (WHERE jd.status = 'completed') AS completed,
-               count(*) FILTER (WHERE jd.status = 'failed') AS failed,
-               count(*) FILTER (WHERE jd.status = 'pending') AS pending
-          INTO counts
-          FROM fleet.job_devices jd
-         WHERE jd.job_id = job.id AND jd.device_id >= b.first_device AND jd.device_id <= b.last_device;
-        UPDATE fleet.job_batches jb SET completed = counts.completed, failed = counts.failed
-         WHERE jb.job_id = job.id AND jb.batch = b.batch
-        RETURNING jb.* INTO b;
-        left_over := counts.pending;
+        -- failures are counted as they happen (dispatch, complete_command,
+        -- expire_commands); the batch is done once everything is sent and
+        -- nothing is open, and only then are its answers counted
+        IF dealt = 0 AND NOT EXISTS (SELECT 1 FROM fleet.command_deliveries cd
+                                      WHERE cd.job_id = job.id AND cd.status IN ('queued', 'claimed')) THEN
+            SELECT count(*) FILTER (WHERE jd.status = 'completed') AS completed,
+                   count(*) FILTER (WHERE jd.status = 'failed') AS failed,
+                   count(*) FILTER (WHERE jd.status = 'pending') AS pending
+              INTO counts
+              FROM fleet.job_devices jd
+             WHERE jd.job_id = job.id AND jd.device_id >= b.first_device AND jd.device_id <= b.last_device;
+            UPDATE fleet.job_batches jb SET completed = counts.completed, failed = counts.failed
+             WHERE jb.job_id = job.id AND jb.batch = b.batch;
+            left_over := counts.pending;
+        ELSE
+            left_over := 1;
+        END IF;
+        SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch;
     ELSE
         dealt := fleet.engine_apply_chunk(job, b, chunk_size);
         SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch;
@@ -380,6 +393,8 @@ BEGIN
     IF left_over > 0 THEN
         RETURN dealt > 0;
     END IF;
+    -- (a command batch whose devices were withdrawn by a stop and not sent
+    -- again yet would show pending devices here: it is not done)
 
     -- the batch is done: on to the next, or the job is
     UPDATE fleet.job_batches jb SET status = 'completed', finished_at = clock_timestamp()
