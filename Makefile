@@ -53,7 +53,7 @@ ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/fleet_isolatio
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-EXTRA_CLEAN = tmp_check_regress tmp_check_iso test/output_iso test/results \
+EXTRA_CLEAN = $(TOOLS) tmp_check_regress tmp_check_iso test/output_iso test/results \
 	test/regression.diffs test/regression.out
 
 # PostgreSQL 15's pg_config: Debian's /usr/bin/pg_config picks the newest
@@ -68,6 +68,21 @@ endif
 
 $(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES)
 	cat $^ > $@
+
+# The device simulator, a libpq client (see tools/fleet-sim.c).
+PG_INCLUDEDIR = $(shell $(PG_CONFIG) --includedir 2>/dev/null)
+PG_LIBDIR = $(shell $(PG_CONFIG) --libdir 2>/dev/null)
+TOOLS = tools/fleet-sim
+
+all: $(TOOLS)
+
+tools/fleet-sim: tools/fleet-sim.c
+	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -I$(PG_INCLUDEDIR) -o $@ $< -L$(PG_LIBDIR) -lpq -lpthread
+
+install: install-tools
+.PHONY: install-tools
+install-tools: $(TOOLS)
+	$(INSTALL_PROGRAM) tools/fleet-sim '$(DESTDIR)$(bindir)/fleet-sim'
 
 .PHONY: test demo bench deps
 deps:

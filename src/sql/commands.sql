@@ -24,6 +24,8 @@ CREATE TABLE fleet.command_deliveries (
 CREATE INDEX command_deliveries_queue_idx ON fleet.command_deliveries (delivery_id) WHERE status = 'queued';
 CREATE INDEX command_deliveries_deadline_idx ON fleet.command_deliveries (deadline) WHERE status IN ('queued', 'claimed');
 CREATE INDEX command_deliveries_open_idx ON fleet.command_deliveries (job_id, device_id) WHERE status IN ('queued', 'claimed');
+-- the engine counts a batch's failed answers through this one
+CREATE INDEX command_deliveries_failed_idx ON fleet.command_deliveries (job_id, device_id) WHERE status IN ('failed', 'timed_out');
 COMMENT ON TABLE fleet.command_deliveries IS 'One command for one device of a command job, from queued to completed, failed, timed_out or withdrawn';
 
 CREATE FUNCTION fleet.claim_commands(gateway text, max_count int DEFAULT 100)
@@ -68,8 +70,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    done       record;
-    done_batch int;
+    done record;
 BEGIN
     IF status IS NULL OR status NOT BETWEEN 100 AND 599 THEN
         RAISE EXCEPTION 'command status % is not an HTTP-style status code', coalesce(status::text, 'NULL')
@@ -91,15 +92,9 @@ BEGIN
                         THEN format('command failed with status %s%s', complete_command.status,
                                     coalesce(': ' || complete_command.response::text, '')) END,
            finished_at = clock_timestamp()
-     WHERE jd.job_id = done.job_id AND jd.device_id = done.device_id AND jd.status = 'pending'
-    RETURNING jd.batch INTO done_batch;
-    -- failures count at once, for the cancellation threshold; successes are
-    -- counted when the batch ends (a counter every answer touched would
-    -- serialize the gateways)
-    IF done.status = 'failed' AND done_batch IS NOT NULL THEN
-        UPDATE fleet.job_batches b SET failed = b.failed + 1
-         WHERE b.job_id = done.job_id AND b.batch = done_batch;
-    END IF;
+     WHERE jd.job_id = done.job_id AND jd.device_id = done.device_id AND jd.status = 'pending';
+    -- no counter here: one every answer touched would serialize the
+    -- gateways; the engine counts (engine_advance_job)
     PERFORM fleet.wake_engine();
     RETURN true;
 END;
@@ -127,12 +122,6 @@ BEGIN
            SET status = 'failed', error = 'timed out', finished_at = clock_timestamp()
           FROM overdue o
          WHERE jd.job_id = o.job_id AND jd.device_id = o.device_id AND jd.status = 'pending'
-        RETURNING jd.job_id, jd.batch
-    ),
-    counted AS (
-        UPDATE fleet.job_batches b SET failed = b.failed + f.n
-          FROM (SELECT f.job_id, f.batch, count(*) AS n FROM failed f GROUP BY 1, 2) f
-         WHERE b.job_id = f.job_id AND b.batch = f.batch
         RETURNING 1
     )
     SELECT count(*) INTO expired FROM overdue;

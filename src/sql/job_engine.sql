@@ -314,7 +314,7 @@ BEGIN
     END IF;
     UPDATE fleet.job_batches jb
        SET cursor = coalesce(last_done, jb.cursor),
-           completed = jb.completed + n_answered, failed = jb.failed + n_failed
+           completed = jb.completed + n_answered, undelivered_failed = jb.undelivered_failed + n_failed
      WHERE jb.job_id = b.job_id AND jb.batch = b.batch;
     RETURN n_dealt;
 END;
@@ -337,7 +337,8 @@ DECLARE
     job_failed bigint;
 BEGIN
     -- the lock makes stop_job wait for this chunk, and this chunk see a stop
-    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = job_id AND j.status = 'running' FOR UPDATE;
+    -- NO KEY UPDATE: it must not block the foreign key checks of gateways
+    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = job_id AND j.status = 'running' FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
@@ -355,9 +356,17 @@ BEGIN
 
     IF job.job_type = 'command' THEN
         dealt := fleet.engine_dispatch_chunk(job, b, chunk_size);
-        -- failures are counted as they happen (dispatch, complete_command,
-        -- expire_commands); the batch is done once everything is sent and
-        -- nothing is open, and only then are its answers counted
+        -- failures: those found at dispatch, plus failed and timed out
+        -- deliveries (few, and indexed); the engine is the only writer of
+        -- job_batches, so gateways never wait for each other on it
+        UPDATE fleet.job_batches jb
+           SET failed = jb.undelivered_failed +
+                        (SELECT count(*) FROM fleet.command_deliveries cd
+                          WHERE cd.job_id = job.id AND cd.status IN ('failed', 'timed_out')
+                            AND cd.device_id >= b.first_device AND cd.device_id <= b.last_device)
+         WHERE jb.job_id = job.id AND jb.batch = b.batch;
+        -- the batch is done once everything is sent and nothing is open;
+        -- only then are its answers counted
         IF dealt = 0 AND NOT EXISTS (SELECT 1 FROM fleet.command_deliveries cd
                                       WHERE cd.job_id = job.id AND cd.status IN ('queued', 'claimed')) THEN
             SELECT count(*) FILTER (WHERE jd.status = 'completed') AS completed,

@@ -47,6 +47,8 @@ CREATE TABLE fleet.job_batches (
                  CHECK (status IN ('pending', 'running', 'completed', 'cancelled')),
     completed    bigint NOT NULL DEFAULT 0,
     failed       bigint NOT NULL DEFAULT 0,
+    -- command jobs: devices that failed before a command was sent them
+    undelivered_failed bigint NOT NULL DEFAULT 0,
     cursor       text,                       -- last device the engine dealt with
     started_at   timestamptz,
     finished_at  timestamptz,
@@ -420,7 +422,8 @@ AS $$
 DECLARE
     job fleet.jobs;
 BEGIN
-    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = lock_job.id FOR UPDATE;
+    -- NO KEY UPDATE: conflicts with the engine's step, not with foreign keys
+    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = lock_job.id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'job "%" does not exist', id
             USING ERRCODE = 'undefined_object';
