@@ -20,6 +20,21 @@ start_cluster "$bench" "$port" \
 echo "generating $devices devices ..."
 "$TOP/tools/gen-devices.sh" "$devices" | as_pg tee "$bench/devices.csv" >/dev/null
 
+# engine_peak_memory JOB: the engine's largest private memory (RssAnon, kB)
+# seen while JOB runs
+engine_peak_memory() {
+	local job=$1 pid peak=0 rss status
+	pid=$(psql_bench -Atc "SELECT fleet.engine_pid()")
+	while :; do
+		rss=$(awk '/^RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+		[ "${rss:-0}" -gt "$peak" ] && peak=$rss
+		status=$(psql_bench -Atc "SELECT status FROM fleet.jobs WHERE id = '$job'" 2>/dev/null || true)
+		case "$status" in completed|failed|cancelled) break ;; esac
+		sleep 0.05
+	done
+	echo "$peak"
+}
+
 psql_bench() {
 	cluster_psql "$bench" "$port" -v csv="$bench/devices.csv" -v runs="$runs" "$@"
 }
@@ -32,4 +47,40 @@ done
 for run in $(seq 1 "$runs"); do
 	psql_bench -v run="$run" -f "$TOP/test/bench/export.sql"
 done
+# jobs: fan-out, a property job, command jobs through fleet-sim
+psql_bench -f "$TOP/test/bench/jobs_setup.sql"
+for run in $(seq 1 "$runs"); do
+	psql_bench -v run="$run" -f "$TOP/test/bench/fanout.sql"
+done
+echo "property job over 1,000,000 devices ..."
+psql_bench -v run=1 -f "$TOP/test/bench/property_job.sql" &
+job_psql=$!
+engine_peak_memory property-1 > "$bench/memory-1000000"
+wait $job_psql
+
+echo "property job over 10,000 devices ..."
+psql_bench -c "SELECT fleet.create_job('{\"id\": \"small-1\", \"displayName\": \"Small\", \"group\": \"bench-small\", \"data\": [{\"type\": \"property\", \"target\": \"dtmi:bench:Small;1\", \"path\": \"level\", \"value\": 1}]}')" >/dev/null
+engine_peak_memory small-1 > "$bench/memory-10000"
+
+for connections in 2 8; do
+	echo "command job over 100,000 devices, fleet-sim with $connections connections ..."
+	psql_bench -c "SELECT fleet.create_job(jsonb_build_object('id', 'commands-$connections', 'displayName', 'Commands',
+	    'group', 'bench-commands', 'data', '[{\"type\": \"command\", \"target\": \"dtmi:bench:Commands;1\", \"path\": \"reboot\"}]'::jsonb))" >/dev/null
+	as_pg "$TOP/tools/fleet-sim" -d "host=$bench port=$port user=postgres dbname=postgres" \
+		-c "$connections" -i 3 -q > "$bench/fleet-sim-$connections.log"
+	psql_bench -c "SELECT fleet.wait_for_job('commands-$connections', timeout => '10 minutes')" >/dev/null
+	psql_bench -c "INSERT INTO bench_results SELECT 'commands, $connections connections', 'ours', 1,
+	                 extract(epoch FROM finished_at - queued_at) FROM fleet.jobs WHERE id = 'commands-$connections'"
+
+	psql_bench -c "TRUNCATE raw_queue; INSERT INTO raw_queue (device_id, status)
+	               SELECT id, 'queued' FROM fleet.devices WHERE template_id = 'dtmi:bench:Commands;1'; VACUUM ANALYZE raw_queue"
+	started=$(date +%s.%N)
+	as_pg "$PG_BINDIR/pgbench" -n -h "$bench" -p "$port" -U postgres -c "$connections" -j "$connections" \
+		-t $((100000 / 100 / connections)) -f "$TOP/test/bench/raw_queue.pgbench" postgres > "$bench/pgbench-$connections.log"
+	finished=$(date +%s.%N)
+	psql_bench -c "INSERT INTO bench_results VALUES ('commands, $connections connections', 'raw', 1, $finished - $started)"
+done
+
 psql_bench -f "$TOP/test/bench/report.sql"
+echo "engine peak private memory: $(cat "$bench/memory-10000") kB for a 10,000-device job," \
+	"$(cat "$bench/memory-1000000") kB for a 1,000,000-device job"

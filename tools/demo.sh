@@ -18,10 +18,21 @@ as_pg mkdir -p "$out"
 as_pg cp "$TOP/test/data/thermostat-1.json" "$out/thermostat-1.json"
 "$TOP/tools/gen-devices.sh" 10000 --with-bad-rows | as_pg tee "$out/devices.csv" >/dev/null
 
-for step in "$TOP"/tools/demo/*.sql; do
+# each step is SQL run with psql, or a shell script sourced here (for the
+# steps that run fleet-sim beside the SQL)
+demo_psql() {
+	(cd "$out" && cluster_psql "$demo" "$port" "$@")
+}
+fleet_sim() {
+	as_pg "$TOP/tools/fleet-sim" -d "host=$demo port=$port user=postgres dbname=postgres" "$@"
+}
+for step in "$TOP"/tools/demo/*; do
 	echo
-	echo "=== $(basename "$step" .sql | sed 's/^[0-9]*_//; s/_/ /g')"
-	(cd "$out" && cluster_psql "$demo" "$port" -a -f "$step")
+	echo "=== $(basename "$step" | sed 's/\.[a-z]*$//; s/^[0-9]*_//; s/_/ /g')"
+	case "$step" in
+		*.sql) demo_psql -a -f "$step" ;;
+		*.sh) source "$step" ;;
+	esac
 done
 
 echo

@@ -13,6 +13,8 @@ CREATE FUNCTION fleet.engine_start_job(job fleet.jobs)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- job tables change fast and their statistics lag: plan with the values at hand
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     total      bigint;
@@ -183,51 +185,66 @@ CREATE FUNCTION fleet.engine_apply_chunk(job fleet.jobs, b fleet.job_batches, ch
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- job tables change fast and their statistics lag: plan with the values at hand
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    n_dealt     bigint;
-    n_completed bigint;
-    n_failed    bigint;
-    last_done   text;
+    ids         text[];
+    n_applied   bigint;
+    n_failed    bigint := 0;
+    n_marked    bigint;
+    chunk_last  text;
+    failure     record;
 BEGIN
-    EXECUTE format($q$
-        WITH chunk AS (
-            SELECT jd.device_id FROM fleet.job_devices jd
-             WHERE jd.job_id = $1 AND jd.device_id >= $2 AND jd.device_id <= $3
-               AND ($4::text IS NULL OR jd.device_id > $4) AND jd.status = 'pending'
+    -- The chunk: the next pending devices of the batch, in id order.  Its
+    -- ids go into the statements below as an array, so each is an index
+    -- lookup whatever the planner believes about freshly written tables.
+    SELECT array_agg(c.device_id ORDER BY c.device_id) INTO ids
+      FROM (SELECT jd.device_id FROM fleet.job_devices jd
+             WHERE jd.job_id = job.id AND jd.device_id >= b.first_device AND jd.device_id <= b.last_device
+               AND (b.cursor IS NULL OR jd.device_id > b.cursor) AND jd.status = 'pending'
              ORDER BY jd.device_id
-             LIMIT $5
-        ),
-        checked AS (
-            SELECT c.device_id, %s AS problem
-              FROM chunk c LEFT JOIN fleet.devices d ON d.id = c.device_id
-        ),
-        applied AS (
-            UPDATE fleet.devices d SET %s
-              FROM checked k
-             WHERE d.id = k.device_id AND k.problem IS NULL
-            RETURNING d.id
-        ),
-        marked AS (
+             LIMIT chunk_size) c;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    chunk_last := ids[cardinality(ids)];
+
+    -- the change, on every device that can take it
+    EXECUTE format('UPDATE fleet.devices d SET %s WHERE d.id = ANY ($1) AND (%s) IS NULL',
+                   fleet.engine_set_clause(job), fleet.engine_device_problem(job))
+      USING ids;
+    GET DIAGNOSTICS n_applied = ROW_COUNT;
+
+    IF n_applied < cardinality(ids) THEN
+        -- some devices could not: each gets its reason, one statement per
+        -- distinct reason (there are a handful), before the rest complete
+        FOR failure IN EXECUTE format($q$
+            SELECT k.problem, array_agg(k.device_id) AS devices
+              FROM (SELECT u.device_id, %s AS problem
+                      FROM unnest($1::text[]) AS u(device_id)
+                      LEFT JOIN fleet.devices d ON d.id = u.device_id) k
+             WHERE k.problem IS NOT NULL
+             GROUP BY k.problem
+        $q$, fleet.engine_device_problem(job)) USING ids
+        LOOP
             UPDATE fleet.job_devices jd
-               SET status = CASE WHEN k.problem IS NULL THEN 'completed' ELSE 'failed' END,
-                   error = k.problem, started_at = pg_catalog.now(), finished_at = pg_catalog.clock_timestamp()
-              FROM checked k
-             WHERE jd.job_id = $1 AND jd.device_id = k.device_id
-            RETURNING jd.device_id, jd.status
-        )
-        SELECT count(*), count(*) FILTER (WHERE m.status = 'completed'),
-               count(*) FILTER (WHERE m.status = 'failed'), max(m.device_id)
-          FROM marked m
-    $q$, fleet.engine_device_problem(job), fleet.engine_set_clause(job))
-    INTO n_dealt, n_completed, n_failed, last_done
-    USING job.id, b.first_device, b.last_device, b.cursor, chunk_size;
+               SET status = 'failed', error = failure.problem, started_at = now(), finished_at = clock_timestamp()
+             WHERE jd.job_id = job.id AND jd.device_id = ANY (failure.devices) AND jd.status = 'pending';
+            GET DIAGNOSTICS n_marked = ROW_COUNT;
+            n_failed := n_failed + n_marked;
+        END LOOP;
+    END IF;
+    -- the rest of the chunk completed: one range of job_devices
+    UPDATE fleet.job_devices jd
+       SET status = 'completed', started_at = now(), finished_at = clock_timestamp()
+     WHERE jd.job_id = job.id AND jd.device_id >= ids[1] AND jd.device_id <= chunk_last
+       AND jd.status = 'pending';
 
     UPDATE fleet.job_batches jb
-       SET completed = jb.completed + n_completed, failed = jb.failed + n_failed,
-           cursor = coalesce(last_done, jb.cursor)
+       SET completed = jb.completed + n_applied, failed = jb.failed + n_failed, cursor = chunk_last
      WHERE jb.job_id = b.job_id AND jb.batch = b.batch;
-    RETURN n_dealt;
+    RETURN cardinality(ids);
 END;
 $$;
 
@@ -239,6 +256,8 @@ CREATE FUNCTION fleet.engine_dispatch_chunk(job fleet.jobs, b fleet.job_batches,
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- job tables change fast and their statistics lag: plan with the values at hand
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     window_size int := current_setting('fleet.command_window')::int;
@@ -260,9 +279,10 @@ BEGIN
             SELECT jd.device_id FROM fleet.job_devices jd
              WHERE jd.job_id = $1 AND jd.device_id >= $2 AND jd.device_id <= $3
                AND ($4::text IS NULL OR jd.device_id > $4) AND jd.status = 'pending'
-               AND NOT EXISTS (SELECT 1 FROM fleet.command_deliveries cd
-                                WHERE cd.job_id = jd.job_id AND cd.device_id = jd.device_id
-                                  AND cd.status IN ('queued', 'claimed'))
+               -- only after a resume can a pending device have a command out
+               AND (NOT $9 OR NOT EXISTS (SELECT 1 FROM fleet.command_deliveries cd
+                                           WHERE cd.job_id = jd.job_id AND cd.device_id = jd.device_id
+                                             AND cd.status IN ('queued', 'claimed')))
              ORDER BY jd.device_id
              LIMIT $5
         ),
@@ -307,7 +327,7 @@ BEGIN
     USING job.id, b.first_device, b.last_device, b.cursor,
           least(chunk_size::bigint, window_size - outstanding),
           job.data -> 0 ->> 'path', job.data -> 0 -> 'value',
-          current_setting('fleet.command_timeout')::interval;
+          current_setting('fleet.command_timeout')::interval, b.redispatch;
 
     IF n_queued > 0 THEN
         PERFORM pg_notify('fleet_commands', job.id);
@@ -326,6 +346,8 @@ CREATE FUNCTION fleet.engine_advance_job(job_id text)
 RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- job tables change fast and their statistics lag: plan with the values at hand
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     job        fleet.jobs;
@@ -385,8 +407,8 @@ BEGIN
     ELSE
         dealt := fleet.engine_apply_chunk(job, b, chunk_size);
         SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch;
-        -- a chunk that found devices may not have been the last: look again
-        left_over := CASE WHEN dealt > 0 THEN 1 ELSE 0 END;
+        -- a full chunk may not have been the batch's last: look again
+        left_over := CASE WHEN dealt = chunk_size THEN 1 ELSE 0 END;
     END IF;
 
     -- cancellation threshold: strictly more failures than allowed
@@ -424,6 +446,8 @@ CREATE FUNCTION fleet.engine_step()
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- job tables change fast and their statistics lag: plan with the values at hand
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     naptime     int := (extract(epoch FROM current_setting('fleet.engine_naptime')::interval) * 1000)::int;

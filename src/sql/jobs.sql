@@ -50,6 +50,7 @@ CREATE TABLE fleet.job_batches (
     -- command jobs: devices that failed before a command was sent them
     undelivered_failed bigint NOT NULL DEFAULT 0,
     cursor       text,                       -- last device the engine dealt with
+    redispatch   boolean NOT NULL DEFAULT false,  -- resumed: send again what a stop withdrew
     started_at   timestamptz,
     finished_at  timestamptz,
     PRIMARY KEY (job_id, batch)
@@ -481,7 +482,7 @@ BEGIN
     PERFORM fleet.lock_job(id, '{stopped}', 'resume');
     UPDATE fleet.jobs j SET status = 'pending', queued_at = clock_timestamp() WHERE j.id = resume_job.id;
     -- withdrawn commands are sent again: walk the current batch from its start
-    UPDATE fleet.job_batches b SET cursor = NULL
+    UPDATE fleet.job_batches b SET cursor = NULL, redispatch = true
       FROM fleet.jobs j
      WHERE j.id = resume_job.id AND b.job_id = j.id AND b.batch = j.current_batch AND j.job_type = 'command';
     PERFORM fleet.wake_engine();
