@@ -83,8 +83,20 @@ AS $$
 BEGIN
     UPDATE fleet.command_deliveries d SET status = 'withdrawn', completed_at = clock_timestamp()
      WHERE d.job_id = job.id AND d.status = 'queued';
-    UPDATE fleet.job_batches b SET status = 'cancelled', finished_at = clock_timestamp()
-     WHERE b.job_id = job.id AND b.status IN ('pending', 'running');
+    -- the batch under way gets its final counts (answers are counted when a
+    -- batch ends, and this one ends here)
+    UPDATE fleet.job_batches b
+       SET status = 'cancelled', finished_at = clock_timestamp(),
+           completed = c.completed, failed = c.failed
+      FROM (SELECT jb.batch,
+                   count(*) FILTER (WHERE jd.status = 'completed') AS completed,
+                   count(*) FILTER (WHERE jd.status = 'failed') AS failed
+              FROM fleet.job_batches jb
+              JOIN fleet.job_devices jd ON jd.job_id = jb.job_id
+                   AND jd.device_id >= jb.first_device AND jd.device_id <= jb.last_device
+             WHERE jb.job_id = job.id AND jb.status IN ('pending', 'running')
+             GROUP BY jb.batch) c
+     WHERE b.job_id = job.id AND b.batch = c.batch;
     UPDATE fleet.jobs j SET status = final_status, finished_at = clock_timestamp() WHERE j.id = job.id;
 END;
 $$;
