@@ -72,8 +72,9 @@ for connections in 2 8; do
 	psql_bench -c "INSERT INTO bench_results SELECT 'commands, $connections connections', 'ours', 1,
 	                 extract(epoch FROM finished_at - queued_at) FROM fleet.jobs WHERE id = 'commands-$connections'"
 
-	psql_bench -c "TRUNCATE raw_queue; INSERT INTO raw_queue (device_id, status)
-	               SELECT id, 'queued' FROM fleet.devices WHERE template_id = 'dtmi:bench:Commands;1'; VACUUM ANALYZE raw_queue"
+	psql_bench -c "TRUNCATE raw_queue" -c "INSERT INTO raw_queue (device_id, status)
+	               SELECT id, 'queued' FROM fleet.devices WHERE template_id = 'dtmi:bench:Commands;1'" \
+	           -c "VACUUM ANALYZE raw_queue"
 	started=$(date +%s.%N)
 	as_pg "$PG_BINDIR/pgbench" -n -h "$bench" -p "$port" -U postgres -c "$connections" -j "$connections" \
 		-t $((100000 / 100 / connections)) -f "$TOP/test/bench/raw_queue.pgbench" postgres > "$bench/pgbench-$connections.log"

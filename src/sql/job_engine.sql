@@ -274,11 +274,15 @@ AS $$
 DECLARE
     window_size int := current_setting('fleet.command_window')::int;
     outstanding bigint;
-    n_dealt     bigint;
-    n_queued    bigint;
-    n_answered  bigint;                    -- simulated devices, answered at once
-    n_failed    bigint;
-    last_done   text;
+    ids          text[];
+    answered_ids text[];                   -- simulated devices, answered at once
+    failure      record;
+    n_dealt      bigint;
+    n_queued     bigint;
+    n_answered   bigint;
+    n_failed     bigint;
+    n_marked     bigint;
+    last_done    text;
 BEGIN
     SELECT count(*) INTO outstanding FROM fleet.command_deliveries cd
      WHERE cd.job_id = job.id AND cd.status IN ('queued', 'claimed');
@@ -286,60 +290,77 @@ BEGIN
         RETURN 0;
     END IF;
 
-    EXECUTE format($q$
-        WITH chunk AS (
-            SELECT jd.device_id FROM fleet.job_devices jd
-             WHERE jd.job_id = $1 AND jd.device_id >= $2 AND jd.device_id <= $3
-               AND ($4::text IS NULL OR jd.device_id > $4) AND jd.status = 'pending'
-               -- only after a resume can a pending device have a command out
-               AND (NOT $9 OR NOT EXISTS (SELECT 1 FROM fleet.command_deliveries cd
-                                           WHERE cd.job_id = jd.job_id AND cd.device_id = jd.device_id
-                                             AND cd.status IN ('queued', 'claimed')))
+    -- The chunk, as an array of ids (see engine_apply_chunk): the next
+    -- pending devices of the batch; after a resume, only those without a
+    -- command already out.
+    SELECT array_agg(c.device_id ORDER BY c.device_id) INTO ids
+      FROM (SELECT jd.device_id FROM fleet.job_devices jd
+             WHERE jd.job_id = job.id AND jd.device_id >= b.first_device AND jd.device_id <= b.last_device
+               AND (b.cursor IS NULL OR jd.device_id > b.cursor) AND jd.status = 'pending'
+               AND (NOT b.redispatch
+                    OR NOT EXISTS (SELECT 1 FROM fleet.command_deliveries cd
+                                    WHERE cd.job_id = jd.job_id AND cd.device_id = jd.device_id
+                                      AND cd.status IN ('queued', 'claimed')))
              ORDER BY jd.device_id
-             LIMIT $5
-        ),
-        checked AS (
-            SELECT c.device_id, coalesce(d.simulated, false) AS simulated, %s AS problem
-              FROM chunk c LEFT JOIN fleet.devices d ON d.id = c.device_id
-        ),
-        delivered AS (
+             LIMIT least(chunk_size::bigint, window_size - outstanding)) c;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    last_done := ids[cardinality(ids)];
+
+    -- devices the command cannot reach fail, one statement per reason
+    n_failed := 0;
+    FOR failure IN EXECUTE format($q$
+        SELECT k.problem, array_agg(k.device_id) AS devices
+          FROM (SELECT u.device_id, %s AS problem
+                  FROM unnest($1::text[]) AS u(device_id)
+                  LEFT JOIN fleet.devices d ON d.id = u.device_id) k
+         WHERE k.problem IS NOT NULL
+         GROUP BY k.problem
+    $q$, fleet.engine_device_problem(job)) USING ids
+    LOOP
+        UPDATE fleet.job_devices jd
+           SET status = 'failed', error = failure.problem, started_at = now(), finished_at = clock_timestamp()
+         WHERE jd.job_id = job.id AND jd.device_id = ANY (failure.devices) AND jd.status = 'pending';
+        GET DIAGNOSTICS n_marked = ROW_COUNT;
+        n_failed := n_failed + n_marked;
+    END LOOP;
+
+    -- one delivery each for the others; simulated devices answer at once
+    EXECUTE format($q$
+        WITH delivered AS (
             INSERT INTO fleet.command_deliveries
                    (job_id, device_id, command, request, status, deadline, gateway, claimed_at,
                     completed_at, response_status, response)
-            SELECT $1, k.device_id, $6, $7,
-                   CASE WHEN k.simulated THEN 'completed' ELSE 'queued' END,
-                   pg_catalog.clock_timestamp() + $8,
-                   CASE WHEN k.simulated THEN 'simulator' END,
-                   CASE WHEN k.simulated THEN pg_catalog.clock_timestamp() END,
-                   CASE WHEN k.simulated THEN pg_catalog.clock_timestamp() END,
-                   CASE WHEN k.simulated THEN 200 END,
-                   CASE WHEN k.simulated THEN '{"simulated": true}'::jsonb END
-              FROM checked k WHERE k.problem IS NULL
-            RETURNING 1
-        ),
-        marked AS (
-            UPDATE fleet.job_devices jd
-               SET started_at = coalesce(jd.started_at, pg_catalog.now()),
-                   status = CASE WHEN k.problem IS NOT NULL THEN 'failed'
-                                 WHEN k.simulated THEN 'completed' ELSE 'pending' END,
-                   error = k.problem,
-                   finished_at = CASE WHEN k.problem IS NOT NULL OR k.simulated
-                                      THEN pg_catalog.clock_timestamp() END
-              FROM checked k
-             WHERE jd.job_id = $1 AND jd.device_id = k.device_id
-            RETURNING jd.device_id
+            SELECT $1, d.id, $2, $3,
+                   CASE WHEN d.simulated THEN 'completed' ELSE 'queued' END,
+                   pg_catalog.clock_timestamp() + $4,
+                   CASE WHEN d.simulated THEN 'simulator' END,
+                   CASE WHEN d.simulated THEN pg_catalog.clock_timestamp() END,
+                   CASE WHEN d.simulated THEN pg_catalog.clock_timestamp() END,
+                   CASE WHEN d.simulated THEN 200 END,
+                   CASE WHEN d.simulated THEN '{"simulated": true}'::jsonb END
+              FROM fleet.devices d
+             WHERE d.id = ANY ($5) AND (%s) IS NULL
+            RETURNING device_id, status
         )
-        SELECT (SELECT count(*) FROM marked),
-               (SELECT count(*) FROM checked k WHERE k.problem IS NULL AND NOT k.simulated),
-               (SELECT count(*) FROM checked k WHERE k.problem IS NULL AND k.simulated),
-               (SELECT count(*) FROM checked k WHERE k.problem IS NOT NULL),
-               (SELECT max(m.device_id) FROM marked m)
+        SELECT array_agg(device_id) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'queued')
+          FROM delivered
     $q$, fleet.engine_device_problem(job))
-    INTO n_dealt, n_queued, n_answered, n_failed, last_done
-    USING job.id, b.first_device, b.last_device, b.cursor,
-          least(chunk_size::bigint, window_size - outstanding),
-          job.data -> 0 ->> 'path', job.data -> 0 -> 'value',
-          current_setting('fleet.command_timeout')::interval, b.redispatch;
+    INTO answered_ids, n_queued
+    USING job.id, job.data -> 0 ->> 'path', job.data -> 0 -> 'value',
+          current_setting('fleet.command_timeout')::interval, ids;
+    n_answered := coalesce(cardinality(answered_ids), 0);
+    IF n_answered > 0 THEN
+        UPDATE fleet.job_devices jd
+           SET status = 'completed', started_at = now(), finished_at = clock_timestamp()
+         WHERE jd.job_id = job.id AND jd.device_id = ANY (answered_ids) AND jd.status = 'pending';
+    END IF;
+    -- the rest are under way from now
+    UPDATE fleet.job_devices jd SET started_at = now()
+     WHERE jd.job_id = job.id AND jd.device_id >= ids[1] AND jd.device_id <= last_done
+       AND jd.started_at IS NULL;
+    n_dealt := cardinality(ids);
 
     IF n_queued > 0 THEN
         PERFORM pg_notify('fleet_commands', job.id);
