@@ -14,6 +14,7 @@ COMMENT ON FUNCTION fleet.compute_device_key(text, text) IS 'base64(HMAC-SHA256(
 CREATE FUNCTION fleet.generate_group_key()
 RETURNS text
 LANGUAGE c VOLATILE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'generate_group_key';
 COMMENT ON FUNCTION fleet.generate_group_key() IS 'A new random enrollment group key: 64 bytes from a strong random source, base64';
 
