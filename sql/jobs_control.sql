@@ -183,3 +183,8 @@ SELECT * FROM pg_temp.summary('job-over-batched');
 -- gateways name themselves and claim at least one
 SELECT fleet.claim_commands('', 1);
 SELECT fleet.claim_commands('gw', 0);
+-- answers in bulk: the arrays go together
+SELECT fleet.complete_commands(ARRAY[1, 2], ARRAY[200]);
+SELECT fleet.complete_commands(ARRAY[1], ARRAY[200], ARRAY['{}'::jsonb, '{}'::jsonb]);
+SELECT fleet.complete_commands(ARRAY[1, 2], ARRAY[200, NULL]);
+SELECT fleet.complete_commands('{}', '{}') AS nothing_taken;

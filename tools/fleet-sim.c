@@ -12,10 +12,10 @@
  *	 2. claim deliveries in batches: SELECT ... FROM fleet.claim_commands(
  *		gateway, max_count) -- rows locked with SKIP LOCKED, so any number of
  *		gateways can claim side by side without ever getting the same one;
- *	 3. pass each command to its device and report the answer with
- *		fleet.complete_command(delivery_id, status, response): 2xx completes
- *		the device, anything else fails it.  A batch of answers goes in one
- *		statement, one round trip.
+ *	 3. pass each command to its device and report the answers with
+ *		fleet.complete_commands(delivery_ids[], statuses[], responses[]): 2xx
+ *		completes the device, anything else fails it.  A batch of answers is
+ *		one statement, one round trip (fleet.complete_command() takes one).
  *
  * Here the "devices" answer after --latency milliseconds, failing at
  * --failure-rate percent or when listed in --fail-devices.  With
@@ -232,8 +232,7 @@ answer_batch(Worker *worker, PGconn *conn, PGresult *claimed, unsigned int *seed
 	params[1] = statuses;
 	params[2] = responses;
 	res = PQexecParams(conn,
-					   "SELECT count(*) FROM unnest($1::bigint[], $2::int[], $3::jsonb[]) AS a(delivery, status, response) "
-					   "WHERE fleet.complete_command(a.delivery, a.status, a.response)",
+					   "SELECT fleet.complete_commands($1::bigint[], $2::int[], $3::jsonb[])",
 					   3, NULL, params, NULL, NULL, 0);
 	ok = PQresultStatus(res) == PGRES_TUPLES_OK;
 	if (!ok)

@@ -61,43 +61,82 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.claim_commands(text, int) IS 'Claims up to max_count queued command deliveries for a gateway; concurrent gateways never get the same one';
 
--- 2xx completes the device, anything else fails it with the response as the
--- error.  A completion for a delivery that is no longer claimed (timed out,
--- withdrawn, already completed) changes nothing and returns false.
-CREATE FUNCTION fleet.complete_command(delivery_id bigint, status int, response jsonb DEFAULT NULL)
-RETURNS boolean
+-- A gateway's answers, many at once: 2xx completes the device, anything
+-- else fails it with the response as the error.  An answer for a delivery
+-- that is no longer claimed (timed out, withdrawn, already answered) changes
+-- nothing.  Returns how many answers were taken.
+CREATE FUNCTION fleet.complete_commands(delivery_ids bigint[], statuses int[], responses jsonb[] DEFAULT NULL)
+RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- the arrays are the plan's input: plan with them
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    done record;
+    taken  bigint := 0;
+    answer record;
 BEGIN
-    IF status IS NULL OR status NOT BETWEEN 100 AND 599 THEN
-        RAISE EXCEPTION 'command status % is not an HTTP-style status code', coalesce(status::text, 'NULL')
+    IF cardinality(delivery_ids) IS DISTINCT FROM cardinality(statuses)
+       OR (responses IS NOT NULL AND cardinality(responses) <> cardinality(delivery_ids)) THEN
+        RAISE EXCEPTION 'delivery_ids, statuses and responses must be arrays of the same length'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('They have %s, %s and %s elements.', coalesce(cardinality(delivery_ids)::text, 'NULL'),
+                                  coalesce(cardinality(statuses)::text, 'NULL'), coalesce(cardinality(responses)::text, 'no'));
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(statuses) s WHERE s IS NULL OR s NOT BETWEEN 100 AND 599) THEN
+        RAISE EXCEPTION 'command status % is not an HTTP-style status code',
+                        (SELECT coalesce(s::text, 'NULL') FROM unnest(statuses) s WHERE s IS NULL OR s NOT BETWEEN 100 AND 599 LIMIT 1)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Report 200 for success, or 4xx/5xx for failure, as IoT Hub direct methods do.';
     END IF;
-    UPDATE fleet.command_deliveries d
-       SET status = CASE WHEN complete_command.status BETWEEN 200 AND 299 THEN 'completed' ELSE 'failed' END,
-           response_status = complete_command.status, response = complete_command.response,
-           completed_at = clock_timestamp()
-     WHERE d.delivery_id = complete_command.delivery_id AND d.status = 'claimed'
-    RETURNING d.job_id, d.device_id, d.status INTO done;
-    IF NOT FOUND THEN
-        RETURN false;
+
+    -- the deliveries, then their devices: one statement each per job, the
+    -- devices by array (no counter here: one every answer touched would
+    -- serialize the gateways; the engine counts)
+    FOR answer IN
+        WITH taken AS (
+            UPDATE fleet.command_deliveries d
+               SET status = CASE WHEN a.status BETWEEN 200 AND 299 THEN 'completed' ELSE 'failed' END,
+                   response_status = a.status, response = a.response, completed_at = clock_timestamp()
+              FROM unnest(delivery_ids, statuses, coalesce(responses, array_fill(NULL::jsonb, ARRAY[cardinality(delivery_ids)])))
+                   AS a(delivery_id, status, response)
+             WHERE d.delivery_id = a.delivery_id AND d.status = 'claimed'
+            RETURNING d.job_id, d.device_id, d.status AS outcome,
+                      format('command failed with status %s%s', a.status, coalesce(': ' || a.response::text, '')) AS error
+        )
+        SELECT t.job_id,
+               array_agg(t.device_id) FILTER (WHERE t.outcome = 'completed') AS completed,
+               array_agg(t.device_id) FILTER (WHERE t.outcome = 'failed') AS failed,
+               array_agg(t.error) FILTER (WHERE t.outcome = 'failed') AS errors,
+               count(*) AS n
+          FROM taken t GROUP BY t.job_id
+    LOOP
+        IF answer.completed IS NOT NULL THEN
+            UPDATE fleet.job_devices jd SET status = 'completed', finished_at = clock_timestamp()
+             WHERE jd.job_id = answer.job_id AND jd.device_id = ANY (answer.completed) AND jd.status = 'pending';
+        END IF;
+        IF answer.failed IS NOT NULL THEN
+            UPDATE fleet.job_devices jd SET status = 'failed', error = f.error, finished_at = clock_timestamp()
+              FROM unnest(answer.failed, answer.errors) AS f(device_id, error)
+             WHERE jd.job_id = answer.job_id AND jd.device_id = f.device_id AND jd.status = 'pending';
+        END IF;
+        taken := taken + answer.n;
+    END LOOP;
+    IF taken > 0 THEN
+        PERFORM fleet.wake_engine();
     END IF;
-    UPDATE fleet.job_devices jd
-       SET status = done.status,
-           error = CASE WHEN done.status = 'failed'
-                        THEN format('command failed with status %s%s', complete_command.status,
-                                    coalesce(': ' || complete_command.response::text, '')) END,
-           finished_at = clock_timestamp()
-     WHERE jd.job_id = done.job_id AND jd.device_id = done.device_id AND jd.status = 'pending';
-    -- no counter here: one every answer touched would serialize the
-    -- gateways; the engine counts (engine_advance_job)
-    PERFORM fleet.wake_engine();
-    RETURN true;
+    RETURN taken;
 END;
+$$;
+COMMENT ON FUNCTION fleet.complete_commands(bigint[], int[], jsonb[]) IS 'Reports many answers at once; returns how many were taken (the others were no longer open)';
+
+-- One answer: fleet.complete_commands() with one element.
+CREATE FUNCTION fleet.complete_command(delivery_id bigint, status int, response jsonb DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT fleet.complete_commands(ARRAY[delivery_id], ARRAY[status], ARRAY[response]) = 1
 $$;
 COMMENT ON FUNCTION fleet.complete_command(bigint, int, jsonb) IS 'Reports a device''s answer to a claimed command; false when the delivery is no longer open';
 
