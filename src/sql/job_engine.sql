@@ -51,6 +51,13 @@ BEGIN
           FROM assigned a GROUP BY a.batch;
         GET DIAGNOSTICS n_batches = ROW_COUNT;
 
+        -- a big fan-out leaves the table's statistics describing another
+        -- table; lookups into it (by gateways, by the engine) would be
+        -- planned as scans
+        IF total >= 10000 THEN
+            ANALYZE fleet.job_devices;
+        END IF;
+
         UPDATE fleet.jobs j
            SET started_at = clock_timestamp(),
                device_count = (SELECT coalesce(sum(b.size), 0) FROM fleet.job_batches b WHERE b.job_id = job.id),
