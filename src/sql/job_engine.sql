@@ -197,6 +197,40 @@ BEGIN
 END;
 $$;
 
+-- Fails the devices of a chunk that cannot take the job's change, each
+-- with its reason (problem: fleet.engine_device_problem()), one statement
+-- per distinct reason; there are a handful.  Returns how many failed.
+CREATE FUNCTION fleet.engine_fail_unfit(job_id text, ids text[], problem text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    failure  record;
+    n_marked bigint;
+    n_failed bigint := 0;
+BEGIN
+    FOR failure IN EXECUTE format($q$
+        SELECT k.problem, array_agg(k.device_id) AS devices
+          FROM (SELECT u.device_id, %s AS problem
+                  FROM unnest($1::text[]) AS u(device_id)
+                  LEFT JOIN fleet.devices d ON d.id = u.device_id) k
+         WHERE k.problem IS NOT NULL
+         GROUP BY k.problem
+    $q$, problem) USING ids
+    LOOP
+        UPDATE fleet.job_devices jd
+           SET status = 'failed', error = failure.problem, started_at = now(), finished_at = clock_timestamp()
+         WHERE jd.job_id = engine_fail_unfit.job_id AND jd.device_id = ANY (failure.devices)
+           AND jd.status = 'pending';
+        GET DIAGNOSTICS n_marked = ROW_COUNT;
+        n_failed := n_failed + n_marked;
+    END LOOP;
+    RETURN n_failed;
+END;
+$$;
+
 -- One committed chunk of a property, cloud property, template or manifest
 -- job: the next pending devices of the batch are changed and marked, in one
 -- statement.  Returns the number of devices dealt with, and moves the cursor.
@@ -209,11 +243,10 @@ SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     ids         text[];
+    problem     text := fleet.engine_device_problem(job);
     n_applied   bigint;
     n_failed    bigint := 0;
-    n_marked    bigint;
     chunk_last  text;
-    failure     record;
 BEGIN
     -- The chunk: the next pending devices of the batch, in id order.  Its
     -- ids go into the statements below as an array, so each is an index
@@ -231,28 +264,14 @@ BEGIN
 
     -- the change, on every device that can take it
     EXECUTE format('UPDATE fleet.devices d SET %s WHERE d.id = ANY ($1) AND (%s) IS NULL',
-                   fleet.engine_set_clause(job), fleet.engine_device_problem(job))
+                   fleet.engine_set_clause(job), problem)
       USING ids;
     GET DIAGNOSTICS n_applied = ROW_COUNT;
 
     IF n_applied < cardinality(ids) THEN
         -- some devices could not: each gets its reason, one statement per
         -- distinct reason (there are a handful), before the rest complete
-        FOR failure IN EXECUTE format($q$
-            SELECT k.problem, array_agg(k.device_id) AS devices
-              FROM (SELECT u.device_id, %s AS problem
-                      FROM unnest($1::text[]) AS u(device_id)
-                      LEFT JOIN fleet.devices d ON d.id = u.device_id) k
-             WHERE k.problem IS NOT NULL
-             GROUP BY k.problem
-        $q$, fleet.engine_device_problem(job)) USING ids
-        LOOP
-            UPDATE fleet.job_devices jd
-               SET status = 'failed', error = failure.problem, started_at = now(), finished_at = clock_timestamp()
-             WHERE jd.job_id = job.id AND jd.device_id = ANY (failure.devices) AND jd.status = 'pending';
-            GET DIAGNOSTICS n_marked = ROW_COUNT;
-            n_failed := n_failed + n_marked;
-        END LOOP;
+        n_failed := fleet.engine_fail_unfit(job.id, ids, problem);
     END IF;
     -- the rest of the chunk completed: one range of job_devices
     UPDATE fleet.job_devices jd
@@ -281,14 +300,13 @@ AS $$
 DECLARE
     window_size int := current_setting('fleet.command_window')::int;
     outstanding bigint;
+    problem      text;                     -- fleet.engine_device_problem(), once a chunk is found
     ids          text[];
     answered_ids text[];                   -- simulated devices, answered at once
-    failure      record;
     n_dealt      bigint;
     n_queued     bigint;
     n_answered   bigint;
     n_failed     bigint;
-    n_marked     bigint;
     last_done    text;
 BEGIN
     SELECT count(*) INTO outstanding FROM fleet.command_deliveries cd
@@ -314,24 +332,10 @@ BEGIN
         RETURN 0;
     END IF;
     last_done := ids[cardinality(ids)];
+    problem := fleet.engine_device_problem(job);
 
     -- devices the command cannot reach fail, one statement per reason
-    n_failed := 0;
-    FOR failure IN EXECUTE format($q$
-        SELECT k.problem, array_agg(k.device_id) AS devices
-          FROM (SELECT u.device_id, %s AS problem
-                  FROM unnest($1::text[]) AS u(device_id)
-                  LEFT JOIN fleet.devices d ON d.id = u.device_id) k
-         WHERE k.problem IS NOT NULL
-         GROUP BY k.problem
-    $q$, fleet.engine_device_problem(job)) USING ids
-    LOOP
-        UPDATE fleet.job_devices jd
-           SET status = 'failed', error = failure.problem, started_at = now(), finished_at = clock_timestamp()
-         WHERE jd.job_id = job.id AND jd.device_id = ANY (failure.devices) AND jd.status = 'pending';
-        GET DIAGNOSTICS n_marked = ROW_COUNT;
-        n_failed := n_failed + n_marked;
-    END LOOP;
+    n_failed := fleet.engine_fail_unfit(job.id, ids, problem);
 
     -- one delivery each for the others; simulated devices answer at once
     EXECUTE format($q$
@@ -353,7 +357,7 @@ BEGIN
         )
         SELECT array_agg(device_id) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'queued')
           FROM delivered
-    $q$, fleet.engine_device_problem(job))
+    $q$, problem)
     INTO answered_ids, n_queued
     USING job.id, job.data -> 0 ->> 'path', job.data -> 0 -> 'value',
           current_setting('fleet.command_timeout')::interval, ids;
