@@ -69,7 +69,7 @@ CREATE TABLE fleet.job_devices (
     started_at  timestamptz,
     finished_at timestamptz,
     PRIMARY KEY (job_id, device_id)
-) WITH (fillfactor = 80);
+) WITH (fillfactor = 40);
 COMMENT ON TABLE fleet.job_devices IS 'Every device of every started job: its batch, status (pending, completed, failed) and error';
 
 CREATE FUNCTION fleet.delete_job_rows()
