@@ -19,7 +19,8 @@ OBJS = \
 	src/device_import.o \
 	src/device_identity.o \
 	src/device_register.o \
-	src/worker.o
+	src/worker.o \
+	src/cron_bridge.o
 
 SHLIB_LINK += -lcrypto
 
@@ -39,11 +40,13 @@ SQL_SOURCES = \
 	src/sql/commands.sql \
 	src/sql/job_engine.sql \
 	src/sql/engine.sql \
+	src/sql/schedule_calendar.sql \
+	src/sql/scheduled_jobs.sql \
 	src/sql/dump.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control
+REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
 
 ISOLATION = concurrent_import concurrent_claims stop_at_batch_boundary completion_vs_timeout

@@ -32,6 +32,8 @@ int			fleet_command_timeout = 30000;
 int			fleet_engine_chunk_size = 10000;
 int			fleet_command_window = 10000;
 int			fleet_engine_naptime = 1000;
+/* read by the SQL side as current_setting(), never from C */
+static int	fleet_schedule_misfire_grace = 120;
 
 void		_PG_init(void);
 
@@ -116,6 +118,15 @@ _PG_init(void)
 							1000, 10, 3600000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fleet.schedule_misfire_grace",
+							"How late a scheduled occurrence may still start; later ones are recorded as missed.",
+							"pg_cron fires on the minute; an occurrence that passed while the server was down is not run late.",
+							&fleet_schedule_misfire_grace,
+							120, 1, 86400,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	/* Typos such as SET fleet.import_templat = ... become errors. */

@@ -16,3 +16,5 @@ SELECT pg_catalog.pg_extension_config_dump('fleet.job_devices', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.job_device_list_columns', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.command_deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.command_deliveries_delivery_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('fleet.scheduled_jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('fleet.scheduled_job_runs', '');

@@ -503,6 +503,8 @@ DECLARE
     next_due    timestamptz;
 BEGIN
     PERFORM fleet.expire_commands();
+    -- occurrences that passed unfired (the server was down) are missed
+    PERFORM fleet.engine_check_schedules();
 
     -- start queued jobs, in order, while there is room
     FOR job IN
