@@ -49,6 +49,9 @@ start_cluster() {
 	{
 		echo "shared_preload_libraries = 'pg_cron,pg_fleet'"
 		echo "cron.database_name = 'postgres'"
+		# pg_cron runs its jobs in background workers: the server listens on a socket only
+		echo "cron.use_background_workers = on"
+		echo "max_worker_processes = 20"
 		echo "port = $port"
 		echo "listen_addresses = ''"
 		echo "unix_socket_directories = '$dir'"
