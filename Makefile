@@ -42,11 +42,12 @@ SQL_SOURCES = \
 	src/sql/engine.sql \
 	src/sql/schedule_calendar.sql \
 	src/sql/scheduled_jobs.sql \
+	src/sql/reporting.sql \
 	src/sql/dump.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules
+REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules reporting
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
 
 ISOLATION = concurrent_import concurrent_claims stop_at_batch_boundary completion_vs_timeout
