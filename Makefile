@@ -73,20 +73,27 @@ endif
 $(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES)
 	cat $^ > $@
 
-# The device simulator, a libpq client (see tools/fleet-sim.c).
+# The tools, libpq clients: the device simulator (tools/fleet-sim.c) and
+# the command-line client (tools/fleetctl/).
 PG_INCLUDEDIR = $(shell $(PG_CONFIG) --includedir 2>/dev/null)
 PG_LIBDIR = $(shell $(PG_CONFIG) --libdir 2>/dev/null)
-TOOLS = tools/fleet-sim
+TOOLS = tools/fleet-sim tools/fleetctl/fleetctl
+TOOL_CFLAGS = -O2 -g -Wall -Wextra -Wno-unused-parameter -I$(PG_INCLUDEDIR)
+FLEETCTL_SOURCES = $(wildcard tools/fleetctl/*.c)
 
 all: $(TOOLS)
 
 tools/fleet-sim: tools/fleet-sim.c
-	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -I$(PG_INCLUDEDIR) -o $@ $< -L$(PG_LIBDIR) -lpq -lpthread
+	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq -lpthread
+
+tools/fleetctl/fleetctl: $(FLEETCTL_SOURCES) tools/fleetctl/fleetctl.h
+	$(CC) $(TOOL_CFLAGS) -o $@ $(FLEETCTL_SOURCES) -L$(PG_LIBDIR) -lpq
 
 install: install-tools
 .PHONY: install-tools
 install-tools: $(TOOLS)
 	$(INSTALL_PROGRAM) tools/fleet-sim '$(DESTDIR)$(bindir)/fleet-sim'
+	$(INSTALL_PROGRAM) tools/fleetctl/fleetctl '$(DESTDIR)$(bindir)/fleetctl'
 
 .PHONY: test demo bench deps
 deps:
