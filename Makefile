@@ -43,6 +43,7 @@ SQL_SOURCES = \
 	src/sql/schedule_calendar.sql \
 	src/sql/scheduled_jobs.sql \
 	src/sql/reporting.sql \
+	src/sql/access_control.sql \
 	src/sql/dump.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql

@@ -5,14 +5,22 @@
 --
 -- Rows come in no particular order; add ORDER BY 1 to the query for one.
 
-CREATE FUNCTION fleet.export_devices(template text DEFAULT NULL, organization text DEFAULT NULL)
+CREATE FUNCTION fleet.export_devices(template text DEFAULT NULL, organization text DEFAULT NULL,
+                                     spreadsheet_safe boolean DEFAULT false)
 RETURNS TABLE ("IOTC_DEVICEID" text, "IOTC_DEVICENAME" text,
                "IOTC_SASKEY_PRIMARY" text, "IOTC_SASKEY_SECONDARY" text,
                "IOTC_X509THUMBPRINT_PRIMARY" text, "IOTC_X509THUMBPRINT_SECONDARY" text)
 LANGUAGE plpgsql STABLE
+-- SECURITY DEFINER: the keys derive from the enrollment group keys, which
+-- only root administrators may read; this function reads them for
+-- administrators of the devices' organizations, and returns only their
+-- devices.  EXECUTE stays with PUBLIC: the checks are inside.
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    caller       name := fleet.calling_role();
+    everything   boolean := fleet.role_sees_everything(caller);
     device_group fleet.enrollment_groups;
     edge_group   fleet.enrollment_groups;
 BEGIN
@@ -21,20 +29,32 @@ BEGIN
     END IF;
     IF organization IS NOT NULL THEN
         PERFORM fleet.require_organization(organization);
+        PERFORM fleet.require_app_role(organization, 'administrator', 'exporting devices with their keys', caller);
+    ELSIF NOT everything AND NOT EXISTS (SELECT 1 FROM fleet.organizations_for('administrator', caller)) THEN
+        RAISE EXCEPTION 'permission denied to export devices with their keys'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Exports carry device keys: they are for administrators of the devices'' organizations.',
+                  HINT = 'An administrator grants the role with fleet.grant_organization().';
     END IF;
     SELECT g.* INTO device_group FROM fleet.enrollment_groups g WHERE g.id = 'SAS-IoT-Devices';
     SELECT g.* INTO edge_group FROM fleet.enrollment_groups g WHERE g.id = 'SAS-IoT-Edge-Devices';
 
     RETURN QUERY
-    SELECT d.id, d.display_name,
-           fleet.compute_device_key(CASE WHEN d.edge THEN edge_group.primary_key ELSE device_group.primary_key END, d.id),
-           fleet.compute_device_key(CASE WHEN d.edge THEN edge_group.secondary_key ELSE device_group.secondary_key END, d.id),
+    SELECT fleet.spreadsheet_cell(d.id, spreadsheet_safe),
+           fleet.spreadsheet_cell(d.display_name, spreadsheet_safe),
+           fleet.spreadsheet_cell(fleet.compute_device_key(CASE WHEN d.edge THEN edge_group.primary_key
+                                                                ELSE device_group.primary_key END, d.id),
+                                  spreadsheet_safe),
+           fleet.spreadsheet_cell(fleet.compute_device_key(CASE WHEN d.edge THEN edge_group.secondary_key
+                                                                ELSE device_group.secondary_key END, d.id),
+                                  spreadsheet_safe),
            d.x509_thumbprint_primary,      -- NULL: an empty CSV field
            d.x509_thumbprint_secondary
       FROM fleet.devices d
      WHERE (template IS NULL OR d.template_id = template)
        AND (organization IS NULL
-            OR d.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[organization]));
+            OR d.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[organization]))
+       AND (everything OR d.organization_id IN (SELECT fleet.organizations_for('administrator', caller)));
 END;
 $$;
-COMMENT ON FUNCTION fleet.export_devices(text, text) IS 'Devices in IoT Central''s export format (IOTC_DEVICEID, IOTC_DEVICENAME, SAS keys, X.509 thumbprints), optionally of one template and one organization subtree';
+COMMENT ON FUNCTION fleet.export_devices(text, text, boolean) IS 'Devices in IoT Central''s export format (IOTC_DEVICEID, IOTC_DEVICENAME, SAS keys, X.509 thumbprints), optionally of one template and one organization subtree';

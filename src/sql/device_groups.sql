@@ -31,6 +31,7 @@ BEGIN
         PERFORM fleet.require_template(template);
     END IF;
     PERFORM fleet.require_organization(coalesce(organization, 'root'));
+    PERFORM fleet.require_app_role(coalesce(organization, 'root'), 'operator', 'creating a device group');
 
     -- A filter must be a predicate, true, false or unknown for every device,
     -- not a path that selects values: jsonb_path_match() refuses anything

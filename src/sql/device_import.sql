@@ -113,6 +113,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM fleet.require_app_role(coalesce(nullif(current_setting('fleet.import_organization'), ''), 'root'),
+                                   'operator', 'importing devices');
     PERFORM fleet.device_import_target();
     PERFORM fleet.device_import_begin();
     RETURN NULL;

@@ -60,6 +60,7 @@ AS $$
 DECLARE
     new_key text := fleet.generate_group_key();
 BEGIN
+    PERFORM fleet.require_app_role('root', 'administrator', 'rotating an enrollment group key');
     IF which IS NULL OR which NOT IN ('primary', 'secondary') THEN
         RAISE EXCEPTION 'unknown key slot "%"', which
             USING ERRCODE = 'invalid_parameter_value',
@@ -84,19 +85,29 @@ COMMENT ON FUNCTION fleet.rotate_group_key(text, text) IS 'Regenerates the prima
 CREATE FUNCTION fleet.device_keys(device_id text, OUT primary_key text, OUT secondary_key text)
 RETURNS record
 LANGUAGE plpgsql STABLE
+-- SECURITY DEFINER: reads the enrollment group keys (root administrators
+-- only) to derive the keys of one device for an administrator of its
+-- organization; a device the caller cannot see does not exist for it.
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    caller       name := fleet.calling_role();
+    organization text;
 BEGIN
+    SELECT d.organization_id INTO organization FROM fleet.devices d WHERE d.id = device_id;
+    IF organization IS NULL
+       OR organization NOT IN (SELECT fleet.organizations_for('viewer', caller)) THEN
+        RAISE EXCEPTION 'device "%" does not exist', device_id
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    PERFORM fleet.require_app_role(organization, 'administrator', 'reading device keys', caller);
     SELECT fleet.compute_device_key(g.primary_key, d.id), fleet.compute_device_key(g.secondary_key, d.id)
       INTO primary_key, secondary_key
       FROM fleet.devices d
       JOIN fleet.enrollment_groups g
         ON g.id = CASE WHEN d.edge THEN 'SAS-IoT-Edge-Devices' ELSE 'SAS-IoT-Devices' END
      WHERE d.id = device_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'device "%" does not exist', device_id
-            USING ERRCODE = 'undefined_object';
-    END IF;
 END;
 $$;
 COMMENT ON FUNCTION fleet.device_keys(text) IS 'The SAS keys of one device, derived from its enrollment group (edge devices: SAS-IoT-Edge-Devices)';

@@ -456,6 +456,7 @@ DECLARE
     problem     record;
     existing    jsonb;
 BEGIN
+    PERFORM fleet.require_app_role('root', 'administrator', 'importing a device template');
     CASE jsonb_typeof(model)
     WHEN 'object' THEN
         interfaces := jsonb_build_array(model);

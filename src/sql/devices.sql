@@ -100,6 +100,7 @@ BEGIN
         PERFORM fleet.require_template(template);
     END IF;
     PERFORM fleet.require_organization(coalesce(organization, 'root'));
+    PERFORM fleet.require_app_role(coalesce(organization, 'root'), 'operator', 'creating a device');
     IF simulated IS NULL OR edge IS NULL THEN
         RAISE EXCEPTION 'simulated and edge must be true or false, not NULL'
             USING ERRCODE = 'null_value_not_allowed';
@@ -123,7 +124,14 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    organization text;
 BEGIN
+    -- a device the caller cannot see "does not exist"; one it only views is refused
+    SELECT d.organization_id INTO organization FROM fleet.devices d WHERE d.id = delete_device.id;
+    IF FOUND THEN
+        PERFORM fleet.require_app_role(organization, 'operator', 'deleting a device');
+    END IF;
     DELETE FROM fleet.devices d WHERE d.id = delete_device.id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'device "%" does not exist', id

@@ -18,3 +18,4 @@ SELECT pg_catalog.pg_extension_config_dump('fleet.command_deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.command_deliveries_delivery_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.scheduled_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.scheduled_job_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('fleet.organization_members', '');

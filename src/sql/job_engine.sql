@@ -19,6 +19,17 @@ AS $$
 DECLARE
     total bigint;
 BEGIN
+    -- the engine sees every organization: it keeps to the job's own.  A
+    -- group moved out of it since the job was created fails the job.
+    IF job.started_at IS NULL AND job.rerun_of IS NULL
+       AND NOT EXISTS (SELECT 1 FROM fleet.device_groups g JOIN fleet.organizations o ON o.id = g.organization_id
+                        WHERE g.id = job.group_id AND o.path @> ARRAY[job.organization_id]) THEN
+        UPDATE fleet.jobs j
+           SET status = 'failed', finished_at = clock_timestamp(),
+               error = format('device group "%s" is no longer in organization "%s"', job.group_id, job.organization_id)
+         WHERE j.id = job.id;
+        RETURN;
+    END IF;
     IF job.started_at IS NULL THEN
         -- one pass over the members: numbered in id order, counted for a
         -- percentage batch size, each row tagged with its batch

@@ -213,6 +213,7 @@ BEGIN
     ELSE
         job.organization_id := grp.organization_id;
     END IF;
+    PERFORM fleet.require_app_role(job.organization_id, 'operator', 'creating a job');
 
     -- delivery options
     IF definition ? 'batch' THEN
@@ -429,6 +430,7 @@ BEGIN
         RAISE EXCEPTION 'job "%" does not exist', id
             USING ERRCODE = 'undefined_object';
     END IF;
+    PERFORM fleet.require_app_role(job.organization_id, 'operator', format('%s a job', action || 'ing'));
     IF job.status <> ALL (allowed) THEN
         RAISE EXCEPTION 'cannot % job "%": it is %', action, id, job.status
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -651,7 +653,7 @@ $$;
 COMMENT ON FUNCTION fleet.job_device_list(text, text, text) IS 'A job''s devices, filtered by device id (substring) and status, with the role''s extra columns';
 
 -- The results log, for COPY ... TO: one row per device.
-CREATE FUNCTION fleet.job_results(job_id text)
+CREATE FUNCTION fleet.job_results(job_id text, spreadsheet_safe boolean DEFAULT false)
 RETURNS TABLE (job text, device_id text, device_name text, batch int, status text, error text,
                started_at timestamptz, finished_at timestamptz)
 LANGUAGE plpgsql STABLE
@@ -660,15 +662,16 @@ AS $$
 BEGIN
     PERFORM fleet.require_job(job_results.job_id);
     RETURN QUERY
-    SELECT jd.job_id, jd.device_id, coalesce(d.display_name, 'deleted'), jd.batch, jd.status, jd.error,
-           jd.started_at, jd.finished_at
+    SELECT fleet.spreadsheet_cell(jd.job_id, spreadsheet_safe), fleet.spreadsheet_cell(jd.device_id, spreadsheet_safe),
+           fleet.spreadsheet_cell(coalesce(d.display_name, 'deleted'), spreadsheet_safe), jd.batch, jd.status,
+           fleet.spreadsheet_cell(jd.error, spreadsheet_safe), jd.started_at, jd.finished_at
       FROM fleet.job_devices jd
       LEFT JOIN fleet.devices d ON d.id = jd.device_id
      WHERE jd.job_id = job_results.job_id
      ORDER BY jd.batch, jd.device_id;
 END;
 $$;
-COMMENT ON FUNCTION fleet.job_results(text) IS 'The results log of a job: device, name ("deleted" for deleted devices), batch, status, error, times';
+COMMENT ON FUNCTION fleet.job_results(text, boolean) IS 'The results log of a job: device, name ("deleted" for deleted devices), batch, status, error, times';
 
 -- Waits until the job is in one of the given states, or the timeout
 -- passes; returns the status it ended in.  For scripts and tests.

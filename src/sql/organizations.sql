@@ -48,6 +48,7 @@ BEGIN
     IF parent_path IS NULL THEN
         PERFORM fleet.require_organization(parent_org);
     END IF;
+    PERFORM fleet.require_app_role(parent_org, 'administrator', 'creating an organization');
     IF EXISTS (SELECT 1 FROM fleet.organizations o WHERE o.id = create_organization.id) THEN
         RAISE EXCEPTION 'organization "%" already exists', id
             USING ERRCODE = 'unique_violation',

@@ -300,6 +300,7 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'SELECT id, display_name FROM fleet.scheduled_jobs lists them.';
     END IF;
+    PERFORM fleet.require_app_role(s.organization_id, 'operator', 'changing a scheduled job');
     RETURN s;
 END;
 $$;
