@@ -424,13 +424,17 @@ AS $$
 DECLARE
     job fleet.jobs;
 BEGIN
+    -- a viewer sees the job but may not lock it: tell it why
+    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = lock_job.id;
+    IF FOUND THEN
+        PERFORM fleet.require_app_role(job.organization_id, 'operator', format('%s a job', action || 'ing'));
+    END IF;
     -- NO KEY UPDATE: conflicts with the engine's step, not with foreign keys
     SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = lock_job.id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'job "%" does not exist', id
             USING ERRCODE = 'undefined_object';
     END IF;
-    PERFORM fleet.require_app_role(job.organization_id, 'operator', format('%s a job', action || 'ing'));
     IF job.status <> ALL (allowed) THEN
         RAISE EXCEPTION 'cannot % job "%": it is %', action, id, job.status
             USING ERRCODE = 'object_not_in_prerequisite_state',

@@ -294,13 +294,17 @@ AS $$
 DECLARE
     s fleet.scheduled_jobs;
 BEGIN
+    -- a viewer sees the schedule but may not lock it: tell it why
+    SELECT sj.* INTO s FROM fleet.scheduled_jobs sj WHERE sj.id = lock_scheduled_job.id;
+    IF FOUND THEN
+        PERFORM fleet.require_app_role(s.organization_id, 'operator', 'changing a scheduled job');
+    END IF;
     SELECT sj.* INTO s FROM fleet.scheduled_jobs sj WHERE sj.id = lock_scheduled_job.id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'scheduled job "%" does not exist', id
             USING ERRCODE = 'undefined_object',
                   HINT = 'SELECT id, display_name FROM fleet.scheduled_jobs lists them.';
     END IF;
-    PERFORM fleet.require_app_role(s.organization_id, 'operator', 'changing a scheduled job');
     RETURN s;
 END;
 $$;

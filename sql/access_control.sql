@@ -1,0 +1,216 @@
+\set SHOW_CONTEXT never
+\set VERBOSITY terse
+SELECT current_user AS superuser \gset
+-- Organizations and access control, with real login roles: an Acme parent
+-- organization and two sibling children, East and West.  Each role connects
+-- as itself (\c) and counts what it sees through every table, view and
+-- set-returning function; then cross-organization reads, writes, jobs and
+-- key exports are tried and refused.
+
+SELECT fleet.create_organization('acme', 'Acme');
+SELECT fleet.create_organization('acme-east', 'Acme East', 'acme');
+SELECT fleet.create_organization('acme-west', 'Acme West', 'acme');
+CREATE ROLE regress_acme_admin LOGIN;
+CREATE ROLE regress_east_admin LOGIN;
+CREATE ROLE regress_east_operator LOGIN;
+CREATE ROLE regress_east_viewer LOGIN;
+CREATE ROLE regress_west_operator LOGIN;
+CREATE ROLE regress_east_team;                 -- a group role: its members inherit its grant
+CREATE ROLE regress_east_member LOGIN IN ROLE regress_east_team;
+CREATE ROLE regress_outsider LOGIN;
+SELECT fleet.grant_organization('acme', 'regress_acme_admin', 'administrator');
+SELECT fleet.grant_organization('acme-east', 'regress_east_admin', 'administrator');
+SELECT fleet.grant_organization('acme-east', 'regress_east_operator', 'operator');
+SELECT fleet.grant_organization('acme-east', 'regress_east_viewer', 'viewer');
+SELECT fleet.grant_organization('acme-west', 'regress_west_operator', 'operator');
+SELECT fleet.grant_organization('acme-east', 'regress_east_team', 'viewer');
+SELECT fleet.grant_organization('acme-east', 'regress_nobody', 'viewer');
+SELECT fleet.grant_organization('acme-east', 'regress_east_viewer', 'owner');
+
+-- each organization's fleet: a template shared by all, three lamps each,
+-- a group, a completed property job, a command job waiting for a gateway,
+-- and a schedule
+SELECT fleet.import_template('{"@id": "dtmi:acme:Lamp;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2",
+  "displayName": "Lamp",
+  "contents": [{"@type": "Property", "name": "level", "schema": "integer", "writable": true},
+               {"@type": "Command", "name": "blink"}]}');
+SELECT count(fleet.create_device(o || '-lamp-' || i, template => 'dtmi:acme:Lamp;1', organization => 'acme-' || o))
+  FROM unnest(ARRAY['east', 'west']) o, generate_series(1, 3) i;
+SELECT fleet.create_device_group(o || '-lamps', initcap(o) || ' lamps', 'dtmi:acme:Lamp;1', organization => 'acme-' || o)
+  FROM unnest(ARRAY['east', 'west']) o;
+SELECT fleet.create_job(jsonb_build_object('id', o || '-dim', 'displayName', 'Dim', 'group', o || '-lamps',
+         'data', jsonb_build_array(jsonb_build_object('type', 'property', 'target', 'dtmi:acme:Lamp;1',
+                                                      'path', 'level', 'value', 2)))) ->> 'id'
+  FROM unnest(ARRAY['east', 'west']) o;
+SELECT fleet.wait_for_job('east-dim'), fleet.wait_for_job('west-dim');
+SELECT fleet.create_job(jsonb_build_object('id', o || '-blink', 'displayName', 'Blink', 'group', o || '-lamps',
+         'data', jsonb_build_array(jsonb_build_object('type', 'command', 'target', 'dtmi:acme:Lamp;1',
+                                                      'path', 'blink')))) ->> 'id'
+  FROM unnest(ARRAY['east', 'west']) o;
+SELECT fleet.wait_for_job('east-blink', '{running}'), fleet.wait_for_job('west-blink', '{running}');
+SELECT fleet.create_scheduled_job(jsonb_build_object('id', o || '-nightly', 'displayName', 'Nightly', 'group', o || '-lamps',
+         'data', jsonb_build_array(jsonb_build_object('type', 'property', 'target', 'dtmi:acme:Lamp;1',
+                                                      'path', 'level', 'value', 0)),
+         'schedule', jsonb_build_object('start', '2099-01-01T02:00:00', 'recurrence', 'daily'))) ->> 'id'
+  FROM unnest(ARRAY['east', 'west']) o;
+
+-- what a role sees: every relation of the schema, and the set-returning
+-- functions, each as a count or the error it gets
+CREATE TABLE public.regress_seen (role_name name, relation text, seen text);
+GRANT INSERT ON public.regress_seen TO PUBLIC;
+CREATE FUNCTION public.regress_count_all() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    n text;
+BEGIN
+    FOR r IN
+        SELECT format('SELECT count(*) FROM fleet.%I', c.relname) AS q, c.relname::text AS label
+          FROM pg_class c WHERE c.relnamespace = 'fleet'::regnamespace AND c.relkind IN ('r', 'v')
+        UNION ALL
+        SELECT format('SELECT count(*) FROM %s', f), f
+          FROM unnest(ARRAY['fleet.group_members(''east-lamps'')', 'fleet.group_members(''west-lamps'')',
+                            'fleet.job_results(''east-dim'')', 'fleet.job_results(''west-dim'')',
+                            'fleet.job_device_list(''east-dim'')', 'fleet.scheduled_job_instances(''east-nightly'')',
+                            'fleet.export_devices()', 'fleet.export_devices(organization => ''acme-west'')',
+                            'fleet.organization_member_list()', 'fleet.organizations_for(''viewer'')',
+                            'fleet.organizations_for(''administrator'')']) f
+    LOOP
+        BEGIN
+            EXECUTE r.q INTO n;
+        EXCEPTION WHEN OTHERS THEN
+            n := CASE WHEN SQLERRM LIKE 'permission denied%' THEN 'denied'
+                      WHEN SQLERRM LIKE '%does not exist' THEN 'not found' ELSE SQLERRM END;
+        END;
+        INSERT INTO public.regress_seen VALUES (current_user, r.label, n);
+    END LOOP;
+END;
+$$;
+
+\c - regress_acme_admin
+SELECT public.regress_count_all();
+\c - regress_east_admin
+SELECT public.regress_count_all();
+\c - regress_east_operator
+SELECT public.regress_count_all();
+\c - regress_east_viewer
+SELECT public.regress_count_all();
+\c - regress_east_member
+SELECT public.regress_count_all();
+\c - regress_west_operator
+SELECT public.regress_count_all();
+\c - regress_outsider
+SELECT public.regress_count_all();
+\c - :superuser
+-- shared relations (templates) are the same for every member; the rest by role
+SELECT relation,
+       max(seen) FILTER (WHERE role_name = 'regress_acme_admin') AS acme_admin,
+       max(seen) FILTER (WHERE role_name = 'regress_east_admin') AS east_admin,
+       max(seen) FILTER (WHERE role_name = 'regress_east_operator') AS east_op,
+       max(seen) FILTER (WHERE role_name = 'regress_east_viewer') AS east_viewer,
+       max(seen) FILTER (WHERE role_name = 'regress_east_member') AS east_member,
+       max(seen) FILTER (WHERE role_name = 'regress_west_operator') AS west_op,
+       max(seen) FILTER (WHERE role_name = 'regress_outsider') AS outsider
+  FROM public.regress_seen
+ WHERE relation NOT IN ('device_templates', 'template_contents', 'template_capabilities', 'edge_manifests')
+ GROUP BY relation ORDER BY relation;
+SELECT relation, count(DISTINCT seen) = 1 AND min(seen)::int > 0 AS same_for_all
+  FROM public.regress_seen
+ WHERE relation IN ('device_templates', 'template_contents', 'template_capabilities')
+ GROUP BY relation ORDER BY relation;
+
+-- East's operator: nothing of West can be read, changed, run or exported
+\c - regress_east_operator
+SELECT id FROM fleet.devices WHERE id LIKE 'west-%';
+COPY (SELECT id FROM fleet.devices ORDER BY id) TO STDOUT;
+UPDATE fleet.devices SET display_name = 'mine' WHERE id = 'west-lamp-1';
+DELETE FROM fleet.jobs WHERE id = 'west-dim';
+INSERT INTO fleet.devices (id, display_name, organization_id) VALUES ('sneaky-1', 'Sneaky', 'acme-west');
+UPDATE fleet.devices SET organization_id = 'acme-west' WHERE id = 'east-lamp-1';
+SELECT fleet.create_device('sneaky-2', organization => 'acme-west');
+SELECT fleet.create_job('{"displayName": "Theirs", "group": "west-lamps",
+  "data": [{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 9}]}');
+SELECT fleet.create_job('{"displayName": "Mine for them", "group": "east-lamps", "organizations": ["acme-west"],
+  "data": [{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 9}]}');
+SELECT fleet.stop_job('west-blink');
+SELECT fleet.get_job('west-dim');
+SELECT fleet.delete_device('west-lamp-1');
+SELECT fleet.delete_scheduled_job('west-nightly');
+SET fleet.import_organization = 'acme-west';
+INSERT INTO fleet.device_import VALUES ('sneaky-3', NULL);
+RESET fleet.import_organization;
+-- keys are for administrators
+SELECT * FROM fleet.export_devices();
+SELECT * FROM fleet.device_keys('east-lamp-1');
+SELECT * FROM fleet.device_keys('west-lamp-1');
+SELECT count(*) FROM fleet.enrollment_groups;
+SELECT fleet.rotate_group_key('SAS-IoT-Devices');
+-- templates are shared: read by all, written by root administrators
+SELECT fleet.import_template('{"@id": "dtmi:acme:Mine;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2", "contents": []}');
+-- a gateway of East claims East's commands only
+SELECT job_id, count(*) FROM fleet.claim_commands('east-gateway', 100) GROUP BY job_id;
+SELECT fleet.complete_command(d.delivery_id, 200) FROM fleet.command_deliveries d WHERE d.job_id = 'east-blink';
+-- its own organization works as before
+SELECT fleet.create_device('east-lamp-4', template => 'dtmi:acme:Lamp;1', organization => 'acme-east');
+SELECT fleet.create_organization('east-lab', 'Lab', 'acme-east');
+
+-- East's viewer reads but changes nothing
+\c - regress_east_viewer
+SELECT count(*) FROM fleet.job_results('east-dim');
+SELECT fleet.create_job('{"displayName": "Viewer job", "group": "east-lamps",
+  "data": [{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 1}]}');
+SELECT fleet.stop_job('east-blink');
+UPDATE fleet.devices SET display_name = 'x' WHERE id = 'east-lamp-1';
+INSERT INTO fleet.device_import VALUES ('viewer-1', NULL);
+SELECT fleet.update_scheduled_job('east-nightly', '{"enabled": false}');
+SELECT * FROM fleet.export_devices(organization => 'acme-east');
+SELECT fleet.grant_organization('acme-east', 'regress_outsider', 'viewer');
+
+-- East's administrator: its keys, its members, organizations below it
+\c - regress_east_admin
+SELECT "IOTC_DEVICEID", length("IOTC_SASKEY_PRIMARY") AS key_length FROM fleet.export_devices() ORDER BY 1;
+SELECT * FROM fleet.export_devices(organization => 'acme-west');
+SELECT length(primary_key) FROM fleet.device_keys('east-lamp-1');
+SELECT fleet.create_organization('east-annex', 'Annex', 'acme-east');
+SELECT fleet.create_organization('acme-south', 'South', 'acme');
+SELECT fleet.grant_organization('east-annex', 'regress_outsider', 'viewer');
+SELECT fleet.grant_organization('acme-west', 'regress_outsider', 'viewer');
+SELECT organization_id, member, app_role FROM fleet.organization_member_list() ORDER BY 1, 2;
+SELECT fleet.revoke_organization('east-annex', 'regress_outsider');
+SELECT count(*) FROM fleet.enrollment_groups;
+
+-- Acme's administrator sees and exports both children
+\c - regress_acme_admin
+SELECT d.organization_id, count(*) FROM fleet.export_devices() e JOIN fleet.devices d ON d.id = e."IOTC_DEVICEID"
+ GROUP BY 1 ORDER BY 1;
+SELECT fleet.wait_for_job('east-blink');   -- East's gateway answered all three
+SELECT id, status FROM fleet.recent_jobs WHERE id LIKE 'east-%' OR id LIKE 'west-%' ORDER BY id;
+
+-- the engine keeps a job to its organization, whatever the group's filter
+-- says: an East group whose filter names West's devices has no members
+\c - regress_east_operator
+SELECT fleet.create_device_group('east-greedy', 'Greedy', filter => '$.organization == "acme-west"', organization => 'acme-east');
+SELECT fleet.create_job('{"id": "east-greedy-job", "displayName": "Greedy", "group": "east-greedy",
+  "data": [{"type": "deviceTemplateMigration", "template": "dtmi:acme:Lamp;1"}]}') ->> 'status';
+\c - :superuser
+-- (what East's operator tried on West's rows above changed nothing)
+SELECT id, display_name, organization_id FROM fleet.devices WHERE id IN ('west-lamp-1', 'east-lamp-1') ORDER BY id;
+SELECT count(*) AS west_jobs FROM fleet.jobs WHERE id IN ('west-dim', 'west-blink');
+SELECT count(*) AS sneaky FROM fleet.devices WHERE id LIKE 'sneaky-%';
+SELECT fleet.wait_for_job('east-greedy-job');
+SELECT (fleet.get_job('east-greedy-job') -> 'progress') AS progress;
+-- and a group moved out of the job's organization fails the job at start
+SELECT fleet.save_job('{"id": "east-moved", "displayName": "Moved", "group": "east-lamps",
+  "data": [{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 5}]}') ->> 'status';
+UPDATE fleet.device_groups SET organization_id = 'acme-west' WHERE id = 'east-lamps';
+SELECT fleet.run_job('east-moved') ->> 'status';
+SELECT fleet.wait_for_job('east-moved');
+SELECT status, error FROM fleet.jobs WHERE id = 'east-moved';
+SELECT count(*) FROM fleet.devices WHERE properties ->> 'level' = '5';
+
+-- clean up the roles (their rows go with the organizations' tests)
+SELECT fleet.delete_scheduled_job(id) FROM fleet.scheduled_jobs WHERE id IN ('east-nightly', 'west-nightly');
+DROP TABLE public.regress_seen;
+DROP FUNCTION public.regress_count_all();
+DELETE FROM fleet.organization_members WHERE member::text LIKE 'regress_%';
+DROP ROLE regress_acme_admin, regress_east_admin, regress_east_operator, regress_east_viewer,
+          regress_west_operator, regress_east_member, regress_east_team, regress_outsider;
