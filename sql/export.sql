@@ -62,3 +62,26 @@ SELECT count(*) AS differences FROM (
     (SELECT * FROM east EXCEPT SELECT * FROM fleet.export_devices(organization => 'contoso-east'))
     UNION ALL
     (SELECT * FROM fleet.export_devices(organization => 'contoso-east') EXCEPT SELECT * FROM east)) d;
+
+-- spreadsheet-safe CSV: cells a spreadsheet would run as formulas (leading
+-- =, +, -, @, tab, carriage return) get a leading quote; what is stored
+-- does not change, and other cells are left alone
+SELECT fleet.create_device('formula-1', '=HYPERLINK("http://evil.example","x")', organization => 'contoso');
+SELECT fleet.create_device('formula-2', '+SUM(A1:A9)', organization => 'contoso');
+SELECT fleet.create_device('formula-3', '@cmd', organization => 'contoso');
+SELECT fleet.create_device('formula-4', E'\tTab', organization => 'contoso');
+SELECT fleet.create_device('-5', 'Minus id', organization => 'contoso');
+SELECT fleet.create_device('formula-6', 'plain = fine', organization => 'contoso');
+SELECT "IOTC_DEVICEID", "IOTC_DEVICENAME" FROM fleet.export_devices(organization => 'contoso', spreadsheet_safe => true)
+ WHERE "IOTC_DEVICEID" LIKE 'formula-%' OR "IOTC_DEVICEID" = '''-5' ORDER BY 1;
+-- keys are base64 and may start with "+": quoted exactly then, else unchanged
+SELECT fleet.spreadsheet_cell('+abc=', true) AS plus, fleet.spreadsheet_cell('abc+', true) AS inside,
+       fleet.spreadsheet_cell(E'\rx', true) = E'''\rx' AS carriage_return, fleet.spreadsheet_cell('-1', false) AS off,
+       fleet.spreadsheet_cell(NULL, true) IS NULL AS null_stays_null;
+SELECT count(*) AS keys,
+       bool_and(e."IOTC_SASKEY_PRIMARY" = CASE WHEN k.raw LIKE '+%' THEN '''' || k.raw ELSE k.raw END) AS quoted_exactly
+  FROM fleet.export_devices(spreadsheet_safe => true) e
+  JOIN fleet.export_devices() k(id, name, raw) ON k.id = e."IOTC_DEVICEID";
+SELECT id, display_name FROM fleet.devices WHERE id LIKE 'formula-%' OR id = '-5' ORDER BY id;
+SELECT count(*) AS unchanged FROM fleet.export_devices(organization => 'contoso') WHERE "IOTC_DEVICENAME" LIKE '''%';
+SELECT fleet.delete_device(id) FROM fleet.devices WHERE id LIKE 'formula-%' OR id = '-5';

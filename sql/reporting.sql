@@ -53,3 +53,13 @@ SELECT job_id, device_id, device_name, device_deleted, template_id FROM fleet.jo
 SELECT template_id, template_name, organization_id, organization_name, edge, simulated, devices
   FROM fleet.device_inventory ORDER BY organization_id, template_id NULLS FIRST, edge, simulated;
 SELECT sum(devices) = (SELECT count(*) FROM fleet.devices) AS every_device_counted FROM fleet.device_inventory;
+
+-- the results log, spreadsheet-safe: a device name that is a formula is
+-- quoted in the log, not in the registry
+SELECT fleet.create_device('formula-sensor', '=1+2', template => 'dtmi:contoso:EnvSensor;1', organization => 'plant');
+SELECT fleet.create_job('{"id": "report-formula", "displayName": "Formula", "group": "plant-sensors",
+  "data": [{"type": "cloudProperty", "target": "dtmi:contoso:EnvSensor;1", "path": "serviceLevel", "value": 2}]}') IS NOT NULL AS created;
+SELECT fleet.wait_for_job('report-formula');
+SELECT device_id, device_name, status FROM fleet.job_results('report-formula', spreadsheet_safe => true)
+ WHERE device_id = 'formula-sensor';
+SELECT device_name FROM fleet.job_results('report-formula') WHERE device_id = 'formula-sensor';

@@ -234,6 +234,8 @@ pg_fleet_cron_bridge_main(Datum main_arg)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	/* names in the statements resolve in pg_catalog and cron only */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION);
 	PG_TRY();
 	{
 		if (request->removing && !OidIsValid(get_namespace_oid("cron", true)))

@@ -179,12 +179,15 @@ ok($rc == 0 && $out =~ /^\[\{"id":/ && $out =~ /"id":"dim"/, 'jobs --json prints
 ($rc, $out) = fleetctl('schedule', 'list');
 ok($rc == 0 && $out =~ /\(0 rows\)/, 'schedule list');
 
-# a role without rights: permission denied exits 5
+# a role in no organization sees no jobs, and may not export: exit 5
 $node->safe_psql('postgres', 'CREATE ROLE outsider LOGIN');
 IPC::Run::run([ 'fleetctl', '-d', $node->connstr('postgres') . ' user=outsider', 'jobs' ], '<', \undef, '>', \$ur_out,
 	'2>', \$ur_err);
+ok($? >> 8 == 0 && $ur_out =~ /\(0 rows\)/, 'a role in no organization sees no jobs');
+IPC::Run::run([ 'fleetctl', '-d', $node->connstr('postgres') . ' user=outsider', 'export' ], '<', \undef, '>', \$ur_out,
+	'2>', \$ur_err);
 is($? >> 8, 5, 'permission denied exits 5');
-like($ur_err, qr/permission denied/, 'and says so');
+like($ur_err, qr/permission denied to export devices/, 'and says so');
 
 $node->stop;
 done_testing();

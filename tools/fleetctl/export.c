@@ -22,6 +22,8 @@ static const char *export_usage =
 "  --template ID       only devices of this template\n"
 "  --organization ID   only devices of this organization and those below it\n"
 "  -o, --output FILE   where to write (default: standard output)\n"
+"  --spreadsheet-safe  prefix cells a spreadsheet would run as formulas (=, +, -, @)\n"
+"                      with a single quote\n"
 "  -d CONNINFO, -q     as for fleetctl\n";
 
 int
@@ -53,8 +55,8 @@ cmd_export(int argc, char **argv)
 	organization_literal = organization ? PQescapeLiteral(conn, organization, strlen(organization)) : strdup("NULL");
 	len = strlen(template_literal) + strlen(organization_literal) + 128;
 	sql = malloc(len);
-	snprintf(sql, len, "COPY (SELECT * FROM fleet.export_devices(%s, %s)) TO STDOUT WITH (FORMAT csv, HEADER)",
-			 template_literal, organization_literal);
+	snprintf(sql, len, "COPY (SELECT * FROM fleet.export_devices(%s, %s, %s)) TO STDOUT WITH (FORMAT csv, HEADER)",
+			 template_literal, organization_literal, options.spreadsheet_safe ? "true" : "false");
 	copy_out_to(conn, "cannot export the devices", sql, out, output ? output : "standard output");
 	PQfinish(conn);
 	return EXIT_DONE;

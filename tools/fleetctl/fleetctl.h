@@ -36,6 +36,7 @@ typedef struct GlobalOptions
 	const char *conninfo;		/* -d: conninfo string, URI or database name */
 	bool		json;			/* --json: machine-readable output */
 	bool		quiet;			/* -q: no progress, no notices */
+	bool		spreadsheet_safe;	/* --spreadsheet-safe: CSV cells no spreadsheet runs */
 } GlobalOptions;
 
 extern GlobalOptions options;

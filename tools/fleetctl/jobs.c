@@ -20,7 +20,8 @@ static const char *job_usage =
 "Usage:\n"
 "  fleetctl job create FILE.json        create a job (IoT Central's job JSON) and queue it\n"
 "  fleetctl job watch ID                batches and totals until the job ends\n"
-"  fleetctl job results ID [-o FILE]    the results log as CSV\n"
+"  fleetctl job results ID [-o FILE] [--spreadsheet-safe]\n"
+"                                       the results log as CSV\n"
 "  fleetctl job run ID                  queue a saved job\n"
 "  fleetctl job stop ID                 stop dispatching; resume later\n"
 "  fleetctl job resume ID               continue a stopped job\n"
@@ -82,7 +83,8 @@ job_results(PGconn *conn, const char *id, const char *output)
 	char	   *sql = malloc(len);
 	FILE	   *out = open_output(output);
 
-	snprintf(sql, len, "COPY (SELECT * FROM fleet.job_results(%s)) TO STDOUT WITH (FORMAT csv, HEADER)", literal);
+	snprintf(sql, len, "COPY (SELECT * FROM fleet.job_results(%s, %s)) TO STDOUT WITH (FORMAT csv, HEADER)",
+			 literal, options.spreadsheet_safe ? "true" : "false");
 	copy_out_to(conn, "cannot read the results log", sql, out, output ? output : "standard output");
 	return EXIT_DONE;
 }

@@ -294,6 +294,11 @@ parse_sub_options(int argc, char **argv, const SubOption *known, const char *usa
 			options.quiet = true;
 			continue;
 		}
+		if (strcmp(arg, "--spreadsheet-safe") == 0)
+		{
+			options.spreadsheet_safe = true;
+			continue;
+		}
 		if (arg[0] != '-' || strcmp(arg, "-") == 0)
 		{
 			positional[n++] = argv[i];
