@@ -35,3 +35,21 @@ SELECT c.relname
   FROM pg_extension e, unnest(e.extconfig) AS cfg(oid) JOIN pg_class c ON c.oid = cfg.oid
  WHERE e.extname = 'pg_fleet'
  ORDER BY 1;
+
+-- SECURITY DEFINER functions are few, each commented with why; this list
+-- changes only on purpose
+SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
+  FROM pg_proc p
+ WHERE p.pronamespace = 'fleet'::regnamespace AND p.prosecdef
+ ORDER BY 1;
+-- functions PUBLIC may not call: the engine's, pg_cron's and the key derivation
+SELECT p.proname
+  FROM pg_proc p
+ WHERE p.pronamespace = 'fleet'::regnamespace AND NOT has_function_privilege('public', p.oid, 'EXECUTE')
+ ORDER BY 1;
+-- every table holding tenant rows has row-level security, forced for its owner
+SELECT c.relname, c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced,
+       (SELECT count(*) FROM pg_policies p WHERE p.schemaname = 'fleet' AND p.tablename = c.relname) AS policies
+  FROM pg_class c
+ WHERE c.relnamespace = 'fleet'::regnamespace AND c.relkind = 'r'
+ ORDER BY 1;
