@@ -20,7 +20,8 @@ OBJS = \
 	src/device_identity.o \
 	src/device_register.o \
 	src/worker.o \
-	src/cron_bridge.o
+	src/cron_bridge.o \
+	src/spreadsheet_cell.o
 
 SHLIB_LINK += -lcrypto
 

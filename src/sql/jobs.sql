@@ -70,6 +70,14 @@ CREATE TABLE fleet.job_devices (
     finished_at timestamptz,
     PRIMARY KEY (job_id, device_id)
 ) WITH (fillfactor = 40);
+-- The engine analyzes the table after a big fan-out (its statistics would
+-- describe another table); a small sample does: what matters is the row
+-- count and which jobs are big, and it takes 10 ms instead of 150.
+ALTER TABLE fleet.job_devices
+    ALTER COLUMN job_id SET STATISTICS 10, ALTER COLUMN device_id SET STATISTICS 10,
+    ALTER COLUMN batch SET STATISTICS 10, ALTER COLUMN status SET STATISTICS 10,
+    ALTER COLUMN error SET STATISTICS 10, ALTER COLUMN started_at SET STATISTICS 10,
+    ALTER COLUMN finished_at SET STATISTICS 10;
 COMMENT ON TABLE fleet.job_devices IS 'Every device of every started job: its batch, status (pending, completed, failed) and error';
 
 CREATE FUNCTION fleet.delete_job_rows()
@@ -665,10 +673,15 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM fleet.require_job(job_results.job_id);
+    -- (the cells are neutralised only when asked: a call per cell costs)
     RETURN QUERY
-    SELECT fleet.spreadsheet_cell(jd.job_id, spreadsheet_safe), fleet.spreadsheet_cell(jd.device_id, spreadsheet_safe),
-           fleet.spreadsheet_cell(coalesce(d.display_name, 'deleted'), spreadsheet_safe), jd.batch, jd.status,
-           fleet.spreadsheet_cell(jd.error, spreadsheet_safe), jd.started_at, jd.finished_at
+    SELECT CASE WHEN spreadsheet_safe THEN fleet.spreadsheet_cell(jd.job_id, true) ELSE jd.job_id END,
+           CASE WHEN spreadsheet_safe THEN fleet.spreadsheet_cell(jd.device_id, true) ELSE jd.device_id END,
+           CASE WHEN spreadsheet_safe THEN fleet.spreadsheet_cell(coalesce(d.display_name, 'deleted'), true)
+                ELSE coalesce(d.display_name, 'deleted') END,
+           jd.batch, jd.status,
+           CASE WHEN spreadsheet_safe THEN fleet.spreadsheet_cell(jd.error, true) ELSE jd.error END,
+           jd.started_at, jd.finished_at
       FROM fleet.job_devices jd
       LEFT JOIN fleet.devices d ON d.id = jd.device_id
      WHERE jd.job_id = job_results.job_id

@@ -15,7 +15,6 @@ SELECT fleet.create_device_group('bench-all', 'All thermostats', 'dtmi:com:examp
 SELECT fleet.create_device_group('bench-commands', '100,000 devices', 'dtmi:bench:Commands;1') \gset
 SELECT fleet.create_device_group('bench-small', '10,000 devices', 'dtmi:bench:Small;1') \gset
 VACUUM ANALYZE fleet.devices;
-CREATE TABLE raw_job_devices (LIKE fleet.job_devices INCLUDING ALL);
 CREATE TABLE raw_queue (id bigserial PRIMARY KEY, device_id text NOT NULL, status text NOT NULL, gateway text);
 CREATE INDEX ON raw_queue (id) WHERE status = 'queued';
 CREATE INDEX ON raw_queue (gateway) WHERE status = 'claimed';

@@ -133,6 +133,9 @@ $node->safe_psql('fleet', q{
 	SELECT count(*) FROM fleet.next_occurrences('{"start": "2099-01-01T02:00:00", "recurrence": "weekly"}', pg_catalog.now(), 5);
 });
 $node->safe_psql('fleet', q{SELECT fleet.wait_for_job(id) FROM fleet.jobs WHERE status IN ('pending', 'running')});
+is($node->safe_psql('fleet', q{SELECT (SELECT count(*) FROM fleet.job_devices WHERE job_id = 'interval') || ' '
+                                    || (SELECT count(*) FROM fleet.group_members('plant-sensors'))}),
+	'200 200', "the engine's fan-out and the group's members agree, filter included");
 # and as a member, under row-level security
 $node->safe_psql('fleet', q{
 	SET ROLE regress_attacker;
@@ -195,6 +198,7 @@ $node->safe_psql('sweep', 'CREATE EXTENSION pg_fleet');
 $node->safe_psql('sweep', qq{SELECT fleet.import_template(\$t\$$thermostat\$t\$)});
 my $log_offset = -s $node->logfile;
 $node->safe_psql('sweep', q{
+	SET client_min_messages = warning;   -- (1 MB identifiers are truncated with a notice)
 	CREATE TABLE public.sweep_results (call text, sqlstate text, message text);
 	CREATE FUNCTION public.junk(type regtype, i int) RETURNS text LANGUAGE sql AS $$
 	    SELECT CASE
