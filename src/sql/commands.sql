@@ -122,9 +122,9 @@ BEGIN
         END IF;
         taken := taken + answer.n;
     END LOOP;
-    IF taken > 0 THEN
-        PERFORM fleet.wake_engine();
-    END IF;
+    -- No wake-up for the engine: gateways answer hundreds of batches a
+    -- second, and a step for each kept a core busy (measured: 4 s of CPU in
+    -- a 4.5 s job).  While command jobs run the engine looks every 50 ms.
     RETURN taken;
 END;
 $$;
@@ -157,7 +157,8 @@ BEGIN
         WITH timed_out AS (
             UPDATE fleet.command_deliveries d
                SET status = 'timed_out', completed_at = clock_timestamp()
-             WHERE d.status IN ('queued', 'claimed') AND d.deadline < clock_timestamp()
+             -- now(): the step's start, stable, so the deadline index bounds the scan
+             WHERE d.status IN ('queued', 'claimed') AND d.deadline < pg_catalog.now()
             RETURNING d.job_id, d.device_id
         )
         SELECT t.job_id, array_agg(t.device_id) AS devices FROM timed_out t GROUP BY t.job_id

@@ -566,10 +566,11 @@ BEGIN
     IF more THEN
         RETURN 0;
     END IF;
-    -- command jobs wait for answers (completions wake us) or deadlines
+    -- command jobs wait for answers (looked at every 50 ms: answers do not
+    -- wake the engine, see fleet.complete_commands) or deadlines
     SELECT min(d.deadline) INTO next_due FROM fleet.command_deliveries d WHERE d.status IN ('queued', 'claimed');
     IF EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.status = 'running' AND j.job_type = 'command') THEN
-        naptime := least(naptime, 100);
+        naptime := least(naptime, 50);
     END IF;
     IF next_due IS NOT NULL THEN
         naptime := least(naptime, greatest(10, (extract(epoch FROM next_due - clock_timestamp()) * 1000)::int + 5));
