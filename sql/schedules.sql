@@ -24,6 +24,17 @@ SELECT o AS utc, o AT TIME ZONE 'America/New_York' AS new_york
 SELECT o AS utc, o AT TIME ZONE 'America/New_York' AS new_york
   FROM fleet.next_occurrences('{"start": "2027-10-31T18:30:00", "timeZone": "America/New_York", "recurrence": "weekly"}',
                               '2027-10-01', 2) o;
+-- the other combinations: weekly across Berlin's autumn change, daily
+-- across New York's autumn change, weekly across its spring change
+SELECT o AS utc, o AT TIME ZONE 'Europe/Berlin' AS berlin
+  FROM fleet.next_occurrences('{"start": "2027-10-25T09:00:00", "timeZone": "Europe/Berlin", "recurrence": "weekly"}',
+                              '2027-10-01', 2) o;
+SELECT o AS utc, o AT TIME ZONE 'America/New_York' AS new_york
+  FROM fleet.next_occurrences('{"start": "2027-11-06T07:15:00", "timeZone": "America/New_York", "recurrence": "daily"}',
+                              '2027-11-01', 3) o;
+SELECT o AS utc, o AT TIME ZONE 'America/New_York' AS new_york
+  FROM fleet.next_occurrences('{"start": "2027-03-08T07:15:00", "timeZone": "America/New_York", "recurrence": "weekly"}',
+                              '2027-03-01', 2) o;
 -- Sydney, southern hemisphere: daylight saving ends on 2027-04-04 and starts on 2027-10-03
 SELECT o AS utc, o AT TIME ZONE 'Australia/Sydney' AS sydney
   FROM fleet.next_occurrences('{"start": "2027-04-03T07:00:00", "timeZone": "Australia/Sydney", "recurrence": "daily"}',
