@@ -333,7 +333,10 @@ DECLARE
 BEGIN
     SELECT count(*) INTO outstanding FROM fleet.command_deliveries cd
      WHERE cd.job_id = job.id AND cd.status IN ('queued', 'claimed');
-    IF outstanding >= window_size THEN
+    -- refill only once half the window is answered: a few large dispatches
+    -- instead of one per answer batch (each step has a fixed cost that
+    -- shares the CPU with the gateways); the gateways keep half a window
+    IF outstanding > window_size / 2 THEN
         RETURN 0;
     END IF;
 
