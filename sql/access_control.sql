@@ -150,6 +150,25 @@ SELECT fleet.import_template('{"@id": "dtmi:acme:Mine;1", "@type": "Interface", 
 -- a gateway of East claims East's commands only
 SELECT job_id, count(*) FROM fleet.claim_commands('east-gateway', 100) GROUP BY job_id;
 SELECT fleet.complete_command(d.delivery_id, 200) FROM fleet.command_deliveries d WHERE d.job_id = 'east-blink';
+-- rows the engine trusts cannot be forged: job_devices naming West's devices,
+-- a rerun of West's job, a schedule run as someone else or a pg_cron entry
+-- of another name
+INSERT INTO fleet.job_devices (job_id, device_id, batch) VALUES ('east-dim', 'west-lamp-1', 1);
+UPDATE fleet.job_devices SET device_id = 'west-lamp-1' WHERE job_id = 'east-dim';
+INSERT INTO fleet.jobs (id, display_name, group_id, organization_id, job_type, data, status, definition, rerun_of, queued_at)
+VALUES ('east-forged-rerun', 'Forged', 'east-lamps', 'acme-east', 'property',
+        '[{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 7}]', 'pending', '{}', 'west-dim',
+        clock_timestamp());
+SELECT fleet.create_scheduled_job('{"id": "east-hourly", "displayName": "East daily", "group": "east-lamps",
+  "data": [{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 1}],
+  "schedule": {"start": "2099-06-01T06:00:00", "recurrence": "daily"}}') ->> 'createdBy' AS created_by;
+UPDATE fleet.scheduled_jobs SET created_by = 'postgres', cron_job_name = 'nightly-backup' WHERE id = 'east-hourly';
+SELECT fleet.sync_schedule_cron('east-hourly');
+SELECT created_by, cron_job_name FROM fleet.scheduled_jobs WHERE id = 'east-hourly';
+SELECT fleet.fire_scheduled_job('east-hourly', '2099-06-01 06:00:00+00');
+SELECT fleet.fire_scheduled_job('east-hourly') AS nothing_due;
+SELECT fleet.disable_scheduled_job('east-hourly') ->> 'enabled' AS enabled;
+SELECT fleet.enable_scheduled_job('east-hourly') ->> 'enabled' AS enabled;
 -- its own organization works as before
 SELECT fleet.create_device('east-lamp-4', template => 'dtmi:acme:Lamp;1', organization => 'acme-east');
 SELECT fleet.create_organization('east-lab', 'Lab', 'acme-east');
@@ -172,6 +191,11 @@ SELECT "IOTC_DEVICEID", length("IOTC_SASKEY_PRIMARY") AS key_length FROM fleet.e
 SELECT * FROM fleet.export_devices(organization => 'acme-west');
 SELECT length(primary_key) FROM fleet.device_keys('east-lamp-1');
 SELECT fleet.create_organization('east-annex', 'Annex', 'acme-east');
+-- a path is computed, not taken: a forged one cannot put an organization
+-- into West's subtree
+INSERT INTO fleet.organizations (id, display_name, parent_id, path)
+VALUES ('east-forged', 'Forged', 'acme-east', ARRAY['root', 'acme', 'acme-west', 'acme-east', 'east-forged']);
+SELECT id, path FROM fleet.organizations WHERE id IN ('east-annex', 'east-forged') ORDER BY id;
 SELECT fleet.create_organization('acme-south', 'South', 'acme');
 SELECT fleet.grant_organization('east-annex', 'regress_outsider', 'viewer');
 SELECT fleet.grant_organization('acme-west', 'regress_outsider', 'viewer');
@@ -184,7 +208,7 @@ SELECT count(*) FROM fleet.enrollment_groups;
 SELECT d.organization_id, count(*) FROM fleet.export_devices() e JOIN fleet.devices d ON d.id = e."IOTC_DEVICEID"
  GROUP BY 1 ORDER BY 1;
 SELECT fleet.wait_for_job('east-blink');   -- East's gateway answered all three
-SELECT id, status FROM fleet.recent_jobs WHERE id LIKE 'east-%' OR id LIKE 'west-%' ORDER BY id;
+SELECT id, status FROM fleet.recent_jobs WHERE id IN ('east-dim', 'east-blink', 'west-dim', 'west-blink') ORDER BY id;
 
 -- the engine keeps a job to its organization, whatever the group's filter
 -- says: an East group whose filter names West's devices has no members
@@ -193,6 +217,12 @@ SELECT fleet.create_device_group('east-greedy', 'Greedy', filter => '$.organizat
 SELECT fleet.create_job('{"id": "east-greedy-job", "displayName": "Greedy", "group": "east-greedy",
   "data": [{"type": "deviceTemplateMigration", "template": "dtmi:acme:Lamp;1"}]}') ->> 'status';
 \c - :superuser
+-- the forged rerun failed at start; the schedule runs as East's operator
+SELECT fleet.wait_for_job('east-forged-rerun');
+SELECT status, error FROM fleet.jobs WHERE id = 'east-forged-rerun';
+SELECT jobname, username FROM cron.job WHERE command LIKE '%east-hourly%';
+SELECT count(*) AS forged_entries FROM cron.job WHERE jobname = 'nightly-backup';
+SELECT fleet.delete_scheduled_job('east-hourly');
 -- (what East's operator tried on West's rows above changed nothing)
 SELECT id, display_name, organization_id FROM fleet.devices WHERE id IN ('west-lamp-1', 'east-lamp-1') ORDER BY id;
 SELECT count(*) AS west_jobs FROM fleet.jobs WHERE id IN ('west-dim', 'west-blink');

@@ -180,6 +180,34 @@ CREATE POLICY members_read ON fleet.organizations FOR SELECT
 CREATE POLICY administrators_create_below ON fleet.organizations FOR INSERT
     WITH CHECK (parent_id IN (SELECT fleet.organizations_for('administrator')));
 
+-- An organization's place in the tree is its parent's path and its id,
+-- whatever an INSERT says: a path is what subtrees (and so rights and the
+-- engine's reach) are computed from.
+CREATE FUNCTION fleet.organizations_set_path()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND (NEW.id IS DISTINCT FROM OLD.id OR NEW.parent_id IS DISTINCT FROM OLD.parent_id) THEN
+        RAISE EXCEPTION 'an organization''s id and parent do not change'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Create a new organization and move the devices, groups and jobs to it.';
+    END IF;
+    IF NEW.path IS NOT NULL AND fleet.role_sees_everything(current_user) THEN
+        RETURN NEW;     -- superusers, pg_restore among them, are trusted with it
+    END IF;
+    IF NEW.parent_id IS NULL THEN
+        NEW.path := ARRAY[NEW.id];      -- root, the one organization without a parent (a CHECK says so)
+    ELSE
+        NEW.path := (SELECT p.path FROM fleet.organizations p WHERE p.id = NEW.parent_id) || NEW.id;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER set_path BEFORE INSERT OR UPDATE ON fleet.organizations
+    FOR EACH ROW EXECUTE FUNCTION fleet.organizations_set_path();
+
 ALTER TABLE fleet.organization_members ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.organization_members FORCE ROW LEVEL SECURITY;
 CREATE POLICY own_memberships ON fleet.organization_members FOR SELECT
@@ -268,6 +296,36 @@ ALTER TABLE fleet.enrollment_groups FORCE ROW LEVEL SECURITY;
 CREATE POLICY root_administrators_only ON fleet.enrollment_groups FOR ALL
     USING (fleet.is_root_administrator()) WITH CHECK (fleet.is_root_administrator());
 
+-- A schedule's creator (whom pg_cron runs it as) and its pg_cron entry's
+-- name are the extension's to set, whatever an INSERT or UPDATE says:
+-- fleet.sync_schedule_cron() writes pg_cron entries from them as a superuser.
+CREATE FUNCTION fleet.scheduled_jobs_pin_identity()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF fleet.role_sees_everything(current_user) THEN
+        RETURN NEW;     -- superusers, pg_restore among them, are trusted with these
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        NEW.created_by := current_user;
+        NEW.cron_job_name := fleet.schedule_cron_name(NEW.id);
+    ELSE
+        IF NEW.id IS DISTINCT FROM OLD.id THEN
+            RAISE EXCEPTION 'the id of scheduled job "%" cannot change', OLD.id
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'Create a new scheduled job and delete this one.';
+        END IF;
+        NEW.created_by := OLD.created_by;
+        NEW.cron_job_name := OLD.cron_job_name;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER pin_identity BEFORE INSERT OR UPDATE ON fleet.scheduled_jobs
+    FOR EACH ROW EXECUTE FUNCTION fleet.scheduled_jobs_pin_identity();
+
 -- each role's own device list columns
 ALTER TABLE fleet.job_device_list_columns ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.job_device_list_columns FORCE ROW LEVEL SECURITY;
@@ -283,11 +341,18 @@ CREATE POLICY own_columns ON fleet.job_device_list_columns FOR ALL
 GRANT USAGE ON SCHEMA fleet TO PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA fleet TO PUBLIC;
 GRANT INSERT, UPDATE, DELETE ON fleet.devices, fleet.device_groups, fleet.device_operations,
-      fleet.device_operation_errors, fleet.jobs, fleet.job_batches, fleet.job_devices,
-      fleet.command_deliveries, fleet.scheduled_jobs, fleet.scheduled_job_runs,
+      fleet.device_operation_errors, fleet.scheduled_jobs, fleet.scheduled_job_runs,
       fleet.device_templates, fleet.template_contents, fleet.edge_manifests,
       fleet.job_device_list_columns, fleet.organizations
    TO PUBLIC;
+GRANT INSERT, UPDATE ON fleet.jobs TO PUBLIC;           -- jobs are history: not deleted by members
+-- Rows the engine writes: members change only what gateways (claims and
+-- answers) and stop/resume change.  Were they to insert job_devices rows,
+-- they could name another organization's devices for the engine to change.
+GRANT UPDATE (status, error, finished_at) ON fleet.job_devices TO PUBLIC;
+GRANT UPDATE (cursor, redispatch) ON fleet.job_batches TO PUBLIC;
+GRANT UPDATE (status, gateway, claimed_at, completed_at, response_status, response)
+   ON fleet.command_deliveries TO PUBLIC;
 GRANT UPDATE ON fleet.enrollment_groups TO PUBLIC;
 GRANT INSERT ON fleet.device_import TO PUBLIC;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA fleet TO PUBLIC;
@@ -298,6 +363,5 @@ REVOKE EXECUTE ON FUNCTION fleet.engine_step(), fleet.engine_start_job(fleet.job
        fleet.engine_dispatch_chunk(fleet.jobs, fleet.job_batches, int),
        fleet.engine_fail_unfit(text, text[], text), fleet.engine_finish_job(fleet.jobs, text),
        fleet.engine_check_schedules(), fleet.expire_commands(),
-       fleet.schedule_advance(text, timestamptz),
        fleet.compute_device_key(text, text)
   FROM PUBLIC;

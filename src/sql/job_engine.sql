@@ -35,6 +35,16 @@ BEGIN
          WHERE j.id = job.id;
         RETURN;
     END IF;
+    -- likewise a rerun's source job (its failed devices are the rerun's)
+    IF job.started_at IS NULL AND job.rerun_of IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM fleet.jobs s JOIN fleet.organizations o ON o.id = s.organization_id
+                        WHERE s.id = job.rerun_of AND o.path @> ARRAY[job.organization_id]) THEN
+        UPDATE fleet.jobs j
+           SET status = 'failed', finished_at = clock_timestamp(),
+               error = format('job "%s" is not in organization "%s"', job.rerun_of, job.organization_id)
+         WHERE j.id = job.id;
+        RETURN;
+    END IF;
     IF job.started_at IS NULL THEN
         -- one pass over the members: numbered in id order, counted for a
         -- percentage batch size, each row tagged with its batch

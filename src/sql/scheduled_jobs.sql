@@ -122,6 +122,11 @@ DECLARE
     span     int;
     next_run timestamptz;
 BEGIN
+    IF abs(extract(epoch FROM at - pg_catalog.clock_timestamp())) > 60
+       AND NOT fleet.role_sees_everything(current_user) THEN
+        RAISE EXCEPTION 'only a superuser may advance a schedule to another time than now'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     SELECT sj.* INTO s FROM fleet.scheduled_jobs sj WHERE sj.id = schedule_id;
     IF s.enabled THEN
         parsed := fleet.parse_schedule(s.schedule);
@@ -385,8 +390,10 @@ AS $$
 DECLARE
     s fleet.scheduled_jobs := fleet.lock_scheduled_job(id);
 BEGIN
-    DELETE FROM fleet.scheduled_jobs sj WHERE sj.id = s.id;
+    -- disabled first, so the entry goes by the name the row holds
+    UPDATE fleet.scheduled_jobs sj SET enabled = false WHERE sj.id = s.id;
     PERFORM fleet.sync_schedule_cron(s.id);
+    DELETE FROM fleet.scheduled_jobs sj WHERE sj.id = s.id;
 END;
 $$;
 COMMENT ON FUNCTION fleet.delete_scheduled_job(text) IS 'Unschedules a job: the schedule, its pg_cron entry and its run history go; the jobs it ran stay';
@@ -438,7 +445,14 @@ BEGIN
             PERFORM fleet.schedule_advance(s.id, fired_at);
         END IF;
     END IF;
-    PERFORM fleet.sync_schedule_cron(fire_scheduled_job.id);
+    -- a failure to re-point pg_cron must not undo the run just recorded
+    -- (the engine re-points it once the next occurrence is overdue)
+    BEGIN
+        PERFORM fleet.sync_schedule_cron(fire_scheduled_job.id);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+        RAISE WARNING 'scheduled job "%": could not point pg_cron at the next occurrence: %', fire_scheduled_job.id, message;
+    END;
     RETURN job_id;
 END;
 $$;
