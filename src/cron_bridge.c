@@ -29,12 +29,18 @@
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "mb/pg_wchar.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+/* How long a caller waits for the worker that writes in the cron database. */
+#define CRON_BRIDGE_TIMEOUT_MS 30000
 
 /* What the caller hands the worker, and what the worker hands back. */
 typedef struct CronBridgeRequest
@@ -115,7 +121,40 @@ run_in_cron_database(const char *database, const char *sql, bool removing)
 				 errmsg("could not start a worker to update pg_cron in database \"%s\"", database),
 				 errhint("Raise max_worker_processes.")));
 
-	status = WaitForBackgroundWorkerShutdown(handle);
+	/*
+	 * Wait, at most CRON_BRIDGE_TIMEOUT_MS: the caller holds the schedule's
+	 * row lock (and may be the job engine).  On a timeout, a cancel or any
+	 * error here, the worker is stopped too.
+	 */
+	PG_TRY();
+	{
+		TimestampTz started = GetCurrentTimestamp();
+
+		for (;;)
+		{
+			pid_t		pid;
+
+			status = GetBackgroundWorkerPid(handle, &pid);
+			if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
+				break;
+			if (TimestampDifferenceExceeds(started, GetCurrentTimestamp(), CRON_BRIDGE_TIMEOUT_MS))
+				ereport(ERROR,
+						(errcode(ERRCODE_QUERY_CANCELED),
+						 errmsg("gave up updating pg_cron in database \"%s\" after %d seconds",
+								database, CRON_BRIDGE_TIMEOUT_MS / 1000),
+						 errhint("Something in that database holds a lock on cron.job; the schedule's entry is put right at its next fire or update.")));
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
+							 PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	PG_CATCH();
+	{
+		TerminateBackgroundWorker(handle);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	if (status == BGWH_POSTMASTER_DIED)
 		ereport(FATAL,
 				(errcode(ERRCODE_ADMIN_SHUTDOWN),
@@ -193,7 +232,8 @@ cron_apply(PG_FUNCTION_ARGS)
 			PG_RETURN_VOID();
 		require_cron_schema(database);
 		SPI_connect();
-		SPI_execute(sql.data, false, 0);
+		if (SPI_execute(sql.data, false, 0) < 0)
+			elog(ERROR, "could not run the pg_cron statements");
 		SPI_finish();
 	}
 	else
@@ -238,31 +278,33 @@ pg_fleet_cron_bridge_main(Datum main_arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION);
 	PG_TRY();
 	{
-		if (request->removing && !OidIsValid(get_namespace_oid("cron", true)))
+		/* without pg_cron here, there is no entry to remove */
+		if (!request->removing || OidIsValid(get_namespace_oid("cron", true)))
 		{
-			/* no pg_cron here: no entry to remove */
-			CommitTransactionCommand();
-			request->done = true;
-			dsm_detach(segment);
-			proc_exit(0);
+			require_cron_schema(request->database);
+			SPI_connect();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			pgstat_report_activity(STATE_RUNNING, "pg_fleet: updating a pg_cron entry");
+			if (SPI_execute(request->sql, false, 0) < 0)
+				elog(ERROR, "could not run the pg_cron statements");
+			SPI_finish();
+			PopActiveSnapshot();
 		}
-		require_cron_schema(request->database);
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "pg_fleet: updating a pg_cron entry");
-		SPI_execute(request->sql, false, 0);
-		SPI_finish();
-		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
 	PG_CATCH();
 	{
 		ErrorData  *error;
+		int			len;
 
 		MemoryContextSwitchTo(context);
 		error = CopyErrorData();
+		EmitErrorReport();		/* the server log has it too */
 		FlushErrorState();
-		strlcpy(request->message, error->message, sizeof(request->message));
+		/* cut on a character boundary */
+		len = pg_mbcliplen(error->message, strlen(error->message), sizeof(request->message) - 1);
+		memcpy(request->message, error->message, len);
+		request->message[len] = '\0';
 		request->failed = true;
 		AbortCurrentTransaction();
 	}

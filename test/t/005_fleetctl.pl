@@ -126,6 +126,11 @@ is($node->safe_psql('postgres', $devices_query), $devices, 'the same devices');
 my $export2 = "$tmp/export2.csv";
 fleetctl('export', '-o', $export2);
 is(slurp_file($export2), slurp_file($export), 'with the same keys');
+# in an exported file, a short record is one rejected row, not a failed import
+($rc, $out) = fleetctl('import', write_file('short.csv',
+	"IOTC_DEVICEID,IOTC_DEVICENAME,IOTC_SASKEY_PRIMARY,IOTC_SASKEY_SECONDARY,IOTC_X509THUMBPRINT_PRIMARY,IOTC_X509THUMBPRINT_SECONDARY\n"
+	  . "short-1,Short,k1,k2,,\n,\nshort-2\n"));
+ok($rc == 1 && $out =~ /3 rows, 2 devices imported, 1 rejected/, 'a short record in an exported file is rejected alone');
 my $thumbprinted = slurp_file($export);
 $thumbprinted =~ s/^(door-1,[^\n]*),,$/$1,ABCDEF0123456789ABCDEF0123456789ABCDEF01,/m;
 ($rc, $out, $err) = fleetctl('import', write_file('thumbprint.csv', $thumbprinted));

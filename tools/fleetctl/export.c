@@ -48,11 +48,12 @@ cmd_export(int argc, char **argv)
 	parse_sub_options(argc, argv, known, export_usage, &n_positional);
 	if (n_positional > 0)
 		usage_error(export_usage, "export takes no file argument; use -o FILE");
-	out = open_output(output);
 	conn = fleet_connect();
+	/* (opened once connected: a failure to connect leaves an existing file alone) */
+	out = open_output(output);
 	/* COPY takes no parameters: the values go in as quoted literals */
-	template_literal = template_id ? PQescapeLiteral(conn, template_id, strlen(template_id)) : strdup("NULL");
-	organization_literal = organization ? PQescapeLiteral(conn, organization, strlen(organization)) : strdup("NULL");
+	template_literal = sql_literal(conn, template_id);
+	organization_literal = sql_literal(conn, organization);
 	len = strlen(template_literal) + strlen(organization_literal) + 128;
 	sql = malloc(len);
 	snprintf(sql, len, "COPY (SELECT * FROM fleet.export_devices(%s, %s, %s)) TO STDOUT WITH (FORMAT csv, HEADER)",

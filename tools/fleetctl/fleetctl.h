@@ -53,6 +53,7 @@ extern void usage_error(const char *usage, const char *fmt,...)
 			__attribute__((format(printf, 2, 3), noreturn));
 extern bool is_help(const char *arg);
 extern char *read_whole_file(const char *path, size_t limit);
+extern char *sql_literal(PGconn *conn, const char *value);
 extern FILE *open_output(const char *path);
 extern void copy_out_to(PGconn *conn, const char *what, const char *sql, FILE *out,
 						const char *label);

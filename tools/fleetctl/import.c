@@ -108,6 +108,17 @@ check_header(CsvReader *csv, const char *path)
 	return header;
 }
 
+/*
+ * A record's field at a header position, or "" when the column is absent
+ * or the record is short (the server then rejects the row with its reason:
+ * a record of the wrong length must not abort the whole COPY).
+ */
+static const char *
+field_or_empty(const CsvReader *csv, int position)
+{
+	return position >= 0 && position < csv_field_count(csv) ? csv_field(csv, position) : "";
+}
+
 /* Appends a CSV field, quoted when it needs to be. */
 static void
 append_field(char **out, size_t *len, size_t *size, const char *value)
@@ -303,31 +314,31 @@ cmd_import(int argc, char **argv)
 
 	while (csv_next(csv))
 	{
-		if (header.rewrite && csv_field_count(csv) == header.n_columns)
+		if (header.rewrite)
 		{
 			int			x509[2] = {header.position[COL_X509_PRIMARY], header.position[COL_X509_SECONDARY]};
 			const char *name;
 
 			for (int i = 0; i < 2; i++)
-				if (x509[i] >= 0 && csv_field(csv, x509[i])[0] != '\0')
+				if (field_or_empty(csv, x509[i])[0] != '\0')
 				{
 					PQputCopyEnd(conn, "the file has X509 thumbprints");
 					PQclear(PQgetResult(conn));
 					fail(EXIT_BAD_FILE,
 						 "remove the IOTC_X509THUMBPRINT_* values, or register X509 devices with fleet.create_device()",
 						 "\"%s\" line %lld: device \"%s\" has an X509 thumbprint, which pg_fleet's import does not take yet; nothing was imported",
-						 path, csv_line(csv), csv_field(csv, header.position[COL_ID]));
+						 path, csv_line(csv), field_or_empty(csv, header.position[COL_ID]));
 				}
-			append_field(&out, &out_len, &out_size, csv_field(csv, header.position[COL_ID]));
+			append_field(&out, &out_len, &out_size, field_or_empty(csv, header.position[COL_ID]));
 			out[out_len++] = ',';
-			name = header.position[COL_NAME] >= 0 ? csv_field(csv, header.position[COL_NAME]) : NULL;
+			name = field_or_empty(csv, header.position[COL_NAME]);
 			if (name && name[0])
 				append_field(&out, &out_len, &out_size, name);
 			out[out_len++] = '\n';
 		}
 		else
 		{
-			/* as it is: the server judges a malformed row and records why */
+			/* as it is: the file's own bytes, so line numbers are the file's */
 			size_t		len;
 			const char *raw = csv_raw(csv, &len);
 
@@ -339,8 +350,6 @@ cmd_import(int argc, char **argv)
 			}
 			memcpy(out + out_len, raw, len);
 			out_len += len;
-			if (header.rewrite && (len == 0 || raw[len - 1] != '\n'))
-				out[out_len++] = '\n';
 		}
 		rows++;
 		if (out_len >= 65536)
@@ -369,6 +378,8 @@ cmd_import(int argc, char **argv)
 	params[0] = id;
 	result = query(conn, "cannot read the import's outcome",
 				   "SELECT rows, imported, rejected FROM fleet.device_operations WHERE id = $1", 1, params);
+	if (PQntuples(result) != 1)
+		fail(EXIT_REFUSED, NULL, "import %lld's outcome is not visible to this role", operation_id);
 	n_rows = atoll(PQgetvalue(result, 0, 0));
 	n_imported = atoll(PQgetvalue(result, 0, 1));
 	n_rejected = atoll(PQgetvalue(result, 0, 2));

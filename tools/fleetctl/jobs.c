@@ -78,7 +78,7 @@ job_create(PGconn *conn, const char *path)
 static int
 job_results(PGconn *conn, const char *id, const char *output)
 {
-	char	   *literal = PQescapeLiteral(conn, id, strlen(id));
+	char	   *literal = sql_literal(conn, id);
 	size_t		len = strlen(literal) + 128;
 	char	   *sql = malloc(len);
 	FILE	   *out = open_output(output);

@@ -11,6 +11,7 @@
  *-------------------------------------------------------------------------
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,8 +165,9 @@ fleet_connect(void)
 
 	if (PQstatus(conn) != CONNECTION_OK)
 	{
-		char	   *message = PQerrorMessage(conn);
-		size_t		len = strlen(message);
+		/* a copy: libpq's message may be a constant string */
+		char	   *message = strdup(PQerrorMessage(conn));
+		size_t		len = message ? strlen(message) : 0;
 
 		while (len > 0 && message[len - 1] == '\n')
 			message[--len] = '\0';
@@ -184,6 +186,20 @@ fleet_connect(void)
 			 "pg_fleet is not installed in database \"%s\"", PQdb(conn));
 	PQclear(result);
 	return conn;
+}
+
+/* A value quoted as an SQL literal, for the statements that take none as parameters (COPY). */
+char *
+sql_literal(PGconn *conn, const char *value)
+{
+	char	   *literal;
+
+	if (value == NULL)
+		return strdup("NULL");
+	literal = PQescapeLiteral(conn, value, strlen(value));
+	if (literal == NULL)
+		fail(EXIT_USAGE, "give it in the client's encoding", "cannot use \"%s\": %s", value, PQerrorMessage(conn));
+	return literal;
 }
 
 /* A file read whole (job JSON), refused when missing or larger than limit. */
@@ -212,15 +228,20 @@ read_whole_file(const char *path, size_t limit)
 	return text;
 }
 
-/* -o FILE, or stdout for none or "-". */
+/*
+ * -o FILE, or stdout for none or "-".  A new file is readable by its owner
+ * only: exports hold device keys.
+ */
 FILE *
 open_output(const char *path)
 {
 	FILE	   *file;
+	int			fd;
 
 	if (path == NULL || strcmp(path, "-") == 0)
 		return stdout;
-	file = fopen(path, "wb");
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	file = fd < 0 ? NULL : fdopen(fd, "wb");
 	if (file == NULL)
 		fail(EXIT_BAD_FILE, "check the directory exists and is writable",
 			 "cannot write \"%s\": %s", path, strerror(errno));
