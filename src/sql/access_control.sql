@@ -274,21 +274,22 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT 'root' IN (SELECT fleet.organizations_for('administrator')) $$;
 
-ALTER TABLE fleet.device_templates ENABLE ROW LEVEL SECURITY;
-ALTER TABLE fleet.device_templates FORCE ROW LEVEL SECURITY;
-CREATE POLICY everyone_reads ON fleet.device_templates FOR SELECT USING (true);
-CREATE POLICY root_administrators_write ON fleet.device_templates FOR ALL
-    USING (fleet.is_root_administrator()) WITH CHECK (fleet.is_root_administrator());
-ALTER TABLE fleet.template_contents ENABLE ROW LEVEL SECURITY;
-ALTER TABLE fleet.template_contents FORCE ROW LEVEL SECURITY;
-CREATE POLICY everyone_reads ON fleet.template_contents FOR SELECT USING (true);
-CREATE POLICY root_administrators_write ON fleet.template_contents FOR ALL
-    USING (fleet.is_root_administrator()) WITH CHECK (fleet.is_root_administrator());
-ALTER TABLE fleet.edge_manifests ENABLE ROW LEVEL SECURITY;
-ALTER TABLE fleet.edge_manifests FORCE ROW LEVEL SECURITY;
-CREATE POLICY everyone_reads ON fleet.edge_manifests FOR SELECT USING (true);
-CREATE POLICY root_administrators_write ON fleet.edge_manifests FOR ALL
-    USING (fleet.is_root_administrator()) WITH CHECK (fleet.is_root_administrator());
+CREATE FUNCTION fleet.protect_shared_table(tab regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tab);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tab);
+    EXECUTE format('CREATE POLICY everyone_reads ON %s FOR SELECT USING (true)', tab);
+    EXECUTE format('CREATE POLICY root_administrators_write ON %s FOR ALL
+                        USING (fleet.is_root_administrator()) WITH CHECK (fleet.is_root_administrator())', tab);
+END;
+$$;
+SELECT fleet.protect_shared_table(t)
+  FROM unnest(ARRAY['fleet.device_templates', 'fleet.template_contents', 'fleet.edge_manifests']::regclass[]) t;
+DROP FUNCTION fleet.protect_shared_table(regclass);
 
 -- enrollment group keys derive every device's key: root administrators only
 ALTER TABLE fleet.enrollment_groups ENABLE ROW LEVEL SECURITY;

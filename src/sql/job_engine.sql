@@ -20,30 +20,29 @@ SET plan_cache_mode = force_custom_plan
 SET work_mem = '4MB'
 AS $$
 DECLARE
-    total bigint;
-    grp   fleet.device_groups;
+    total   bigint;
+    grp     fleet.device_groups;
+    refusal text;
 BEGIN
     SELECT g.* INTO grp FROM fleet.device_groups g WHERE g.id = job.group_id;
     -- the engine sees every organization: it keeps to the job's own.  A
-    -- group moved out of it since the job was created fails the job.
-    IF job.started_at IS NULL AND job.rerun_of IS NULL
-       AND NOT EXISTS (SELECT 1 FROM fleet.device_groups g JOIN fleet.organizations o ON o.id = g.organization_id
-                        WHERE g.id = job.group_id AND o.path @> ARRAY[job.organization_id]) THEN
-        UPDATE fleet.jobs j
-           SET status = 'failed', finished_at = clock_timestamp(),
-               error = format('device group "%s" is no longer in organization "%s"', job.group_id, job.organization_id)
-         WHERE j.id = job.id;
-        RETURN;
-    END IF;
-    -- likewise a rerun's source job (its failed devices are the rerun's)
-    IF job.started_at IS NULL AND job.rerun_of IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM fleet.jobs s JOIN fleet.organizations o ON o.id = s.organization_id
-                        WHERE s.id = job.rerun_of AND o.path @> ARRAY[job.organization_id]) THEN
-        UPDATE fleet.jobs j
-           SET status = 'failed', finished_at = clock_timestamp(),
-               error = format('job "%s" is not in organization "%s"', job.rerun_of, job.organization_id)
-         WHERE j.id = job.id;
-        RETURN;
+    -- group (or a rerun's source job) that is not in it fails the job.
+    IF job.started_at IS NULL THEN
+        refusal := CASE
+            WHEN job.rerun_of IS NULL
+                 AND NOT EXISTS (SELECT 1 FROM fleet.organizations o
+                                  WHERE o.id = grp.organization_id AND o.path @> ARRAY[job.organization_id])
+            THEN format('device group "%s" is no longer in organization "%s"', job.group_id, job.organization_id)
+            WHEN job.rerun_of IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM fleet.jobs s JOIN fleet.organizations o ON o.id = s.organization_id
+                                  WHERE s.id = job.rerun_of AND o.path @> ARRAY[job.organization_id])
+            THEN format('job "%s" is not in organization "%s"', job.rerun_of, job.organization_id)
+        END;
+        IF refusal IS NOT NULL THEN
+            UPDATE fleet.jobs j SET status = 'failed', finished_at = clock_timestamp(), error = refusal
+             WHERE j.id = job.id;
+            RETURN;
+        END IF;
     END IF;
     IF job.started_at IS NULL THEN
         -- one pass over the members: numbered in id order, counted for a
