@@ -32,6 +32,10 @@ build_and_install() {
 
 # fresh_dir DIR: an empty directory the cluster user owns
 fresh_dir() {
+	# a server left running there from an earlier run goes first
+	if [ -f "$1/data/postmaster.pid" ]; then
+		as_pg "$PG_BINDIR/pg_ctl" -D "$1/data" -m immediate -w stop >/dev/null 2>&1 || true
+	fi
 	rm -rf "$1"
 	mkdir -p "$1"
 	if [ "$(id -u)" -eq 0 ]; then
