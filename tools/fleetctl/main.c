@@ -325,30 +325,28 @@ parse_sub_options(int argc, char **argv, const SubOption *known, const char *usa
 			positional[n++] = argv[i];
 			continue;
 		}
-		for (const SubOption *o = known;; o++)
 		{
-			const char *name = o->name ? o->name : "--dbname";
-			char		short_name = o->name ? o->short_name : 'd';
-			size_t		len = strlen(name);
-			bool		is_short = short_name && arg[1] == short_name && arg[2] == '\0';
+			/* -d/--dbname, then the command's own options */
+			const SubOption dbname = {"--dbname", 'd', &options.conninfo};
 
-			if (is_short || (strncmp(arg, name, len) == 0 && (arg[len] == '\0' || arg[len] == '=')))
+			for (const SubOption *o = &dbname; o != NULL && o->name != NULL;
+				 o = (o == &dbname) ? known : o + 1)
 			{
+				size_t		len = strlen(o->name);
+				bool		is_short = o->short_name && arg[1] == o->short_name && arg[2] == '\0';
+
+				if (!is_short && !(strncmp(arg, o->name, len) == 0 && (arg[len] == '\0' || arg[len] == '=')))
+					continue;
 				if (!is_short && arg[len] == '=')
 					value = arg + len + 1;
 				else if (i + 1 < argc)
 					value = argv[++i];
 				else
 					usage_error(usage, "option %s needs a value", arg);
-				if (o->name)
-					*o->value = value;
-				else
-					options.conninfo = value;
+				*o->value = value;
 				matched = true;
 				break;
 			}
-			if (o->name == NULL)
-				break;
 		}
 		if (!matched)
 			usage_error(usage, "unknown option \"%s\"", arg);
