@@ -368,10 +368,8 @@ BEGIN
     last_done := ids[cardinality(ids)];
     problem := fleet.engine_device_problem(job);
 
-    -- devices the command cannot reach fail, one statement per reason
-    n_failed := fleet.engine_fail_unfit(job.id, ids, problem);
-
-    -- one delivery each for the others; simulated devices answer at once
+    -- one delivery for each device the command can reach; simulated devices
+    -- answer at once
     EXECUTE format($q$
         WITH delivered AS (
             INSERT INTO fleet.command_deliveries
@@ -396,6 +394,12 @@ BEGIN
     USING job.id, job.data -> 0 ->> 'path', job.data -> 0 -> 'value',
           current_setting('fleet.command_timeout')::interval, ids;
     n_answered := coalesce(cardinality(answered_ids), 0);
+    -- the others fail, one statement per reason (only looked for when some
+    -- device got no delivery: a second pass over the chunk costs)
+    n_failed := 0;
+    IF n_answered + n_queued < cardinality(ids) THEN
+        n_failed := fleet.engine_fail_unfit(job.id, ids, problem);
+    END IF;
     IF n_answered > 0 THEN
         UPDATE fleet.job_devices jd
            SET status = 'completed', started_at = now(), finished_at = clock_timestamp()
