@@ -33,8 +33,9 @@ $$;
 -- A CSV cell a spreadsheet will not run as a formula: with neutralize, a
 -- value starting with =, +, -, @, a tab or a carriage return gets a leading
 -- single quote, as OWASP's "CSV Injection" advice says.  Only the output
--- changes, never what is stored.  C (src/spreadsheet_cell.c), without SET
--- search_path: it looks no names up, and exports call it for every cell.
+-- changes, never what is stored.  C (src/spreadsheet_cell.c), and it
+-- carries no SET search_path: it looks no names up, and exports call it for
+-- every cell (the clause would cost a configuration save and restore each).
 CREATE FUNCTION fleet.spreadsheet_cell(value text, neutralize boolean)
 RETURNS text
 LANGUAGE c IMMUTABLE PARALLEL SAFE
