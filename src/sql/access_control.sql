@@ -298,28 +298,34 @@ CREATE POLICY root_administrators_only ON fleet.enrollment_groups FOR ALL
     USING (fleet.is_root_administrator()) WITH CHECK (fleet.is_root_administrator());
 
 -- A schedule's creator (whom pg_cron runs it as) and its pg_cron entry's
--- name are the extension's to set, whatever an INSERT or UPDATE says:
+-- name (derived from its id, here only) are the extension's to set,
+-- whatever an INSERT or UPDATE says:
 -- fleet.sync_schedule_cron() writes pg_cron entries from them as a superuser.
 CREATE FUNCTION fleet.scheduled_jobs_pin_identity()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    trusted boolean := fleet.role_sees_everything(current_user);   -- superusers, pg_restore among them
 BEGIN
-    IF fleet.role_sees_everything(current_user) THEN
-        RETURN NEW;     -- superusers, pg_restore among them, are trusted with these
-    END IF;
     IF TG_OP = 'INSERT' THEN
-        NEW.created_by := current_user;
-        NEW.cron_job_name := fleet.schedule_cron_name(NEW.id);
+        IF NEW.cron_job_name IS NULL OR NOT trusted THEN
+            NEW.cron_job_name := fleet.schedule_cron_name(NEW.id);
+        END IF;
+        IF NOT trusted THEN
+            NEW.created_by := current_user;
+        END IF;
     ELSE
         IF NEW.id IS DISTINCT FROM OLD.id THEN
             RAISE EXCEPTION 'the id of scheduled job "%" cannot change', OLD.id
                 USING ERRCODE = 'feature_not_supported',
                       HINT = 'Create a new scheduled job and delete this one.';
         END IF;
-        NEW.created_by := OLD.created_by;
-        NEW.cron_job_name := OLD.cron_job_name;
+        IF NOT trusted THEN
+            NEW.created_by := OLD.created_by;
+            NEW.cron_job_name := OLD.cron_job_name;
+        END IF;
     END IF;
     RETURN NEW;
 END;

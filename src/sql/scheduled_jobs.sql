@@ -104,6 +104,25 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.sync_schedule_cron(text) IS 'Internal: points the schedule''s pg_cron entry at its next occurrence, or removes it';
 
+-- A time other than now is a test seam (tests fire schedules at mocked
+-- times): in anyone else's hands it could start occurrences early or mark
+-- them missed, so only superusers may pass one.  A minute's leeway covers
+-- pg_cron firing on the minute.
+CREATE FUNCTION fleet.require_clock_time(at timestamptz, action text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF abs(extract(epoch FROM at - pg_catalog.clock_timestamp())) > 60
+       AND NOT fleet.role_sees_everything(current_user) THEN
+        RAISE EXCEPTION 'only a superuser may % at another time than now', action
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Leave the time out: pg_cron fires schedules at their time.';
+    END IF;
+END;
+$$;
+
 -- Brings a locked schedule's bookkeeping up to "at": occurrences since it
 -- took effect that are more than the misfire grace overdue and were never
 -- recorded become "missed"; next_run_at becomes the first occurrence not
@@ -122,11 +141,7 @@ DECLARE
     span     int;
     next_run timestamptz;
 BEGIN
-    IF abs(extract(epoch FROM at - pg_catalog.clock_timestamp())) > 60
-       AND NOT fleet.role_sees_everything(current_user) THEN
-        RAISE EXCEPTION 'only a superuser may advance a schedule to another time than now'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM fleet.require_clock_time(at, 'advance a schedule');
     SELECT sj.* INTO s FROM fleet.scheduled_jobs sj WHERE sj.id = schedule_id;
     IF s.enabled THEN
         parsed := fleet.parse_schedule(s.schedule);
@@ -278,11 +293,11 @@ BEGIN
                   HINT = 'Choose another id, or change it with fleet.update_scheduled_job().';
     END IF;
 
+    -- (its creator and pg_cron entry name are set by fleet.scheduled_jobs_pin_identity)
     INSERT INTO fleet.scheduled_jobs (id, display_name, organization_id, group_id, definition, schedule,
-                                      enabled, effective_from, cron_job_name)
+                                      enabled, effective_from)
     VALUES (new_id, job.display_name, job.organization_id, job.group_id, parts.job_definition,
-            fleet.schedule_json(parts.schedule), coalesce(parts.enabled, true), pg_catalog.now(),
-            fleet.schedule_cron_name(new_id));
+            fleet.schedule_json(parts.schedule), coalesce(parts.enabled, true), pg_catalog.now());
     PERFORM fleet.schedule_advance(new_id, pg_catalog.now());
     PERFORM fleet.sync_schedule_cron(new_id);
     RETURN fleet.get_scheduled_job(new_id);
@@ -414,13 +429,7 @@ DECLARE
     job_id  text;
     message text;
 BEGIN
-    -- another "now" is a test seam: it could start occurrences early
-    IF abs(extract(epoch FROM fired_at - pg_catalog.clock_timestamp())) > 60
-       AND NOT fleet.role_sees_everything(current_user) THEN
-        RAISE EXCEPTION 'only a superuser may fire a scheduled job at another time than now'
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'Call fleet.fire_scheduled_job(id) without a time; pg_cron does.';
-    END IF;
+    PERFORM fleet.require_clock_time(fired_at, 'fire a scheduled job');
     SELECT sj.* INTO s FROM fleet.scheduled_jobs sj WHERE sj.id = fire_scheduled_job.id FOR UPDATE;
     IF FOUND THEN
         due := fleet.schedule_advance(s.id, fired_at);
