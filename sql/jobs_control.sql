@@ -45,8 +45,9 @@ UPDATE fleet.devices SET simulated = false WHERE id LIKE 'lab-%';
 -- real devices: a gateway claims the commands and answers them
 SELECT pg_temp.reboot_job('reboot-real');
 SELECT pg_temp.wait_queued('reboot-real', 10);
-SELECT command, request, round(extract(epoch FROM deadline - queued_at)) AS timeout_s
-  FROM fleet.command_deliveries WHERE job_id = 'reboot-real' LIMIT 1;
+SELECT command, request, gateway, round(extract(epoch FROM d.deadline - w.opened_at)) AS timeout_s
+  FROM fleet.command_deliveries d JOIN fleet.command_windows w USING (job_id)
+ WHERE job_id = 'reboot-real' LIMIT 1;
 CREATE TEMP TABLE claimed AS SELECT * FROM fleet.claim_commands('gateway-1', 4);
 SELECT count(*) AS claimed, count(DISTINCT device_id) AS devices FROM claimed;
 SELECT count(*) AS claimed_again FROM fleet.claim_commands('gateway-2', 4) c JOIN claimed USING (delivery_id);
@@ -63,8 +64,9 @@ SELECT fleet.complete_command(1, 42);
 -- (their deadline is moved, as time would); the last two are answered
 SELECT fleet.complete_command(delivery_id, 200) FROM fleet.claim_commands('gateway-1', 4) ORDER BY delivery_id;
 SELECT count(*) FROM fleet.claim_commands('gateway-1', 10);
-UPDATE fleet.command_deliveries SET deadline = clock_timestamp() - interval '1 second'
- WHERE job_id = 'reboot-real' AND status = 'claimed';
+UPDATE fleet.job_devices SET deadline = clock_timestamp() - interval '1 second'
+ WHERE job_id = 'reboot-real' AND gateway IS NOT NULL AND status = 'pending';
+UPDATE fleet.command_windows SET next_check = clock_timestamp() - interval '1 second' WHERE job_id = 'reboot-real';
 SELECT fleet.wait_for_job('reboot-real');
 SELECT * FROM pg_temp.summary('reboot-real');
 SELECT device_id, status, error FROM fleet.job_device_list('reboot-real', status_filter => 'failed');
@@ -117,6 +119,46 @@ SELECT fleet.wait_for_job('reboot-stop');
 SELECT * FROM pg_temp.summary('reboot-stop');
 SELECT fleet.resume_job('reboot-stop');
 SELECT fleet.run_job('reboot-stop');
+
+-- a stopped job's unclaimed commands do not time out, however long it
+-- stays stopped; resumed, they get a fresh deadline
+SELECT pg_temp.reboot_job('reboot-pause');
+SELECT pg_temp.wait_queued('reboot-pause', 10);
+SELECT fleet.stop_job('reboot-pause') ->> 'status' AS status;
+UPDATE fleet.command_windows SET deadline = now() - interval '1 minute', next_check = now() - interval '1 minute'
+ WHERE job_id = 'reboot-pause';
+SELECT fleet.expire_commands() AS expired_while_stopped;
+SELECT next_check AS next_check_while_stopped FROM fleet.command_windows WHERE job_id = 'reboot-pause';
+SELECT fleet.resume_job('reboot-pause') ->> 'status' AS status;
+SELECT pg_temp.wait_queued('reboot-pause', 10);
+SELECT deadline > now() + interval '20 seconds' AS fresh_deadline FROM fleet.command_windows WHERE job_id = 'reboot-pause';
+-- commands no gateway claims in time time out (the window's deadline is
+-- moved, as time would)
+UPDATE fleet.command_windows SET deadline = now() - interval '1 second', next_check = now() - interval '1 second'
+ WHERE job_id = 'reboot-pause';
+SELECT fleet.wait_for_job('reboot-pause');
+SELECT * FROM pg_temp.summary('reboot-pause');
+SELECT DISTINCT r.status, r.error, d.status AS delivery, d.gateway
+  FROM fleet.job_results('reboot-pause') r JOIN fleet.command_deliveries d USING (device_id)
+ WHERE d.job_id = 'reboot-pause';
+SELECT count(*) AS windows_left FROM fleet.command_windows WHERE job_id = 'reboot-pause';
+
+-- failed answers count toward the threshold while their window is open:
+-- 3 failures over a threshold of 2 cancel the job; the unclaimed commands
+-- are withdrawn and their devices stay pending; an answer still in flight
+-- is taken, and nothing more is claimable
+SELECT pg_temp.reboot_job('reboot-threshold', '{"cancellationThreshold": {"type": "number", "value": 2}}');
+SELECT pg_temp.wait_queued('reboot-threshold', 10);
+CREATE TEMP TABLE failing AS SELECT * FROM fleet.claim_commands('gateway-1', 4);
+SELECT fleet.complete_commands(array_agg(delivery_id ORDER BY device_id) FILTER (WHERE device_id <= 'lab-03'),
+                               array_fill(503, ARRAY[3]), NULL) AS failed_answers
+  FROM failing;
+SELECT fleet.wait_for_job('reboot-threshold');
+SELECT * FROM pg_temp.summary('reboot-threshold');
+SELECT count(*) AS claimable_after_cancel FROM fleet.claim_commands('gateway-1', 10);
+SELECT fleet.complete_command(delivery_id, 200) AS in_flight_taken FROM failing WHERE device_id = 'lab-04';
+SELECT status, count(*) FROM fleet.command_deliveries WHERE job_id = 'reboot-threshold' GROUP BY 1 ORDER BY 1;
+SELECT error FROM fleet.job_devices WHERE job_id = 'reboot-threshold' AND device_id = 'lab-01';
 
 -- at most fleet.max_running_jobs (5) run; the others wait in order
 SELECT pg_temp.reboot_job('limit-' || i) FROM generate_series(1, 7) i;
@@ -180,8 +222,9 @@ SELECT count(*) FROM pg_temp.threshold_run('job-over-batched', 3, '{"batch": {"t
 SELECT fleet.wait_for_job('job-over-batched');
 SELECT * FROM pg_temp.summary('job-over-batched');
 
--- gateways name themselves and claim at least one
+-- gateways name themselves (not as the engine's simulator) and claim at least one
 SELECT fleet.claim_commands('', 1);
+SELECT fleet.claim_commands('simulator', 1);
 SELECT fleet.claim_commands('gw', 0);
 -- answers in bulk: the arrays go together
 SELECT fleet.complete_commands(ARRAY[1, 2], ARRAY[200]);

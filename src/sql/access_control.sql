@@ -262,7 +262,7 @@ SELECT fleet.protect_child_table(t, k, p)
   FROM (VALUES ('fleet.device_operation_errors'::regclass, 'operation_id', 'fleet.device_operations'::regclass),
                ('fleet.job_batches', 'job_id', 'fleet.jobs'),
                ('fleet.job_devices', 'job_id', 'fleet.jobs'),
-               ('fleet.command_deliveries', 'job_id', 'fleet.jobs'),
+               ('fleet.command_windows', 'job_id', 'fleet.jobs'),
                ('fleet.scheduled_job_runs', 'scheduled_job_id', 'fleet.scheduled_jobs')) v(t, k, p);
 DROP FUNCTION fleet.protect_organization_table(regclass);
 DROP FUNCTION fleet.protect_child_table(regclass, text, regclass);
@@ -353,21 +353,21 @@ GRANT INSERT, UPDATE, DELETE ON fleet.devices, fleet.device_groups, fleet.device
       fleet.job_device_list_columns, fleet.organizations
    TO PUBLIC;
 GRANT INSERT, UPDATE ON fleet.jobs TO PUBLIC;           -- jobs are history: not deleted by members
--- Rows the engine writes: members change only what gateways (claims and
--- answers) and stop/resume change.  Were they to insert job_devices rows,
--- they could name another organization's devices for the engine to change.
-GRANT UPDATE (status, error, finished_at) ON fleet.job_devices TO PUBLIC;
-GRANT UPDATE (cursor, redispatch) ON fleet.job_batches TO PUBLIC;
-GRANT UPDATE (status, gateway, claimed_at, completed_at, response_status, response)
-   ON fleet.command_deliveries TO PUBLIC;
+-- Rows the engine writes: members change only what gateways' claims and
+-- answers change.  Were they to insert job_devices rows, they could name
+-- another organization's devices for the engine to change.
+GRANT UPDATE (status, error, started_at, finished_at, gateway, deadline, response_status, response)
+   ON fleet.job_devices TO PUBLIC;
 GRANT UPDATE ON fleet.enrollment_groups TO PUBLIC;
 GRANT INSERT ON fleet.device_import TO PUBLIC;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA fleet TO PUBLIC;
+REVOKE USAGE ON SEQUENCE fleet.delivery_blocks FROM PUBLIC;     -- the engine's
 
 -- the engine's and pg_cron's internals are not for members to call
 REVOKE EXECUTE ON FUNCTION fleet.engine_step(), fleet.engine_start_job(fleet.jobs),
        fleet.engine_advance_job(text), fleet.engine_apply_chunk(fleet.jobs, fleet.job_batches, int),
-       fleet.engine_dispatch_chunk(fleet.jobs, fleet.job_batches, int),
+       fleet.engine_open_window(fleet.jobs, fleet.job_batches, bigint),
+       fleet.engine_close_windows(fleet.jobs, fleet.job_batches),
        fleet.engine_fail_unfit(text, text[], text), fleet.engine_finish_job(fleet.jobs, text),
        fleet.engine_check_schedules(), fleet.expire_commands(),
        fleet.compute_device_key(text, text)

@@ -1,70 +1,121 @@
 -- Commands reach devices through gateways: programs that claim deliveries
 -- with fleet.claim_commands() and report with fleet.complete_command()
--- (tools/fleet-sim.c is one).  A delivery is queued by the engine, claimed by
--- one gateway (SKIP LOCKED: never two), and ends completed, failed, timed out
--- (past its deadline) or withdrawn (its job was stopped before a gateway
--- claimed it).
+-- (tools/fleet-sim.c is one).
+--
+-- A command job's deliveries are its fleet.job_devices rows: the fan-out
+-- gives each a delivery id, in device order.  The engine offers them a
+-- window at a time (fleet.command_windows: a range of delivery ids, at most
+-- fleet.command_window outstanding); a gateway claims from the open windows
+-- of running jobs (SKIP LOCKED: never two gateways the same row) and answers
+-- on the same row.  So a device costs the fan-out's insert, a claim and an
+-- answer, as a plain claim-then-acknowledge queue would; a separate delivery
+-- table cost two more writes per device, under four more indexes.
+--
+-- A delivery ends completed, failed, or timed out: claimed and not answered
+-- by its deadline (fleet.command_timeout after the claim), or not claimed
+-- within fleet.command_timeout of its window opening while the job ran.  A
+-- stopped job's unclaimed commands are withdrawn: gateways claim only from
+-- running jobs, and a resume gives them a fresh deadline.
 
-CREATE TABLE fleet.command_deliveries (
-    delivery_id     bigserial PRIMARY KEY,
-    job_id          text NOT NULL,
-    device_id       text NOT NULL,
-    command         text NOT NULL,                 -- "name" or "component/name"
-    request         jsonb,
-    status          text NOT NULL CHECK (status IN ('queued', 'claimed', 'completed', 'failed',
-                                                    'timed_out', 'withdrawn')),
-    gateway         text,
-    queued_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    deadline        timestamptz NOT NULL,
-    claimed_at      timestamptz,
-    completed_at    timestamptz,
-    response_status int,
-    response        jsonb
+-- The job's number, times 2^32, is the base of its delivery ids: ids are
+-- unique and contiguous per job without a sequence call per device.
+CREATE SEQUENCE fleet.delivery_blocks;
+
+CREATE TABLE fleet.command_windows (
+    job_id         text NOT NULL REFERENCES fleet.jobs (id) ON DELETE CASCADE,
+    batch          int NOT NULL,
+    first_delivery bigint NOT NULL,
+    last_delivery  bigint NOT NULL,
+    opened_at      timestamptz NOT NULL,
+    deadline       timestamptz NOT NULL,       -- unclaimed commands time out then (a resume moves it)
+    next_check     timestamptz,                -- earliest time one of its commands can time out
+    PRIMARY KEY (job_id, first_delivery)
 );
-CREATE INDEX command_deliveries_queue_idx ON fleet.command_deliveries (delivery_id) WHERE status = 'queued';
-CREATE INDEX command_deliveries_deadline_idx ON fleet.command_deliveries (deadline) WHERE status IN ('queued', 'claimed');
-CREATE INDEX command_deliveries_open_idx ON fleet.command_deliveries (job_id, device_id) WHERE status IN ('queued', 'claimed');
--- the engine counts a batch's failed answers through this one
-CREATE INDEX command_deliveries_failed_idx ON fleet.command_deliveries (job_id, device_id) WHERE status IN ('failed', 'timed_out');
-COMMENT ON TABLE fleet.command_deliveries IS 'One command for one device of a command job, from queued to completed, failed, timed_out or withdrawn';
+COMMENT ON TABLE fleet.command_windows IS 'Ranges of a command job''s deliveries offered to gateways; a window goes once every device in it has its outcome';
+
+-- Every delivery made, as gateways and the engine see them: queued (offered
+-- in a window, not claimed yet), withdrawn (the same, its job not running),
+-- claimed, completed, failed or timed_out.  Devices a command could not
+-- reach have no delivery (the job's device list says why).
+CREATE VIEW fleet.command_deliveries WITH (security_invoker = true) AS
+SELECT jd.delivery_id, jd.job_id, jd.device_id,
+       j.data -> 0 ->> 'path' AS command,
+       j.data -> 0 -> 'value' AS request,
+       CASE WHEN jd.status = 'completed' THEN 'completed'
+            WHEN jd.status = 'failed' AND jd.error = 'timed out' THEN 'timed_out'
+            WHEN jd.status = 'failed' THEN 'failed'
+            WHEN jd.gateway IS NOT NULL THEN 'claimed'
+            WHEN j.status = 'running' THEN 'queued'
+            ELSE 'withdrawn' END AS status,
+       jd.gateway,
+       coalesce(jd.deadline, w.deadline) AS deadline,
+       jd.started_at AS claimed_at,
+       jd.finished_at AS completed_at,
+       jd.response_status, jd.response
+  FROM fleet.job_devices jd
+  JOIN fleet.jobs j ON j.id = jd.job_id
+  JOIN fleet.job_batches b ON b.job_id = jd.job_id AND b.batch = jd.batch
+  LEFT JOIN fleet.command_windows w
+         ON w.job_id = jd.job_id AND jd.delivery_id BETWEEN w.first_delivery AND w.last_delivery
+ WHERE jd.delivery_id IS NOT NULL
+   -- offered: the engine's cursor has passed it
+   AND (jd.gateway IS NOT NULL OR jd.status <> 'pending' OR jd.device_id <= b.cursor);
+COMMENT ON VIEW fleet.command_deliveries IS 'Command deliveries: one per device of a command job once it is offered to gateways, with its status, gateway, deadline and answer';
 
 CREATE FUNCTION fleet.claim_commands(gateway text, max_count int DEFAULT 100)
 RETURNS TABLE (delivery_id bigint, job_id text, device_id text, command text, request jsonb, deadline timestamptz)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    timeout interval := current_setting('fleet.command_timeout')::interval;
 BEGIN
     IF gateway IS NULL OR btrim(gateway) = '' THEN
         RAISE EXCEPTION 'a gateway must name itself when it claims commands'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF gateway = 'simulator' THEN
+        RAISE EXCEPTION 'gateway name "simulator" is reserved for the engine''s simulated devices'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Name the gateway after its host or its role.';
+    END IF;
     IF max_count IS NULL OR max_count < 1 THEN
         RAISE EXCEPTION 'max_count must be at least 1, not %', coalesce(max_count::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- MATERIALIZED: the locked rows are picked once; a subquery the planner
-    -- re-ran would lock rows it then does not claim
+    -- The open windows, oldest first, each read through the unclaimed queue;
+    -- rows are locked as the outer LIMIT takes them, so none is locked and
+    -- left.  MATERIALIZED: the locked rows are picked once.
     RETURN QUERY
     WITH picked AS MATERIALIZED (
-        SELECT q.delivery_id FROM fleet.command_deliveries q
-         WHERE q.status = 'queued'
-         ORDER BY q.delivery_id
+        SELECT u.delivery_id, w.job_id
+          FROM (SELECT ow.job_id, ow.first_delivery, ow.last_delivery
+                  FROM fleet.command_windows ow
+                 WHERE EXISTS (SELECT 1 FROM fleet.jobs rj WHERE rj.id = ow.job_id AND rj.status = 'running')
+                 ORDER BY ow.first_delivery) w
+         CROSS JOIN LATERAL (
+                SELECT q.delivery_id FROM fleet.job_devices q
+                 WHERE q.delivery_id IS NOT NULL AND q.gateway IS NULL
+                   AND q.delivery_id >= w.first_delivery AND q.delivery_id <= w.last_delivery
+                   AND q.status = 'pending'
+                 ORDER BY q.delivery_id
+                 LIMIT max_count
+                   FOR UPDATE OF q SKIP LOCKED) u
          LIMIT max_count
-           FOR UPDATE SKIP LOCKED
     )
-    UPDATE fleet.command_deliveries d
-       SET status = 'claimed', gateway = claim_commands.gateway, claimed_at = clock_timestamp()
-      FROM picked p
-     WHERE d.delivery_id = p.delivery_id
-    RETURNING d.delivery_id, d.job_id, d.device_id, d.command, d.request, d.deadline;
+    UPDATE fleet.job_devices d
+       SET gateway = claim_commands.gateway, started_at = clock_timestamp(),
+           deadline = clock_timestamp() + timeout
+      FROM picked p JOIN fleet.jobs j ON j.id = p.job_id
+     WHERE d.delivery_id = p.delivery_id AND d.delivery_id IS NOT NULL
+    RETURNING d.delivery_id, d.job_id, d.device_id, j.data -> 0 ->> 'path', j.data -> 0 -> 'value', d.deadline;
 END;
 $$;
 COMMENT ON FUNCTION fleet.claim_commands(text, int) IS 'Claims up to max_count queued command deliveries for a gateway; concurrent gateways never get the same one';
 
 -- A gateway's answers, many at once: 2xx completes the device, anything
 -- else fails it with the response as the error.  An answer for a delivery
--- that is no longer claimed (timed out, withdrawn, already answered) changes
--- nothing.  Returns how many answers were taken.
+-- that is no longer claimed (timed out, already answered, never claimed)
+-- changes nothing.  Returns how many answers were taken.
 CREATE FUNCTION fleet.complete_commands(delivery_ids bigint[], statuses int[], responses jsonb[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -73,8 +124,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    taken  bigint := 0;
-    answer record;
+    taken bigint;
 BEGIN
     IF cardinality(delivery_ids) IS DISTINCT FROM cardinality(statuses)
        OR (responses IS NOT NULL AND cardinality(responses) <> cardinality(delivery_ids)) THEN
@@ -90,41 +140,21 @@ BEGIN
                   HINT = 'Report 200 for success, or 4xx/5xx for failure, as IoT Hub direct methods do.';
     END IF;
 
-    -- the deliveries, then their devices: one statement each per job, the
-    -- devices by array (no counter here: one every answer touched would
-    -- serialize the gateways; the engine counts)
-    FOR answer IN
-        WITH taken AS (
-            UPDATE fleet.command_deliveries d
-               SET status = CASE WHEN a.status BETWEEN 200 AND 299 THEN 'completed' ELSE 'failed' END,
-                   response_status = a.status, response = a.response, completed_at = clock_timestamp()
-              FROM unnest(delivery_ids, statuses, coalesce(responses, array_fill(NULL::jsonb, ARRAY[cardinality(delivery_ids)])))
-                   AS a(delivery_id, status, response)
-             WHERE d.delivery_id = a.delivery_id AND d.status = 'claimed'
-            RETURNING d.job_id, d.device_id, d.status AS outcome,
-                      format('command failed with status %s%s', a.status, coalesce(': ' || a.response::text, '')) AS error
-        )
-        SELECT t.job_id,
-               array_agg(t.device_id) FILTER (WHERE t.outcome = 'completed') AS completed,
-               array_agg(t.device_id) FILTER (WHERE t.outcome = 'failed') AS failed,
-               array_agg(t.error) FILTER (WHERE t.outcome = 'failed') AS errors,
-               count(*) AS n
-          FROM taken t GROUP BY t.job_id
-    LOOP
-        IF answer.completed IS NOT NULL THEN
-            UPDATE fleet.job_devices jd SET status = 'completed', finished_at = clock_timestamp()
-             WHERE jd.job_id = answer.job_id AND jd.device_id = ANY (answer.completed) AND jd.status = 'pending';
-        END IF;
-        IF answer.failed IS NOT NULL THEN
-            UPDATE fleet.job_devices jd SET status = 'failed', error = f.error, finished_at = clock_timestamp()
-              FROM unnest(answer.failed, answer.errors) AS f(device_id, error)
-             WHERE jd.job_id = answer.job_id AND jd.device_id = f.device_id AND jd.status = 'pending';
-        END IF;
-        taken := taken + answer.n;
-    END LOOP;
-    -- No wake-up for the engine: gateways answer hundreds of batches a
-    -- second, and a step for each kept a core busy (measured: 4 s of CPU in
-    -- a 4.5 s job).  While command jobs run the engine looks every 50 ms.
+    -- One statement, on the rows the claim made (a HOT update: no index
+    -- covers what it changes).  No counter here: one that every answer
+    -- touched would serialize the gateways; the engine counts.  Nor a
+    -- wake-up: the engine looks every 50 ms while command jobs run (a step
+    -- per answer batch kept a core busy).
+    UPDATE fleet.job_devices d
+       SET status = CASE WHEN a.status BETWEEN 200 AND 299 THEN 'completed' ELSE 'failed' END,
+           error = CASE WHEN a.status NOT BETWEEN 200 AND 299
+                        THEN format('command failed with status %s%s', a.status, coalesce(': ' || a.response::text, '')) END,
+           response_status = a.status, response = a.response, finished_at = clock_timestamp()
+      FROM unnest(delivery_ids, statuses, coalesce(responses, array_fill(NULL::jsonb, ARRAY[cardinality(delivery_ids)])))
+           AS a(delivery_id, status, response)
+     WHERE d.delivery_id = a.delivery_id AND d.delivery_id IS NOT NULL
+       AND d.gateway IS NOT NULL AND d.status = 'pending';
+    GET DIAGNOSTICS taken = ROW_COUNT;
     RETURN taken;
 END;
 $$;
@@ -140,35 +170,58 @@ AS $$
 $$;
 COMMENT ON FUNCTION fleet.complete_command(bigint, int, jsonb) IS 'Reports a device''s answer to a claimed command; false when the delivery is no longer open';
 
--- Fails every open delivery past its deadline as "timed out".  The engine
--- calls it every step; it is safe to call at any time.
+-- Fails every command past its deadline as "timed out".  The engine calls
+-- it every step; it is safe to call at any time.  Only windows whose
+-- next_check has come are read, so a step with nothing overdue costs a
+-- look at a few window rows.
 CREATE FUNCTION fleet.expire_commands()
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    expired bigint := 0;
-    overdue record;
+    expired   bigint := 0;
+    n_expired bigint;
+    w         record;
 BEGIN
-    -- one statement per job with overdue commands: the devices go by array,
-    -- an index lookup each, whatever the statistics say
-    FOR overdue IN
-        WITH timed_out AS (
-            UPDATE fleet.command_deliveries d
-               SET status = 'timed_out', completed_at = clock_timestamp()
-             -- now(): the step's start, stable, so the deadline index bounds the scan
-             WHERE d.status IN ('queued', 'claimed') AND d.deadline < pg_catalog.now()
-            RETURNING d.job_id, d.device_id
-        )
-        SELECT t.job_id, array_agg(t.device_id) AS devices FROM timed_out t GROUP BY t.job_id
+    -- one statement per due window (a handful: windows are few, and due
+    -- only when something in them is overdue)
+    FOR w IN
+        SELECT cw.job_id, cw.first_delivery, cw.last_delivery, cw.deadline, j.status = 'running' AS running,
+               j.status IN ('running', 'stopped', 'pending') AS live
+          FROM fleet.command_windows cw JOIN fleet.jobs j ON j.id = cw.job_id
+         WHERE cw.next_check <= now()
+           FOR NO KEY UPDATE OF cw
     LOOP
+        -- now(): the step's start, so one step draws one line
         UPDATE fleet.job_devices jd
            SET status = 'failed', error = 'timed out', finished_at = clock_timestamp()
-         WHERE jd.job_id = overdue.job_id AND jd.device_id = ANY (overdue.devices) AND jd.status = 'pending';
-        expired := expired + cardinality(overdue.devices);
+         WHERE jd.delivery_id IS NOT NULL
+           AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
+           AND jd.status = 'pending'
+           AND CASE WHEN jd.gateway IS NOT NULL THEN jd.deadline < now()
+                    ELSE w.running AND w.deadline < now() END;
+        GET DIAGNOSTICS n_expired = ROW_COUNT;
+        expired := expired + n_expired;
+
+        -- the window's next chance of a timeout: its unclaimed commands'
+        -- deadline while the job runs, its claimed ones' in any case
+        UPDATE fleet.command_windows cw
+           SET next_check = (SELECT min(CASE WHEN jd.gateway IS NOT NULL THEN jd.deadline
+                                             WHEN w.running THEN w.deadline END)
+                               FROM fleet.job_devices jd
+                              WHERE jd.delivery_id IS NOT NULL
+                                AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
+                                AND jd.status = 'pending')
+         WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
+        -- a finished job's window has nothing left to wait for
+        IF NOT w.live THEN
+            DELETE FROM fleet.command_windows cw
+             WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery AND cw.next_check IS NULL;
+        END IF;
     END LOOP;
     RETURN expired;
 END;
 $$;
-COMMENT ON FUNCTION fleet.expire_commands() IS 'Fails open command deliveries past their deadline as timed out; returns how many';
+COMMENT ON FUNCTION fleet.expire_commands() IS 'Fails command deliveries past their deadline as timed out; returns how many';

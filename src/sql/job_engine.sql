@@ -23,6 +23,7 @@ DECLARE
     total   bigint;
     grp     fleet.device_groups;
     refusal text;
+    delivery_base bigint;                  -- command jobs: the first delivery id, less one
 BEGIN
     SELECT g.* INTO grp FROM fleet.device_groups g WHERE g.id = job.group_id;
     -- the engine sees every organization: it keeps to the job's own.  A
@@ -45,6 +46,9 @@ BEGIN
         END IF;
     END IF;
     IF job.started_at IS NULL THEN
+        IF job.job_type = 'command' THEN
+            delivery_base := nextval('fleet.delivery_blocks') * 4294967296;
+        END IF;
         -- one pass over the members: numbered in id order, counted for a
         -- percentage batch size, each row tagged with its batch
         WITH members AS (
@@ -65,12 +69,15 @@ BEGIN
               FROM members m
         ),
         assigned AS (
-            INSERT INTO fleet.job_devices (job_id, device_id, batch)
+            -- a command job's rows are its deliveries, numbered in the
+            -- job's block of ids (commands.sql)
+            INSERT INTO fleet.job_devices (job_id, device_id, batch, delivery_id)
             SELECT job.id, x.device_id,
                    ((x.n - 1) / CASE job.batch_type
                                 WHEN 'number' THEN job.batch_value::bigint
                                 WHEN 'percentage' THEN greatest(1, ceil(x.total * job.batch_value / 100.0)::bigint)
-                                ELSE x.total END + 1)::int
+                                ELSE x.total END + 1)::int,
+                   delivery_base + x.n
               FROM numbered x
             RETURNING batch, device_id
         )
@@ -91,6 +98,16 @@ BEGIN
                current_batch = CASE WHEN total > 0 THEN 1 END
          WHERE j.id = job.id;
     END IF;
+    -- a resumed command job offers its withdrawn commands again, with a
+    -- fresh deadline
+    UPDATE fleet.command_windows w
+       SET deadline = clock_timestamp() + current_setting('fleet.command_timeout')::interval,
+           next_check = least(coalesce(w.next_check, 'infinity'),
+                              clock_timestamp() + current_setting('fleet.command_timeout')::interval)
+     WHERE w.job_id = job.id;
+    IF FOUND THEN
+        PERFORM pg_notify('fleet_commands', job.id);
+    END IF;
     UPDATE fleet.jobs j SET status = 'running', last_step_at = NULL WHERE j.id = job.id;
 END;
 $$;
@@ -107,16 +124,18 @@ AS $$
            ELSE false END
 $$;
 
--- Stops a job's open work: queued commands are withdrawn, batches not done
--- are marked, and the job takes its final status.
+-- Stops a job's open work: batches not done are marked, and the job takes
+-- its final status (so gateways claim nothing more from it; commands already
+-- claimed may still be answered or time out, see fleet.expire_commands).
 CREATE FUNCTION fleet.engine_finish_job(job fleet.jobs, final_status text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    UPDATE fleet.command_deliveries d SET status = 'withdrawn', completed_at = clock_timestamp()
-     WHERE d.job_id = job.id AND d.status = 'queued';
+    -- windows with nothing claimed go now; the others once their claimed
+    -- commands are answered or time out
+    UPDATE fleet.command_windows w SET next_check = now() WHERE w.job_id = job.id;
     -- the batch under way gets its final counts (answers are counted when a
     -- batch ends, and this one ends here)
     UPDATE fleet.job_batches b
@@ -247,8 +266,10 @@ BEGIN
          GROUP BY k.problem
     $q$, problem) USING ids
     LOOP
+        -- (a command job's device gets no delivery)
         UPDATE fleet.job_devices jd
-           SET status = 'failed', error = failure.problem, started_at = now(), finished_at = clock_timestamp()
+           SET status = 'failed', error = failure.problem, started_at = now(), finished_at = clock_timestamp(),
+               delivery_id = NULL
          WHERE jd.job_id = engine_fail_unfit.job_id AND jd.device_id = ANY (failure.devices)
            AND jd.status = 'pending';
         GET DIAGNOSTICS n_marked = ROW_COUNT;
@@ -317,11 +338,12 @@ BEGIN
 END;
 $$;
 
--- One chunk of a command job: the next pending devices of the batch without
--- an open delivery get one, as far as the job's window of outstanding
--- commands allows.  Simulated devices are answered at once; devices the
--- command cannot reach fail.  Returns the number of devices dealt with.
-CREATE FUNCTION fleet.engine_dispatch_chunk(job fleet.jobs, b fleet.job_batches, chunk_size int)
+-- Opens the next window of a command batch: its next devices (at most
+-- size), in device order, become claimable by gateways, as one range of
+-- delivery ids.  Simulated devices are answered at once; devices the
+-- command cannot reach fail, with no delivery.  Returns the number of
+-- devices dealt with (0: the batch has no more).
+CREATE FUNCTION fleet.engine_open_window(job fleet.jobs, b fleet.job_batches, size bigint)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -329,96 +351,111 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    window_size int := current_setting('fleet.command_window')::int;
-    outstanding bigint;
-    problem      text;                     -- fleet.engine_device_problem(), once a chunk is found
-    ids          text[];
-    answered_ids text[];                   -- simulated devices, answered at once
-    n_dealt      bigint;
-    n_queued     bigint;
-    n_answered   bigint;
-    n_failed     bigint;
-    last_done    text;
+    timeout       interval := current_setting('fleet.command_timeout')::interval;
+    problem       text := fleet.engine_device_problem(job);
+    ids           text[];
+    first_id      bigint;
+    last_id       bigint;
+    simulated_ids text[];
+    n_reachable   bigint;
+    n_failed      bigint := 0;
 BEGIN
-    SELECT count(*) INTO outstanding FROM fleet.command_deliveries cd
-     WHERE cd.job_id = job.id AND cd.status IN ('queued', 'claimed');
-    -- refill only once half the window is answered: a few large dispatches
-    -- instead of one per answer batch (each step has a fixed cost that
-    -- shares the CPU with the gateways); the gateways keep half a window
-    IF outstanding > window_size / 2 THEN
-        RETURN 0;
-    END IF;
-
-    -- The chunk, as an array of ids (see engine_apply_chunk): the next
-    -- pending devices of the batch; after a resume, only those without a
-    -- command already out.
-    SELECT array_agg(c.device_id ORDER BY c.device_id) INTO ids
-      FROM (SELECT jd.device_id FROM fleet.job_devices jd
+    -- the next devices after the cursor: every row of the range (a window
+    -- is a range of delivery ids, so it takes them all)
+    SELECT array_agg(c.device_id ORDER BY c.device_id), min(c.delivery_id), max(c.delivery_id)
+      INTO ids, first_id, last_id
+      FROM (SELECT jd.device_id, jd.delivery_id FROM fleet.job_devices jd
              WHERE jd.job_id = job.id AND jd.device_id >= b.first_device AND jd.device_id <= b.last_device
-               AND (b.cursor IS NULL OR jd.device_id > b.cursor) AND jd.status = 'pending'
-               AND (NOT b.redispatch
-                    OR NOT EXISTS (SELECT 1 FROM fleet.command_deliveries cd
-                                    WHERE cd.job_id = jd.job_id AND cd.device_id = jd.device_id
-                                      AND cd.status IN ('queued', 'claimed')))
+               AND (b.cursor IS NULL OR jd.device_id > b.cursor)
              ORDER BY jd.device_id
-             LIMIT least(chunk_size::bigint, window_size - outstanding)) c;
+             LIMIT size) c;
     IF ids IS NULL THEN
         RETURN 0;
     END IF;
-    last_done := ids[cardinality(ids)];
-    problem := fleet.engine_device_problem(job);
 
-    -- one delivery for each device the command can reach; simulated devices
-    -- answer at once
-    EXECUTE format($q$
-        WITH delivered AS (
-            INSERT INTO fleet.command_deliveries
-                   (job_id, device_id, command, request, status, deadline, gateway, claimed_at,
-                    completed_at, response_status, response)
-            SELECT $1, d.id, $2, $3,
-                   CASE WHEN d.simulated THEN 'completed' ELSE 'queued' END,
-                   pg_catalog.clock_timestamp() + $4,
-                   CASE WHEN d.simulated THEN 'simulator' END,
-                   CASE WHEN d.simulated THEN pg_catalog.clock_timestamp() END,
-                   CASE WHEN d.simulated THEN pg_catalog.clock_timestamp() END,
-                   CASE WHEN d.simulated THEN 200 END,
-                   CASE WHEN d.simulated THEN '{"simulated": true}'::jsonb END
-              FROM fleet.devices d
-             WHERE d.id = ANY ($5) AND (%s) IS NULL
-            RETURNING device_id, status
-        )
-        SELECT array_agg(device_id) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'queued')
-          FROM delivered
-    $q$, problem)
-    INTO answered_ids, n_queued
-    USING job.id, job.data -> 0 ->> 'path', job.data -> 0 -> 'value',
-          current_setting('fleet.command_timeout')::interval, ids;
-    n_answered := coalesce(cardinality(answered_ids), 0);
-    -- the others fail, one statement per reason (only looked for when some
-    -- device got no delivery: a second pass over the chunk costs)
-    n_failed := 0;
-    IF n_answered + n_queued < cardinality(ids) THEN
+    -- which devices the command can reach, and which of those are simulated
+    -- (walked as a range of the key, the ids checked by hash: see
+    -- engine_apply_chunk)
+    EXECUTE format('SELECT array_agg(d.id) FILTER (WHERE d.simulated), count(*)
+                      FROM fleet.devices d
+                     WHERE d.id >= $2 AND d.id <= $3 AND (d.id = ANY ($1)) IS TRUE AND (%s) IS NULL', problem)
+       INTO simulated_ids, n_reachable
+      USING ids, ids[1], ids[cardinality(ids)];
+    IF n_reachable < cardinality(ids) THEN
+        -- each of the others fails with its reason, one statement per reason
         n_failed := fleet.engine_fail_unfit(job.id, ids, problem);
     END IF;
-    IF n_answered > 0 THEN
+    IF simulated_ids IS NOT NULL THEN
         UPDATE fleet.job_devices jd
-           SET status = 'completed', started_at = now(), finished_at = clock_timestamp()
-         WHERE jd.job_id = job.id AND jd.device_id = ANY (answered_ids) AND jd.status = 'pending';
+           SET status = 'completed', gateway = 'simulator', started_at = now(), finished_at = clock_timestamp(),
+               response_status = 200, response = '{"simulated": true}'
+         WHERE jd.job_id = job.id AND jd.device_id = ANY (simulated_ids) AND jd.status = 'pending';
     END IF;
-    -- the rest are under way from now
-    UPDATE fleet.job_devices jd SET started_at = now()
-     WHERE jd.job_id = job.id AND jd.device_id >= ids[1] AND jd.device_id <= last_done
-       AND jd.started_at IS NULL;
-    n_dealt := cardinality(ids);
 
-    IF n_queued > 0 THEN
+    INSERT INTO fleet.command_windows (job_id, batch, first_delivery, last_delivery, opened_at, deadline, next_check)
+    VALUES (job.id, b.batch, first_id, last_id, now(), now() + timeout, now() + timeout);
+    IF n_reachable > coalesce(cardinality(simulated_ids), 0) THEN
         PERFORM pg_notify('fleet_commands', job.id);
     END IF;
-    UPDATE fleet.job_batches jb
-       SET cursor = coalesce(last_done, jb.cursor),
-           completed = jb.completed + n_answered, undelivered_failed = jb.undelivered_failed + n_failed
+    -- devices without a delivery are in no window: they count here
+    UPDATE fleet.job_batches jb SET cursor = ids[cardinality(ids)], failed = jb.failed + n_failed
      WHERE jb.job_id = b.job_id AND jb.batch = b.batch;
-    RETURN n_dealt;
+    RETURN cardinality(ids);
+END;
+$$;
+
+-- A command batch's open windows: those whose devices all have an outcome
+-- are counted into the batch and closed.  Returns how many devices the
+-- windows still open hold (outstanding), and, for a job with a threshold,
+-- how many of them failed already.  A window is counted once, when it
+-- closes; a step over a window still at work looks at one row or a few
+-- (its last rows are the last claimed, so one still pending is found at
+-- once from the end).
+CREATE FUNCTION fleet.engine_close_windows(job fleet.jobs, b fleet.job_batches,
+                                           OUT outstanding bigint, OUT failed bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    w      fleet.command_windows;
+    counts record;
+BEGIN
+    outstanding := 0;
+    failed := 0;
+    FOR w IN
+        SELECT cw.* FROM fleet.command_windows cw
+         WHERE cw.job_id = job.id AND cw.batch = b.batch
+         ORDER BY cw.first_delivery
+    LOOP
+        -- (not EXISTS: the planner drops an EXISTS query's ORDER BY)
+        PERFORM FROM fleet.job_devices jd
+          WHERE jd.delivery_id IS NOT NULL
+            AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
+            AND jd.status = 'pending'
+          ORDER BY jd.delivery_id DESC
+          LIMIT 1;
+        IF FOUND THEN
+            outstanding := outstanding + (w.last_delivery - w.first_delivery + 1);
+            IF job.threshold_type IS NOT NULL THEN
+                failed := failed + (SELECT count(*) FROM fleet.job_devices jd
+                                     WHERE jd.delivery_id IS NOT NULL
+                                       AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
+                                       AND jd.status = 'failed');
+            END IF;
+        ELSE
+            SELECT count(*) FILTER (WHERE jd.status = 'completed') AS completed,
+                   count(*) FILTER (WHERE jd.status = 'failed') AS failed
+              INTO counts
+              FROM fleet.job_devices jd
+             WHERE jd.delivery_id IS NOT NULL
+               AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery;
+            UPDATE fleet.job_batches jb
+               SET completed = jb.completed + counts.completed, failed = jb.failed + counts.failed
+             WHERE jb.job_id = b.job_id AND jb.batch = b.batch;
+            DELETE FROM fleet.command_windows cw WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
+        END IF;
+    END LOOP;
 END;
 $$;
 
@@ -439,6 +476,9 @@ DECLARE
     counts     record;
     left_over  bigint;                     -- devices of the batch still to deal with
     job_failed bigint;
+    window_size int := current_setting('fleet.command_window')::int;
+    out_now    record;                     -- command jobs: what the open windows hold
+    open_failed bigint := 0;               -- command jobs: failures not yet counted into a batch
 BEGIN
     -- the lock makes stop_job wait for this chunk, and this chunk see a stop
     -- NO KEY UPDATE: it must not block the foreign key checks of gateways
@@ -459,20 +499,26 @@ BEGIN
     END IF;
 
     IF job.job_type = 'command' THEN
-        dealt := fleet.engine_dispatch_chunk(job, b, chunk_size);
-        -- failures: those found at dispatch, plus failed and timed out
-        -- deliveries (few, and indexed); the engine is the only writer of
-        -- job_batches, so gateways never wait for each other on it
-        UPDATE fleet.job_batches jb
-           SET failed = jb.undelivered_failed +
-                        (SELECT count(*) FROM fleet.command_deliveries cd
-                          WHERE cd.job_id = job.id AND cd.status IN ('failed', 'timed_out')
-                            AND cd.device_id >= b.first_device AND cd.device_id <= b.last_device)
-         WHERE jb.job_id = job.id AND jb.batch = b.batch;
-        -- the batch is done once everything is sent and nothing is open;
-        -- only then are its answers counted
-        IF dealt = 0 AND NOT EXISTS (SELECT 1 FROM fleet.command_deliveries cd
-                                      WHERE cd.job_id = job.id AND cd.status IN ('queued', 'claimed')) THEN
+        -- windows all answered are counted and closed; the rest are out
+        SELECT * INTO out_now FROM fleet.engine_close_windows(job, b);
+        -- the job's window of outstanding commands, opened in halves: a
+        -- half opens once a half has closed, so gateways always have one
+        -- to claim from while the other's last answers come in, and the
+        -- engine opens a few large windows instead of one per answer batch
+        -- (each step has a fixed cost that shares the CPU with the gateways)
+        IF out_now.outstanding <= window_size / 2 THEN
+            dealt := fleet.engine_open_window(job, b,
+                         least(chunk_size, greatest(window_size / 2, 1), window_size - out_now.outstanding));
+        ELSE
+            dealt := 0;
+        END IF;
+        SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch;
+        -- the threshold sees the open windows' failures too
+        open_failed := out_now.failed;
+        b.failed := b.failed + open_failed;
+        -- the batch is done once every device was offered and every window
+        -- closed; then its counts are taken from its devices
+        IF dealt = 0 AND out_now.outstanding = 0 THEN
             SELECT count(*) FILTER (WHERE jd.status = 'completed') AS completed,
                    count(*) FILTER (WHERE jd.status = 'failed') AS failed,
                    count(*) FILTER (WHERE jd.status = 'pending') AS pending
@@ -481,11 +527,12 @@ BEGIN
              WHERE jd.job_id = job.id AND jd.device_id >= b.first_device AND jd.device_id <= b.last_device;
             UPDATE fleet.job_batches jb SET completed = counts.completed, failed = counts.failed
              WHERE jb.job_id = job.id AND jb.batch = b.batch;
+            b.failed := counts.failed;
+            open_failed := 0;
             left_over := counts.pending;
         ELSE
             left_over := 1;
         END IF;
-        SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch;
     ELSE
         dealt := fleet.engine_apply_chunk(job, b, chunk_size);
         SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch;
@@ -495,7 +542,7 @@ BEGIN
 
     -- cancellation threshold: strictly more failures than allowed
     IF job.threshold_type IS NOT NULL THEN
-        SELECT sum(jb.failed) INTO job_failed FROM fleet.job_batches jb WHERE jb.job_id = job.id;
+        SELECT sum(jb.failed) + open_failed INTO job_failed FROM fleet.job_batches jb WHERE jb.job_id = job.id;
         IF (job.threshold_per_batch AND fleet.threshold_exceeded(job.threshold_type, job.threshold_value, b.failed, b.size))
            OR (NOT job.threshold_per_batch AND fleet.threshold_exceeded(job.threshold_type, job.threshold_value, job_failed, job.device_count)) THEN
             PERFORM fleet.engine_finish_job(job, 'cancelled');
@@ -506,8 +553,6 @@ BEGIN
     IF left_over > 0 THEN
         RETURN dealt > 0;
     END IF;
-    -- (a command batch whose devices were withdrawn by a stop and not sent
-    -- again yet would show pending devices here: it is not done)
 
     -- the batch is done: on to the next, or the job is
     UPDATE fleet.job_batches jb SET status = 'completed', finished_at = clock_timestamp()
@@ -584,7 +629,7 @@ BEGIN
     END IF;
     -- command jobs wait for answers (looked at every 50 ms: answers do not
     -- wake the engine, see fleet.complete_commands) or deadlines
-    SELECT min(d.deadline) INTO next_due FROM fleet.command_deliveries d WHERE d.status IN ('queued', 'claimed');
+    SELECT min(w.next_check) INTO next_due FROM fleet.command_windows w;
     IF EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.status = 'running' AND j.job_type = 'command') THEN
         naptime := least(naptime, 50);
     END IF;

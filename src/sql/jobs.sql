@@ -45,12 +45,11 @@ CREATE TABLE fleet.job_batches (
     size         bigint NOT NULL,
     status       text NOT NULL DEFAULT 'pending'
                  CHECK (status IN ('pending', 'running', 'completed', 'cancelled')),
+    -- command batches count a window of answers once it is all answered
+    -- (see fleet.command_windows), and the whole batch when it ends
     completed    bigint NOT NULL DEFAULT 0,
     failed       bigint NOT NULL DEFAULT 0,
-    -- command jobs: devices that failed before a command was sent them
-    undelivered_failed bigint NOT NULL DEFAULT 0,
     cursor       text,                       -- last device the engine dealt with
-    redispatch   boolean NOT NULL DEFAULT false,  -- resumed: send again what a stop withdrew
     started_at   timestamptz,
     finished_at  timestamptz,
     PRIMARY KEY (job_id, batch)
@@ -60,16 +59,33 @@ COMMENT ON TABLE fleet.job_batches IS 'The batches of each job, in order: size, 
 -- No foreign key to jobs: a job fans out to a million rows and foreign keys
 -- are per-row triggers (DESIGN.md section 7).  Rows go with their job
 -- (fleet.delete_job_rows).  Pages keep room for HOT status updates.
+--
+-- A command job's rows are also its command deliveries (commands.sql):
+-- gateways claim and answer them here, so a device costs its row, a claim
+-- and an answer, and nothing else.  The delivery columns stay NULL for the
+-- other job types.  No index covers status or the answer columns, so an
+-- outcome is always a HOT update.
 CREATE TABLE fleet.job_devices (
     job_id      text NOT NULL,
     device_id   text NOT NULL,
     batch       int NOT NULL,
     status      text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'completed', 'failed')),
     error       text,
-    started_at  timestamptz,
+    started_at  timestamptz,                 -- command jobs: when a gateway claimed the command
     finished_at timestamptz,
+    delivery_id bigint,                      -- command jobs: the job's number * 2^32 + the device's position
+    gateway     text,                        -- who claimed the command ('simulator': the engine answered)
+    deadline    timestamptz,                 -- the claimed command's answer is due by then
+    response_status int,                     -- the device's answer, HTTP-style
+    response    jsonb,
     PRIMARY KEY (job_id, device_id)
 ) WITH (fillfactor = 40);
+-- an answer finds its delivery
+CREATE UNIQUE INDEX job_devices_delivery_idx ON fleet.job_devices (delivery_id)
+    WHERE delivery_id IS NOT NULL;
+-- the queue gateways claim from: deliveries no gateway has claimed yet
+CREATE INDEX job_devices_unclaimed_idx ON fleet.job_devices (delivery_id)
+    WHERE delivery_id IS NOT NULL AND gateway IS NULL;
 -- The engine analyzes the table after a big fan-out (its statistics would
 -- describe another table); a small sample does: what matters is the row
 -- count and which jobs are big, and it takes 10 ms instead of 150.
@@ -77,7 +93,9 @@ ALTER TABLE fleet.job_devices
     ALTER COLUMN job_id SET STATISTICS 10, ALTER COLUMN device_id SET STATISTICS 10,
     ALTER COLUMN batch SET STATISTICS 10, ALTER COLUMN status SET STATISTICS 10,
     ALTER COLUMN error SET STATISTICS 10, ALTER COLUMN started_at SET STATISTICS 10,
-    ALTER COLUMN finished_at SET STATISTICS 10;
+    ALTER COLUMN finished_at SET STATISTICS 10, ALTER COLUMN delivery_id SET STATISTICS 10,
+    ALTER COLUMN gateway SET STATISTICS 10, ALTER COLUMN deadline SET STATISTICS 10,
+    ALTER COLUMN response_status SET STATISTICS 10, ALTER COLUMN response SET STATISTICS 10;
 COMMENT ON TABLE fleet.job_devices IS 'Every device of every started job: its batch, status (pending, completed, failed) and error';
 
 CREATE FUNCTION fleet.delete_job_rows()
@@ -468,7 +486,8 @@ $$;
 COMMENT ON FUNCTION fleet.run_job(text) IS 'Queues a saved job to run';
 
 -- Stop: dispatch halts at once; commands not yet claimed by a gateway are
--- withdrawn and their devices stay pending.
+-- withdrawn (gateways claim only from running jobs) and their devices stay
+-- pending.  Claimed ones may still be answered.
 CREATE FUNCTION fleet.stop_job(id text)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -477,8 +496,6 @@ AS $$
 BEGIN
     PERFORM fleet.lock_job(id, '{pending,running}', 'stop');
     UPDATE fleet.jobs j SET status = 'stopped' WHERE j.id = stop_job.id;
-    UPDATE fleet.command_deliveries d SET status = 'withdrawn', completed_at = clock_timestamp()
-     WHERE d.job_id = stop_job.id AND d.status = 'queued';
     PERFORM fleet.wake_engine();
     RETURN fleet.get_job(id);
 END;
@@ -486,7 +503,8 @@ $$;
 COMMENT ON FUNCTION fleet.stop_job(text) IS 'Stops a pending or running job; fleet.resume_job() continues it with its pending devices';
 
 -- Resume: the job queues again (the running-jobs limit applies) and goes on
--- with its pending devices.
+-- with its pending devices; withdrawn commands are offered again when it
+-- starts (fleet.engine_start_job).
 CREATE FUNCTION fleet.resume_job(id text)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -495,10 +513,6 @@ AS $$
 BEGIN
     PERFORM fleet.lock_job(id, '{stopped}', 'resume');
     UPDATE fleet.jobs j SET status = 'pending', queued_at = clock_timestamp() WHERE j.id = resume_job.id;
-    -- withdrawn commands are sent again: walk the current batch from its start
-    UPDATE fleet.job_batches b SET cursor = NULL, redispatch = true
-      FROM fleet.jobs j
-     WHERE j.id = resume_job.id AND b.job_id = j.id AND b.batch = j.current_batch AND j.job_type = 'command';
     PERFORM fleet.wake_engine();
     RETURN fleet.get_job(id);
 END;

@@ -96,9 +96,15 @@ $pid = $node->safe_psql('postgres', 'SELECT fleet.engine_pid()');
 kill 'KILL', $pid;
 wait_finished('command-job', 'completed');
 is( $node->safe_psql('postgres', q{
-		SELECT count(*) || ' ' || count(DISTINCT device_id) || ' ' || count(*) FILTER (WHERE status = 'completed')
+		SELECT count(*) || ' ' || count(DISTINCT device_id) || ' ' ||
+		       count(*) FILTER (WHERE status = 'completed' AND gateway = 'simulator')
 		  FROM fleet.command_deliveries WHERE job_id = 'command-job'}),
 	"$devices $devices $devices", 'one completed delivery per device');
+is( $node->safe_psql('postgres', q{
+		SELECT sum(completed) || ' ' || sum(failed) || ' ' ||
+		       (SELECT count(*) FROM fleet.command_windows WHERE job_id = 'command-job')
+		  FROM fleet.job_batches WHERE job_id = 'command-job'}),
+	"$devices 0 0", 'the batches count every device once, and no window is left open');
 
 # 3. an immediate shutdown in the middle of a batch
 $node->safe_psql('postgres', q{
