@@ -64,13 +64,19 @@ engine_peak_memory small-1 > "$bench/memory-10000"
 
 for connections in 2 8; do
 	echo "command job over 100,000 devices, fleet-sim with $connections connections ..."
+	# both sides start from a vacuumed table (the raw queue's is made afresh)
+	psql_bench -c "VACUUM fleet.job_devices"
 	psql_bench -c "SELECT fleet.create_job(jsonb_build_object('id', 'commands-$connections', 'displayName', 'Commands',
 	    'group', 'bench-commands', 'data', '[{\"type\": \"command\", \"target\": \"dtmi:bench:Commands;1\", \"path\": \"reboot\"}]'::jsonb))" >/dev/null
 	as_pg "$TOP/tools/fleet-sim" -d "host=$bench port=$port user=postgres dbname=postgres" \
 		-c "$connections" -i 3 -q > "$bench/fleet-sim-$connections.log"
 	psql_bench -c "SELECT fleet.wait_for_job('commands-$connections', timeout => '10 minutes')" >/dev/null
-	psql_bench -c "INSERT INTO bench_results SELECT 'commands, $connections connections', 'ours', 1,
-	                 extract(epoch FROM finished_at - queued_at) FROM fleet.jobs WHERE id = 'commands-$connections'"
+	# the job's start (its deliveries are in place, as the raw queue's rows
+	# are when its clock starts) to its end; queued to completed is reported too
+	psql_bench -c "INSERT INTO bench_results
+	                 SELECT 'commands, $connections connections', side, 1, extract(epoch FROM finished_at - since)
+	                   FROM fleet.jobs, LATERAL (VALUES ('ours', started_at), ('ours, queued', queued_at)) v(side, since)
+	                  WHERE id = 'commands-$connections'"
 
 	psql_bench -c "TRUNCATE raw_queue" -c "INSERT INTO raw_queue (device_id, status)
 	               SELECT id, 'queued' FROM fleet.devices WHERE template_id = 'dtmi:bench:Commands;1'" \

@@ -473,7 +473,6 @@ DECLARE
     b          fleet.job_batches;
     chunk_size int := current_setting('fleet.engine_chunk_size')::int;
     dealt      bigint;
-    counts     record;
     left_over  bigint;                     -- devices of the batch still to deal with
     job_failed bigint;
     window_size int := current_setting('fleet.command_window')::int;
@@ -517,22 +516,11 @@ BEGIN
         open_failed := out_now.failed;
         b.failed := b.failed + open_failed;
         -- the batch is done once every device was offered and every window
-        -- closed; then its counts are taken from its devices
-        IF dealt = 0 AND out_now.outstanding = 0 THEN
-            SELECT count(*) FILTER (WHERE jd.status = 'completed') AS completed,
-                   count(*) FILTER (WHERE jd.status = 'failed') AS failed,
-                   count(*) FILTER (WHERE jd.status = 'pending') AS pending
-              INTO counts
-              FROM fleet.job_devices jd
-             WHERE jd.job_id = job.id AND jd.device_id >= b.first_device AND jd.device_id <= b.last_device;
-            UPDATE fleet.job_batches jb SET completed = counts.completed, failed = counts.failed
-             WHERE jb.job_id = job.id AND jb.batch = b.batch;
-            b.failed := counts.failed;
-            open_failed := 0;
-            left_over := counts.pending;
-        ELSE
-            left_over := 1;
-        END IF;
+        -- closed.  Its counts are complete then: windows partition its
+        -- deliveries, a window closes only when none is pending (and an
+        -- outcome never changes), and devices without a delivery were
+        -- counted when their window opened.
+        left_over := CASE WHEN dealt = 0 AND out_now.outstanding = 0 THEN 0 ELSE 1 END;
     ELSE
         dealt := fleet.engine_apply_chunk(job, b, chunk_size);
         SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch;
