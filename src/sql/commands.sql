@@ -68,7 +68,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    timeout interval := current_setting('fleet.command_timeout')::interval;
+    claim_time     timestamptz := clock_timestamp();
+    claim_deadline timestamptz := claim_time + current_setting('fleet.command_timeout')::interval;
 BEGIN
     IF gateway IS NULL OR btrim(gateway) = '' THEN
         RAISE EXCEPTION 'a gateway must name itself when it claims commands'
@@ -87,10 +88,11 @@ BEGIN
     -- left.  MATERIALIZED: the locked rows are picked once.
     RETURN QUERY
     WITH picked AS MATERIALIZED (
-        SELECT u.delivery_id, w.job_id
-          FROM (SELECT ow.job_id, ow.first_delivery, ow.last_delivery
-                  FROM fleet.command_windows ow
-                 WHERE EXISTS (SELECT 1 FROM fleet.jobs rj WHERE rj.id = ow.job_id AND rj.status = 'running')
+        SELECT u.delivery_id, w.command, w.request
+          FROM (SELECT ow.first_delivery, ow.last_delivery,
+                       rj.data -> 0 ->> 'path' AS command, rj.data -> 0 -> 'value' AS request
+                  FROM fleet.command_windows ow JOIN fleet.jobs rj ON rj.id = ow.job_id
+                 WHERE rj.status = 'running'
                  ORDER BY ow.first_delivery) w
          CROSS JOIN LATERAL (
                 SELECT q.delivery_id FROM fleet.job_devices q
@@ -103,11 +105,10 @@ BEGIN
          LIMIT max_count
     )
     UPDATE fleet.job_devices d
-       SET gateway = claim_commands.gateway, started_at = clock_timestamp(),
-           deadline = clock_timestamp() + timeout
-      FROM picked p JOIN fleet.jobs j ON j.id = p.job_id
+       SET gateway = claim_commands.gateway, started_at = claim_time, deadline = claim_deadline
+      FROM picked p
      WHERE d.delivery_id = p.delivery_id AND d.delivery_id IS NOT NULL
-    RETURNING d.delivery_id, d.job_id, d.device_id, j.data -> 0 ->> 'path', j.data -> 0 -> 'value', d.deadline;
+    RETURNING d.delivery_id, d.job_id, d.device_id, p.command, p.request, d.deadline;
 END;
 $$;
 COMMENT ON FUNCTION fleet.claim_commands(text, int) IS 'Claims up to max_count queued command deliveries for a gateway; concurrent gateways never get the same one';
