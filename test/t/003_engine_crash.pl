@@ -1,13 +1,15 @@
 # The job engine after kill -9 and after an immediate shutdown: every state
 # change is a committed row, so the job finishes with every device exactly
 # once in its final state, property values applied once, and one command
-# delivery per device.
+# delivery per device; gateways cut off by the crash reconnect, and no
+# answer is taken twice.
 use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 
 my $devices = 60000;
 
@@ -19,6 +21,7 @@ cron.database_name = 'postgres'
 fleet.database_name = 'postgres'
 fleet.engine_chunk_size = 200
 fleet.engine_naptime = '100ms'
+fleet.command_timeout = '10s'
 restart_after_crash = on
 });
 $node->start;
@@ -106,7 +109,48 @@ is( $node->safe_psql('postgres', q{
 		  FROM fleet.job_batches WHERE job_id = 'command-job'}),
 	"$devices 0 0", 'the batches count every device once, and no window is left open');
 
-# 3. an immediate shutdown in the middle of a batch
+# 3. kill -9 of the engine while gateways answer a command job: the crash
+# restarts the server and cuts the gateways off; they reconnect, commands
+# claimed before the crash and never answered time out, and every answer
+# taken is taken once
+$node->safe_psql('postgres', q{
+	UPDATE fleet.devices SET simulated = false;
+	SELECT fleet.create_job('{"id": "gateway-job", "displayName": "Gateways", "group": "all",
+	  "batch": {"type": "number", "value": 25000},
+	  "data": [{"type": "command", "target": "dtmi:com:example:Thermostat;1", "path": "getMaxMinReport",
+	            "value": "2027-01-01T00:00:00Z"}]}');
+});
+# (they wait out the timeouts that end the first batch before the next opens)
+my @gateways = ('fleet-sim', '-d', $node->connstr('postgres'), '--connections', '4', '--latency', '20',
+	'--idle-exit', '12', '--quiet');
+my ($sim_out, $sim_err) = ('', '');
+my $sim = IPC::Run::start(\@gateways, '<', \undef, '>', \$sim_out, '2>', \$sim_err);
+wait_mid_job('gateway-job');
+$pid = $node->safe_psql('postgres', 'SELECT fleet.engine_pid()');
+kill 'KILL', $pid;
+$sim->finish;
+like($sim_err, qr/could not (claim commands|report answers)/, 'the crash cut the gateways off');
+my ($before) = $sim_out =~ /answered (\d+) commands/;
+ok($node->poll_query_until('postgres', 'SELECT fleet.engine_pid() IS NOT NULL'), 'the server is back');
+($sim_out, $sim_err) = ('', '');
+IPC::Run::run(\@gateways, '<', \undef, '>', \$sim_out, '2>', \$sim_err);
+my ($after) = $sim_out =~ /answered (\d+) commands/;
+wait_finished('gateway-job', 'failed');
+my ($completed, $timed_out, $total) = split / /, $node->safe_psql('postgres', q{
+	SELECT count(*) FILTER (WHERE status = 'completed') || ' ' ||
+	       count(*) FILTER (WHERE status = 'failed' AND error = 'timed out' AND gateway IS NOT NULL) || ' ' || count(*)
+	  FROM fleet.job_devices WHERE job_id = 'gateway-job'});
+is($total, $devices, 'one row per device');
+is($completed + $timed_out, $devices, 'every device answered or timed out, nothing else');
+is($before + $after, $completed, "each answer taken once ($before before the crash, $after after)");
+cmp_ok($timed_out, '<=', 4 * 100, "only commands claimed when the crash came timed out ($timed_out)");
+is( $node->safe_psql('postgres', q{
+		SELECT sum(completed) || ' ' || sum(failed) || ' ' ||
+		       (SELECT count(*) FROM fleet.command_windows WHERE job_id = 'gateway-job')
+		  FROM fleet.job_batches WHERE job_id = 'gateway-job'}),
+	"$completed $timed_out 0", 'the batches count every device once');
+
+# 4. an immediate shutdown in the middle of a batch
 $node->safe_psql('postgres', q{
 	UPDATE fleet.devices SET simulated = false;
 	TRUNCATE device_updates;
