@@ -61,6 +61,18 @@ SELECT jd.delivery_id, jd.job_id, jd.device_id,
    -- offered: the engine's cursor has passed it
    AND (jd.gateway IS NOT NULL OR jd.status <> 'pending' OR jd.device_id <= b.cursor);
 COMMENT ON VIEW fleet.command_deliveries IS 'Command deliveries: one per device of a command job once it is offered to gateways, with its status, gateway, deadline and answer';
+COMMENT ON COLUMN fleet.command_deliveries.delivery_id IS 'The id a gateway claims and answers by: the job''s number * 2^32 + the device''s position';
+COMMENT ON COLUMN fleet.command_deliveries.job_id IS 'The command job';
+COMMENT ON COLUMN fleet.command_deliveries.device_id IS 'The device the command is for';
+COMMENT ON COLUMN fleet.command_deliveries.command IS 'The command, "name" or "component/name"';
+COMMENT ON COLUMN fleet.command_deliveries.request IS 'The command''s request payload';
+COMMENT ON COLUMN fleet.command_deliveries.status IS 'queued, withdrawn (its job is not running), claimed, completed, failed or timed_out';
+COMMENT ON COLUMN fleet.command_deliveries.gateway IS 'The gateway that claimed it; simulator when the engine answered for a simulated device';
+COMMENT ON COLUMN fleet.command_deliveries.deadline IS 'When it times out: its claim''s deadline, or, unclaimed, its window''s';
+COMMENT ON COLUMN fleet.command_deliveries.claimed_at IS 'When a gateway claimed it';
+COMMENT ON COLUMN fleet.command_deliveries.completed_at IS 'When it was answered or timed out';
+COMMENT ON COLUMN fleet.command_deliveries.response_status IS 'The device''s answer, HTTP-style: 2xx completed the device';
+COMMENT ON COLUMN fleet.command_deliveries.response IS 'The device''s response payload';
 
 CREATE FUNCTION fleet.claim_commands(gateway text, max_count int DEFAULT 100)
 RETURNS TABLE (delivery_id bigint, job_id text, device_id text, command text, request jsonb, deadline timestamptz)
