@@ -155,6 +155,11 @@ SELECT fleet.complete_command(d.delivery_id, 200) FROM fleet.command_deliveries 
 -- of another name
 INSERT INTO fleet.job_devices (job_id, device_id, batch) VALUES ('east-dim', 'west-lamp-1', 1);
 UPDATE fleet.job_devices SET device_id = 'west-lamp-1' WHERE job_id = 'east-dim';
+-- nor claims and answers outside the gateway functions: a deadline that
+-- never comes would keep the job, and a running-job slot, for ever; nor
+-- row locks that would stall the engine
+UPDATE fleet.job_devices SET gateway = 'forged', deadline = 'infinity' WHERE job_id = 'east-blink';
+SELECT device_id FROM fleet.job_devices WHERE job_id = 'east-blink' FOR UPDATE;
 INSERT INTO fleet.jobs (id, display_name, group_id, organization_id, job_type, data, status, definition, rerun_of, queued_at)
 VALUES ('east-forged-rerun', 'Forged', 'east-lamps', 'acme-east', 'property',
         '[{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 7}]', 'pending', '{}', 'west-dim',
@@ -216,6 +221,14 @@ SELECT id, status FROM fleet.recent_jobs WHERE id IN ('east-dim', 'east-blink', 
 SELECT fleet.create_device_group('east-greedy', 'Greedy', filter => '$.organization == "acme-west"', organization => 'acme-east');
 SELECT fleet.create_job('{"id": "east-greedy-job", "displayName": "Greedy", "group": "east-greedy",
   "data": [{"type": "deviceTemplateMigration", "template": "dtmi:acme:Lamp;1"}]}') ->> 'status';
+-- a job row no API function would write (a finished job queued to start
+-- again) fails that job alone: the engine goes on with the others
+SELECT fleet.create_job('{"id": "east-replayed", "displayName": "Replayed", "group": "east-lamps",
+  "data": [{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 2}]}') ->> 'status';
+SELECT fleet.wait_for_job('east-replayed');
+UPDATE fleet.jobs SET status = 'pending', started_at = NULL, finished_at = NULL WHERE id = 'east-replayed';
+SELECT fleet.wait_for_job('east-replayed');
+SELECT status, error FROM fleet.jobs WHERE id = 'east-replayed';
 \c - :superuser
 -- the forged rerun failed at start; the schedule runs as East's operator
 SELECT fleet.wait_for_job('east-forged-rerun');

@@ -128,7 +128,9 @@ SELECT fleet.stop_job('reboot-pause') ->> 'status' AS status;
 UPDATE fleet.command_windows SET deadline = now() - interval '1 minute', next_check = now() - interval '1 minute'
  WHERE job_id = 'reboot-pause';
 SELECT fleet.expire_commands() AS expired_while_stopped;
-SELECT next_check AS next_check_while_stopped FROM fleet.command_windows WHERE job_id = 'reboot-pause';
+-- (looked at again a timeout later: a claim racing the stop must still time out)
+SELECT next_check BETWEEN now() + interval '29 seconds' AND now() + interval '31 seconds' AS looked_at_in_a_timeout
+  FROM fleet.command_windows WHERE job_id = 'reboot-pause';
 SELECT fleet.resume_job('reboot-pause') ->> 'status' AS status;
 SELECT pg_temp.wait_queued('reboot-pause', 10);
 SELECT deadline > now() + interval '20 seconds' AS fresh_deadline FROM fleet.command_windows WHERE job_id = 'reboot-pause';
@@ -159,6 +161,14 @@ SELECT count(*) AS claimable_after_cancel FROM fleet.claim_commands('gateway-1',
 SELECT fleet.complete_command(delivery_id, 200) AS in_flight_taken FROM failing WHERE device_id = 'lab-04';
 SELECT status, count(*) FROM fleet.command_deliveries WHERE job_id = 'reboot-threshold' GROUP BY 1 ORDER BY 1;
 SELECT error FROM fleet.job_devices WHERE job_id = 'reboot-threshold' AND device_id = 'lab-01';
+
+-- claims serve the window due first, whichever job it is of: a small job
+-- is not starved by a big one's refills
+SELECT pg_temp.reboot_job('order-big'), pg_temp.reboot_job('order-small');
+SELECT pg_temp.wait_queued('order-big', 10), pg_temp.wait_queued('order-small', 10);
+UPDATE fleet.command_windows SET deadline = deadline + interval '1 minute' WHERE job_id = 'order-big';
+SELECT job_id, count(*) FROM fleet.claim_commands('gateway-1', 12) GROUP BY 1 ORDER BY 1;
+SELECT fleet.stop_job(id) ->> 'status' FROM unnest(ARRAY['order-big', 'order-small']) id;
 
 -- at most fleet.max_running_jobs (5) run; the others wait in order
 SELECT pg_temp.reboot_job('limit-' || i) FROM generate_series(1, 7) i;

@@ -353,11 +353,11 @@ GRANT INSERT, UPDATE, DELETE ON fleet.devices, fleet.device_groups, fleet.device
       fleet.job_device_list_columns, fleet.organizations
    TO PUBLIC;
 GRANT INSERT, UPDATE ON fleet.jobs TO PUBLIC;           -- jobs are history: not deleted by members
--- Rows the engine writes: members change only what gateways' claims and
--- answers change.  Were they to insert job_devices rows, they could name
--- another organization's devices for the engine to change.
-GRANT UPDATE (status, error, started_at, finished_at, gateway, deadline, response_status, response)
-   ON fleet.job_devices TO PUBLIC;
+-- Rows the engine writes (job_devices, job_batches, command_windows) are
+-- read-only to members: gateways write through fleet.claim_commands() and
+-- fleet.complete_commands().  Were members to insert job_devices rows,
+-- they could name another organization's devices for the engine to change;
+-- were they to write a claim's deadline, they could keep a job running.
 GRANT UPDATE ON fleet.enrollment_groups TO PUBLIC;
 GRANT INSERT ON fleet.device_import TO PUBLIC;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA fleet TO PUBLIC;
@@ -369,6 +369,7 @@ REVOKE EXECUTE ON FUNCTION fleet.engine_step(), fleet.engine_start_job(fleet.job
        fleet.engine_open_window(fleet.jobs, fleet.job_batches, bigint),
        fleet.engine_close_windows(fleet.jobs, fleet.job_batches),
        fleet.engine_fail_unfit(text, text[], text), fleet.engine_finish_job(fleet.jobs, text),
+       fleet.engine_give_up(text, text),
        fleet.engine_check_schedules(), fleet.expire_commands(),
        fleet.compute_device_key(text, text)
   FROM PUBLIC;

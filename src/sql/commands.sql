@@ -74,15 +74,30 @@ COMMENT ON COLUMN fleet.command_deliveries.completed_at IS 'When it was answered
 COMMENT ON COLUMN fleet.command_deliveries.response_status IS 'The device''s answer, HTTP-style: 2xx completed the device';
 COMMENT ON COLUMN fleet.command_deliveries.response IS 'The device''s response payload';
 
+-- Gateways claim and answer through these two functions only (members
+-- cannot write job_devices): a row's gateway and deadline decide when the
+-- engine may close a window or finish a job, so a member writing them could
+-- hold a job, and a slot of fleet.max_running_jobs, for ever.
+-- SECURITY DEFINER, so they check the caller's organizations themselves:
+-- commands of jobs where the calling role is an operator.  (Under the
+-- caller's row-level security, the policies' subplans also made the
+-- planner scan all of job_devices for each claim.)
 CREATE FUNCTION fleet.claim_commands(gateway text, max_count int DEFAULT 100)
 RETURNS TABLE (delivery_id bigint, job_id text, device_id text, command text, request jsonb, deadline timestamptz)
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     claim_time     timestamptz := clock_timestamp();
     claim_deadline timestamptz := claim_time + current_setting('fleet.command_timeout')::interval;
+    caller         name := fleet.calling_role();
+    everywhere     boolean := fleet.role_sees_everything(caller);
+    operated       text[];
 BEGIN
+    IF NOT everywhere THEN
+        operated := ARRAY(SELECT fleet.organizations_for('operator', caller));
+    END IF;
     IF gateway IS NULL OR btrim(gateway) = '' THEN
         RAISE EXCEPTION 'a gateway must name itself when it claims commands'
             USING ERRCODE = 'invalid_parameter_value';
@@ -95,17 +110,18 @@ BEGIN
         RAISE EXCEPTION 'max_count must be at least 1, not %', coalesce(max_count::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- The open windows, oldest first, each read through the unclaimed queue;
-    -- rows are locked as the outer LIMIT takes them, so none is locked and
-    -- left.  MATERIALIZED: the locked rows are picked once.
+    -- The open windows, earliest deadline first (a small job's window is not
+    -- starved by a big one's refills), each read through the unclaimed
+    -- queue; rows are locked as the outer LIMIT takes them, so none is
+    -- locked and left.  MATERIALIZED: the locked rows are picked once.
     RETURN QUERY
     WITH picked AS MATERIALIZED (
         SELECT u.delivery_id, w.command, w.request
           FROM (SELECT ow.first_delivery, ow.last_delivery,
                        rj.data -> 0 ->> 'path' AS command, rj.data -> 0 -> 'value' AS request
                   FROM fleet.command_windows ow JOIN fleet.jobs rj ON rj.id = ow.job_id
-                 WHERE rj.status = 'running'
-                 ORDER BY ow.first_delivery) w
+                 WHERE rj.status = 'running' AND (everywhere OR rj.organization_id = ANY (operated))
+                 ORDER BY ow.deadline, ow.first_delivery) w
          CROSS JOIN LATERAL (
                 SELECT q.delivery_id FROM fleet.job_devices q
                  WHERE q.delivery_id IS NOT NULL AND q.gateway IS NULL
@@ -120,6 +136,8 @@ BEGIN
        SET gateway = claim_commands.gateway, started_at = claim_time, deadline = claim_deadline
       FROM picked p
      WHERE d.delivery_id = p.delivery_id AND d.delivery_id IS NOT NULL
+       -- (the ids as an array too: an index lookup each, whatever the plan)
+       AND d.delivery_id = ANY (ARRAY(SELECT pp.delivery_id FROM picked pp))
     RETURNING d.delivery_id, d.job_id, d.device_id, p.command, p.request, d.deadline;
 END;
 $$;
@@ -129,16 +147,25 @@ COMMENT ON FUNCTION fleet.claim_commands(text, int) IS 'Claims up to max_count q
 -- else fails it with the response as the error.  An answer for a delivery
 -- that is no longer claimed (timed out, already answered, never claimed)
 -- changes nothing.  Returns how many answers were taken.
+-- SECURITY DEFINER: see fleet.claim_commands().
 CREATE FUNCTION fleet.complete_commands(delivery_ids bigint[], statuses int[], responses jsonb[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 -- the arrays are the plan's input: plan with them
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    taken bigint;
+    taken      bigint;
+    caller     name := fleet.calling_role();
+    everywhere boolean := fleet.role_sees_everything(caller);
+    operated   text[];
+    answered   timestamptz := clock_timestamp();
 BEGIN
+    IF NOT everywhere THEN
+        operated := ARRAY(SELECT fleet.organizations_for('operator', caller));
+    END IF;
     IF cardinality(delivery_ids) IS DISTINCT FROM cardinality(statuses)
        OR (responses IS NOT NULL AND cardinality(responses) <> cardinality(delivery_ids)) THEN
         RAISE EXCEPTION 'delivery_ids, statuses and responses must be arrays of the same length'
@@ -162,11 +189,13 @@ BEGIN
        SET status = CASE WHEN a.status BETWEEN 200 AND 299 THEN 'completed' ELSE 'failed' END,
            error = CASE WHEN a.status NOT BETWEEN 200 AND 299
                         THEN format('command failed with status %s%s', a.status, coalesce(': ' || a.response::text, '')) END,
-           response_status = a.status, response = a.response, finished_at = clock_timestamp()
+           response_status = a.status, response = a.response, finished_at = answered
       FROM unnest(delivery_ids, statuses, coalesce(responses, array_fill(NULL::jsonb, ARRAY[cardinality(delivery_ids)])))
            AS a(delivery_id, status, response)
      WHERE d.delivery_id = a.delivery_id AND d.delivery_id IS NOT NULL
-       AND d.gateway IS NOT NULL AND d.status = 'pending';
+       AND d.delivery_id = ANY (delivery_ids)     -- (an index lookup each, whatever the plan)
+       AND d.gateway IS NOT NULL AND d.status = 'pending'
+       AND (everywhere OR d.job_id IN (SELECT j.id FROM fleet.jobs j WHERE j.organization_id = ANY (operated)));
     GET DIAGNOSTICS taken = ROW_COUNT;
     RETURN taken;
 END;
@@ -187,6 +216,12 @@ COMMENT ON FUNCTION fleet.complete_command(bigint, int, jsonb) IS 'Reports a dev
 -- it every step; it is safe to call at any time.  Only windows whose
 -- next_check has come are read, so a step with nothing overdue costs a
 -- look at a few window rows.
+--
+-- A window of a job that is not running (stopped, or finished) is looked
+-- at again every fleet.command_timeout: a claim that read the job as
+-- running just before it stopped commits after that, and its command must
+-- still time out.  A finished job's window goes once nothing in it is
+-- claimed and the job finished a timeout ago (no claim takes that long).
 CREATE FUNCTION fleet.expire_commands()
 RETURNS bigint
 LANGUAGE plpgsql
@@ -194,44 +229,51 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
+    timeout   interval := current_setting('fleet.command_timeout')::interval;
     expired   bigint := 0;
     n_expired bigint;
     w         record;
+    claimed   record;
 BEGIN
     -- one statement per due window (a handful: windows are few, and due
     -- only when something in them is overdue)
     FOR w IN
         SELECT cw.job_id, cw.first_delivery, cw.last_delivery, cw.deadline, j.status = 'running' AS running,
-               j.status IN ('running', 'stopped', 'pending') AS live
+               j.status IN ('completed', 'failed', 'cancelled') AND j.finished_at < now() - timeout AS long_finished
           FROM fleet.command_windows cw JOIN fleet.jobs j ON j.id = cw.job_id
          WHERE cw.next_check <= now()
            FOR NO KEY UPDATE OF cw
     LOOP
-        -- now(): the step's start, so one step draws one line
+        -- now(): the step's start, so one step draws one line.  A claimed
+        -- command without a deadline (none of ours) is overdue.
         UPDATE fleet.job_devices jd
            SET status = 'failed', error = 'timed out', finished_at = clock_timestamp()
          WHERE jd.delivery_id IS NOT NULL
            AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
            AND jd.status = 'pending'
-           AND CASE WHEN jd.gateway IS NOT NULL THEN jd.deadline < now()
+           AND CASE WHEN jd.gateway IS NOT NULL THEN coalesce(jd.deadline < now(), true)
                     ELSE w.running AND w.deadline < now() END;
         GET DIAGNOSTICS n_expired = ROW_COUNT;
         expired := expired + n_expired;
 
-        -- the window's next chance of a timeout: its unclaimed commands'
-        -- deadline while the job runs, its claimed ones' in any case
-        UPDATE fleet.command_windows cw
-           SET next_check = (SELECT min(CASE WHEN jd.gateway IS NOT NULL THEN jd.deadline
-                                             WHEN w.running THEN w.deadline END)
-                               FROM fleet.job_devices jd
-                              WHERE jd.delivery_id IS NOT NULL
-                                AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
-                                AND jd.status = 'pending')
-         WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
-        -- a finished job's window has nothing left to wait for
-        IF NOT w.live THEN
+        -- what is still claimed, and when the first of it is due
+        SELECT min(jd.deadline) AS first_due, count(*) AS n INTO claimed
+          FROM fleet.job_devices jd
+         WHERE jd.delivery_id IS NOT NULL
+           AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
+           AND jd.status = 'pending' AND jd.gateway IS NOT NULL;
+        IF w.long_finished AND claimed.n = 0 THEN
             DELETE FROM fleet.command_windows cw
-             WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery AND cw.next_check IS NULL;
+             WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
+        ELSE
+            -- the window's next chance of a timeout: its claimed commands'
+            -- deadlines; its unclaimed ones' while the job runs (none are
+            -- left once that has passed), else a look a timeout from now
+            UPDATE fleet.command_windows cw
+               SET next_check = least(claimed.first_due,
+                                      CASE WHEN NOT w.running THEN now() + timeout
+                                           WHEN w.deadline > now() THEN w.deadline END)
+             WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
         END IF;
     END LOOP;
     RETURN expired;

@@ -481,7 +481,10 @@ DECLARE
 BEGIN
     -- the lock makes stop_job wait for this chunk, and this chunk see a stop
     -- NO KEY UPDATE: it must not block the foreign key checks of gateways
-    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = job_id AND j.status = 'running' FOR NO KEY UPDATE;
+    -- SKIP LOCKED: a stop under way wins (this chunk is not run), and a
+    -- session holding the row does not stall the engine for every job
+    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = job_id AND j.status = 'running'
+       FOR NO KEY UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
@@ -556,6 +559,18 @@ BEGIN
 END;
 $$;
 
+-- Fails a job the engine could not start or move on (the error is the
+-- job's), with its windows left to close as a finished job's do.
+CREATE FUNCTION fleet.engine_give_up(job_id text, message text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE fleet.jobs j SET status = 'failed', error = message, finished_at = clock_timestamp()
+     WHERE j.id = engine_give_up.job_id;
+    UPDATE fleet.command_windows w SET next_check = now() WHERE w.job_id = engine_give_up.job_id;
+$$;
+
 -- One engine step; returns how many milliseconds the worker may sleep.
 CREATE FUNCTION fleet.engine_step()
 RETURNS int
@@ -585,7 +600,15 @@ BEGIN
          LIMIT greatest(max_running - (SELECT count(*) FROM fleet.jobs r WHERE r.status = 'running'), 0)
            FOR UPDATE SKIP LOCKED
     LOOP
-        PERFORM fleet.engine_start_job(job);
+        -- a job that cannot start (a row no API function would write, say)
+        -- fails alone; the step, and every other job, goes on
+        BEGIN
+            PERFORM fleet.engine_start_job(job);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+            RAISE WARNING 'pg_fleet engine: job "%" could not start: %', job.id, message;
+            PERFORM fleet.engine_give_up(job.id, message);
+        END;
         more := true;
     END LOOP;
 
@@ -602,8 +625,7 @@ BEGIN
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
             RAISE WARNING 'pg_fleet engine: job "%" failed: %', next_job, message;
-            UPDATE fleet.jobs j SET status = 'failed', error = message, finished_at = clock_timestamp()
-             WHERE j.id = next_job;
+            PERFORM fleet.engine_give_up(next_job, message);
         END;
         -- other running jobs may have work too
         IF EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.status = 'running' AND j.id <> next_job
@@ -621,8 +643,9 @@ BEGIN
     IF EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.status = 'running' AND j.job_type = 'command') THEN
         naptime := least(naptime, 50);
     END IF;
-    IF next_due IS NOT NULL THEN
-        naptime := least(naptime, greatest(10, (extract(epoch FROM next_due - clock_timestamp()) * 1000)::int + 5));
+    -- (compared first: a far or infinite time does not fit an interval in ms)
+    IF next_due < clock_timestamp() + make_interval(secs => naptime / 1000.0) THEN
+        naptime := greatest(10, ceil(extract(epoch FROM next_due - clock_timestamp()) * 1000)::int + 5);
     END IF;
     RETURN naptime;
 END;
