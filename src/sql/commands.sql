@@ -136,8 +136,6 @@ BEGIN
        SET gateway = claim_commands.gateway, started_at = claim_time, deadline = claim_deadline
       FROM picked p
      WHERE d.delivery_id = p.delivery_id AND d.delivery_id IS NOT NULL
-       -- (the ids as an array too: an index lookup each, whatever the plan)
-       AND d.delivery_id = ANY (ARRAY(SELECT pp.delivery_id FROM picked pp))
     RETURNING d.delivery_id, d.job_id, d.device_id, p.command, p.request, d.deadline;
 END;
 $$;
@@ -193,7 +191,6 @@ BEGIN
       FROM unnest(delivery_ids, statuses, coalesce(responses, array_fill(NULL::jsonb, ARRAY[cardinality(delivery_ids)])))
            AS a(delivery_id, status, response)
      WHERE d.delivery_id = a.delivery_id AND d.delivery_id IS NOT NULL
-       AND d.delivery_id = ANY (delivery_ids)     -- (an index lookup each, whatever the plan)
        AND d.gateway IS NOT NULL AND d.status = 'pending'
        AND (everywhere OR d.job_id IN (SELECT j.id FROM fleet.jobs j WHERE j.organization_id = ANY (operated)));
     GET DIAGNOSTICS taken = ROW_COUNT;
