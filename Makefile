@@ -52,7 +52,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules reporting access_control
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
 
-ISOLATION = concurrent_import concurrent_claims stop_at_batch_boundary completion_vs_timeout
+ISOLATION = concurrent_import concurrent_claims stop_at_batch_boundary completion_vs_timeout claim_vs_stop
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/fleet_isolation.conf \
 	--inputdir=test --outputdir=test
 
