@@ -230,7 +230,7 @@ DECLARE
     expired   bigint := 0;
     n_expired bigint;
     w         record;
-    claimed   record;
+    still_out record;
 BEGIN
     -- one statement per due window (a handful: windows are few, and due
     -- only when something in them is overdue)
@@ -242,34 +242,47 @@ BEGIN
            FOR NO KEY UPDATE OF cw
     LOOP
         -- now(): the step's start, so one step draws one line.  A claimed
-        -- command without a deadline (none of ours) is overdue.
+        -- command without a deadline (none of ours) is overdue.  SKIP
+        -- LOCKED: a row a gateway holds (a claim or an answer not yet
+        -- committed) waits for the next look, not the engine for it.
+        WITH overdue AS (
+            SELECT jd.delivery_id FROM fleet.job_devices jd
+             WHERE jd.delivery_id IS NOT NULL
+               AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
+               AND jd.status = 'pending'
+               AND CASE WHEN jd.gateway IS NOT NULL THEN coalesce(jd.deadline < now(), true)
+                        ELSE w.running AND w.deadline < now() END
+               FOR UPDATE SKIP LOCKED
+        )
         UPDATE fleet.job_devices jd
            SET status = 'failed', error = 'timed out', finished_at = clock_timestamp()
-         WHERE jd.delivery_id IS NOT NULL
-           AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
-           AND jd.status = 'pending'
-           AND CASE WHEN jd.gateway IS NOT NULL THEN coalesce(jd.deadline < now(), true)
-                    ELSE w.running AND w.deadline < now() END;
+          FROM overdue o
+         WHERE jd.delivery_id = o.delivery_id AND jd.delivery_id IS NOT NULL;
         GET DIAGNOSTICS n_expired = ROW_COUNT;
         expired := expired + n_expired;
 
-        -- what is still claimed, and when the first of it is due
-        SELECT min(jd.deadline) AS first_due, count(*) AS n INTO claimed
+        -- what is still out: claimed (and when the first is due), unclaimed
+        SELECT min(jd.deadline) FILTER (WHERE jd.gateway IS NOT NULL) AS first_due,
+               count(*) FILTER (WHERE jd.gateway IS NOT NULL) AS n_claimed,
+               count(*) FILTER (WHERE jd.gateway IS NULL) AS n_unclaimed
+          INTO still_out
           FROM fleet.job_devices jd
          WHERE jd.delivery_id IS NOT NULL
            AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
-           AND jd.status = 'pending' AND jd.gateway IS NOT NULL;
-        IF w.long_finished AND claimed.n = 0 THEN
+           AND jd.status = 'pending';
+        IF w.long_finished AND still_out.n_claimed = 0 THEN
             DELETE FROM fleet.command_windows cw
              WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
         ELSE
             -- the window's next chance of a timeout: its claimed commands'
-            -- deadlines; its unclaimed ones' while the job runs (none are
-            -- left once that has passed), else a look a timeout from now
+            -- deadlines; its unclaimed ones' while the job runs (a second
+            -- from now if that has passed: some were held); else a look a
+            -- timeout from now
             UPDATE fleet.command_windows cw
-               SET next_check = least(claimed.first_due,
+               SET next_check = least(still_out.first_due,
                                       CASE WHEN NOT w.running THEN now() + timeout
-                                           WHEN w.deadline > now() THEN w.deadline END)
+                                           WHEN still_out.n_unclaimed > 0
+                                           THEN greatest(w.deadline, now() + interval '1 second') END)
              WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
         END IF;
     END LOOP;

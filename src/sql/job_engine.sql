@@ -480,7 +480,7 @@ DECLARE
     open_failed bigint := 0;               -- command jobs: failures not yet counted into a batch
 BEGIN
     -- the lock makes stop_job wait for this chunk, and this chunk see a stop
-    -- NO KEY UPDATE: it must not block the foreign key checks of gateways
+    -- (NO KEY UPDATE: foreign key checks against the job need not wait);
     -- SKIP LOCKED: a stop under way wins (this chunk is not run), and a
     -- session holding the row does not stall the engine for every job
     SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = job_id AND j.status = 'running'
