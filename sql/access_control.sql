@@ -221,15 +221,24 @@ SELECT id, status FROM fleet.recent_jobs WHERE id IN ('east-dim', 'east-blink', 
 SELECT fleet.create_device_group('east-greedy', 'Greedy', filter => '$.organization == "acme-west"', organization => 'acme-east');
 SELECT fleet.create_job('{"id": "east-greedy-job", "displayName": "Greedy", "group": "east-greedy",
   "data": [{"type": "deviceTemplateMigration", "template": "dtmi:acme:Lamp;1"}]}') ->> 'status';
--- a job row no API function would write (a finished job queued to start
--- again) fails that job alone: the engine goes on with the others
+-- how a job runs is the engine's to write: a finished job cannot be queued
+-- again, nor a new one inserted as if it had run
 SELECT fleet.create_job('{"id": "east-replayed", "displayName": "Replayed", "group": "east-lamps",
   "data": [{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 2}]}') ->> 'status';
 SELECT fleet.wait_for_job('east-replayed');
 UPDATE fleet.jobs SET status = 'pending', started_at = NULL, finished_at = NULL WHERE id = 'east-replayed';
+UPDATE fleet.jobs SET status = 'pending' WHERE id = 'east-replayed';
+UPDATE fleet.jobs SET status = 'running' WHERE id = 'east-replayed';
+INSERT INTO fleet.jobs (id, display_name, group_id, organization_id, job_type, data, status, definition, started_at, current_batch)
+VALUES ('east-ran', 'Ran', 'east-lamps', 'acme-east', 'property',
+        '[{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 7}]', 'running', '{}',
+        clock_timestamp(), 1);
+\c - :superuser
+-- a job row no API function would write (here a superuser's: a finished
+-- job queued to start again) fails that job alone; the engine goes on
+UPDATE fleet.jobs SET status = 'pending', started_at = NULL, finished_at = NULL WHERE id = 'east-replayed';
 SELECT fleet.wait_for_job('east-replayed');
 SELECT status, error FROM fleet.jobs WHERE id = 'east-replayed';
-\c - :superuser
 -- the forged rerun failed at start; the schedule runs as East's operator
 SELECT fleet.wait_for_job('east-forged-rerun');
 SELECT status, error FROM fleet.jobs WHERE id = 'east-forged-rerun';

@@ -333,6 +333,44 @@ $$;
 CREATE TRIGGER pin_identity BEFORE INSERT OR UPDATE ON fleet.scheduled_jobs
     FOR EACH ROW EXECUTE FUNCTION fleet.scheduled_jobs_pin_identity();
 
+-- How a job runs is the engine's to write (superusers and pg_restore too);
+-- members move a job only as the API does: create it saved or queued, run,
+-- stop and resume it.  A member writing the engine's columns could make it
+-- run a finished job again, or skip its devices.
+CREATE FUNCTION fleet.jobs_guard_engine_state()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF fleet.role_sees_everything(current_user) THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.status NOT IN ('saved', 'pending')
+           OR num_nonnulls(NEW.started_at, NEW.finished_at, NEW.device_count, NEW.current_batch,
+                           NEW.last_step_at, NEW.error) > 0 THEN
+            RAISE EXCEPTION 'job "%" must start out saved or pending, with nothing run', NEW.id
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Create jobs with fleet.create_job() or fleet.save_job().';
+        END IF;
+        NEW.created_by := current_user;
+    ELSE
+        IF NEW.status IS DISTINCT FROM OLD.status
+           AND (OLD.status, NEW.status) NOT IN (('saved', 'pending'), ('pending', 'stopped'),
+                                                ('running', 'stopped'), ('stopped', 'pending')) THEN
+            RAISE EXCEPTION 'job "%" cannot go from % to %', OLD.id, OLD.status, NEW.status
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Use fleet.run_job(), fleet.stop_job() or fleet.resume_job().';
+        END IF;
+        NEW.created_by := OLD.created_by;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER guard_engine_state BEFORE INSERT OR UPDATE ON fleet.jobs
+    FOR EACH ROW EXECUTE FUNCTION fleet.jobs_guard_engine_state();
+
 -- each role's own device list columns
 ALTER TABLE fleet.job_device_list_columns ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.job_device_list_columns FORCE ROW LEVEL SECURITY;
@@ -352,7 +390,11 @@ GRANT INSERT, UPDATE, DELETE ON fleet.devices, fleet.device_groups, fleet.device
       fleet.device_templates, fleet.template_contents, fleet.edge_manifests,
       fleet.job_device_list_columns, fleet.organizations
    TO PUBLIC;
-GRANT INSERT, UPDATE ON fleet.jobs TO PUBLIC;           -- jobs are history: not deleted by members
+-- jobs are history: not deleted by members; what they update is what
+-- run, stop, resume and a schedule's fire update (the trigger above checks
+-- the status moves)
+GRANT INSERT ON fleet.jobs TO PUBLIC;
+GRANT UPDATE (status, queued_at, scheduled_job_id, created_by) ON fleet.jobs TO PUBLIC;
 -- Rows the engine writes (job_devices, job_batches, command_windows) are
 -- read-only to members: gateways write through fleet.claim_commands() and
 -- fleet.complete_commands().  Were members to insert job_devices rows,
