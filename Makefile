@@ -10,7 +10,12 @@
 #   make bench      benchmarks, each figure a ratio against raw PostgreSQL
 
 EXTENSION = pg_fleet
-EXTVERSION = 0.1
+# The version lives in the control file alone.
+EXTVERSION := $(shell sed -n "s/^default_version = '\([^']*\)'.*/\1/p" $(EXTENSION).control)
+# Versions users update from: each has its install script frozen in
+# src/sql/versions/ (for the upgrade suite) and its migration in
+# src/sql/updates/.  Add the version just released here.
+UPDATE_FROM = 0.1
 
 MODULE_big = pg_fleet
 OBJS = \
@@ -25,8 +30,25 @@ OBJS = \
 
 SHLIB_LINK += -lcrypto
 
-# The install script is built from one file per topic, in this order.
-SQL_SOURCES = \
+# What holds data: created by the install script, changed afterwards only
+# by the migrations in src/sql/updates/.
+CATALOG_SOURCES = \
+	src/sql/catalog/schemas.sql \
+	src/sql/catalog/organizations.sql \
+	src/sql/catalog/device_templates.sql \
+	src/sql/catalog/edge_manifests.sql \
+	src/sql/catalog/devices.sql \
+	src/sql/catalog/device_groups.sql \
+	src/sql/catalog/enrollment_groups.sql \
+	src/sql/catalog/device_operations.sql \
+	src/sql/catalog/jobs.sql \
+	src/sql/catalog/commands.sql \
+	src/sql/catalog/schedules.sql \
+	src/sql/catalog/dump.sql
+
+# The code, one topic per file, in this order: every update script reloads
+# all of it (tools/build-sql.sh).
+CODE_SOURCES = \
 	src/sql/schema.sql \
 	src/sql/organizations.sql \
 	src/sql/device_templates.sql \
@@ -44,10 +66,12 @@ SQL_SOURCES = \
 	src/sql/schedule_calendar.sql \
 	src/sql/scheduled_jobs.sql \
 	src/sql/reporting.sql \
-	src/sql/access_control.sql \
-	src/sql/dump.sql
+	src/sql/access_control.sql
 
-DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+UPDATE_SCRIPTS = $(foreach v,$(UPDATE_FROM),$(EXTENSION)--$(v)--$(EXTVERSION).sql)
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(UPDATE_SCRIPTS)
+DATA = $(wildcard src/sql/versions/$(EXTENSION)--*.sql)
+PG_CPPFLAGS += -DPG_FLEET_VERSION='"$(EXTVERSION)"'
 
 REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules reporting access_control
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
@@ -72,8 +96,11 @@ else ifeq ($(filter test demo bench deps,$(MAKECMDGOALS)),)
 $(error PostgreSQL 15 server development files not found: run "make deps" as root, or sudo apt-get install postgresql-server-dev-15)
 endif
 
-$(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES)
-	cat $^ > $@
+$(EXTENSION)--$(EXTVERSION).sql: $(CATALOG_SOURCES) $(CODE_SOURCES) tools/build-sql.sh
+	tools/build-sql.sh install $(EXTVERSION) $(CATALOG_SOURCES) -- $(CODE_SOURCES) > $@
+
+$(UPDATE_SCRIPTS): $(EXTENSION)--%--$(EXTVERSION).sql: $(CODE_SOURCES) $(wildcard src/sql/updates/*.sql) tools/build-sql.sh
+	tools/build-sql.sh update $* $(EXTVERSION) $(CODE_SOURCES) > $@
 
 # The tools, libpq clients: the device simulator (tools/fleet-sim.c) and
 # the command-line client (tools/fleetctl/).

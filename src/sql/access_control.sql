@@ -14,16 +14,6 @@
 -- functions check the same rights first, to refuse with a clear message.
 -- Superusers and BYPASSRLS roles (the job engine runs as one) see all.
 
-CREATE TABLE fleet.organization_members (
-    organization_id text NOT NULL REFERENCES fleet.organizations (id) ON DELETE CASCADE,
-    member          regrole NOT NULL,
-    app_role        text NOT NULL CHECK (app_role IN ('administrator', 'operator', 'viewer')),
-    granted_by      name NOT NULL,
-    granted_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    PRIMARY KEY (organization_id, member)
-);
-COMMENT ON TABLE fleet.organization_members IS 'Who holds which application role (administrator, operator, viewer) in which organization; a member sees only its own rows';
-
 CREATE FUNCTION fleet.app_role_rank(app_role text)
 RETURNS int
 LANGUAGE sql IMMUTABLE

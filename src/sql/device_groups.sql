@@ -2,15 +2,6 @@
 -- and an organization.  Membership is evaluated when asked (and when a job
 -- starts), never cached, so a group always means its devices of the moment.
 
-CREATE TABLE fleet.device_groups (
-    id              text PRIMARY KEY,
-    display_name    text NOT NULL,
-    template_id     text REFERENCES fleet.device_templates (id),
-    filter          jsonpath,
-    organization_id text NOT NULL DEFAULT 'root' REFERENCES fleet.organizations (id),
-    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-COMMENT ON TABLE fleet.device_groups IS 'Device groups: devices of template_id (any when NULL) in organization_id or below that match filter (all when NULL)';
 
 CREATE FUNCTION fleet.create_device_group(id text, display_name text, template text DEFAULT NULL,
                                           filter jsonpath DEFAULT NULL, organization text DEFAULT NULL)

@@ -6,37 +6,6 @@
 -- writes devices checks what they refer to, and the referenced tables refuse
 -- to lose a row that devices still use (fleet.refuse_delete_in_use).
 
--- NULL when a device id and name follow IoT Central's rules, else what is
--- wrong with them.  C, without SET search_path: it looks no names up and
--- checks every row of an import.
-CREATE FUNCTION fleet.device_identity_problem(device_id text, display_name text DEFAULT NULL)
-RETURNS text
-LANGUAGE c IMMUTABLE PARALLEL SAFE
-AS 'MODULE_PATHNAME', 'device_identity_problem';
-COMMENT ON FUNCTION fleet.device_identity_problem(text, text) IS 'NULL when the device id (letters, digits, "-", at most 128) and name (at most 148 characters) are acceptable, else the reason';
-
-CREATE TABLE fleet.devices (
-    id                        text PRIMARY KEY,
-    display_name              text NOT NULL,
-    template_id               text,
-    organization_id           text NOT NULL DEFAULT 'root',
-    simulated                 boolean NOT NULL DEFAULT false,
-    edge                      boolean NOT NULL DEFAULT false,
-    manifest_id               text,
-    properties                jsonb NOT NULL DEFAULT '{}',   -- desired writable properties, twin-shaped
-    reported                  jsonb NOT NULL DEFAULT '{}',   -- what the device reported
-    cloud_properties          jsonb NOT NULL DEFAULT '{}',
-    x509_thumbprint_primary   text,
-    x509_thumbprint_secondary text,
-    import_operation_id       bigint,                        -- the import that registered it
-    created_at                timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    CONSTRAINT devices_identity_check CHECK (fleet.device_identity_problem(id, display_name) IS NULL),
-    CONSTRAINT devices_x509_primary_check CHECK (x509_thumbprint_primary ~ '^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$'),
-    CONSTRAINT devices_x509_secondary_check CHECK (x509_thumbprint_secondary ~ '^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$')
-);
--- No secondary indexes yet: every query so far (groups, export) reads most
--- devices, and each index costs about 40 % more import time.  See README.
-COMMENT ON TABLE fleet.devices IS 'Registered devices; properties and cloud_properties are shaped like an IoT Hub twin''s desired section';
 
 -- Refuses to delete a template, organization or manifest that devices use.
 CREATE FUNCTION fleet.refuse_delete_in_use()

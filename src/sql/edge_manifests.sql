@@ -1,12 +1,5 @@
 -- IoT Edge deployment manifests, assigned to edge devices by manifest jobs.
 
-CREATE TABLE fleet.edge_manifests (
-    id           text PRIMARY KEY,
-    display_name text NOT NULL,
-    manifest     jsonb NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-COMMENT ON TABLE fleet.edge_manifests IS 'IoT Edge deployment manifests (modulesContent with $edgeAgent and $edgeHub)';
 
 CREATE FUNCTION fleet.create_edge_manifest(id text, display_name text, manifest jsonb)
 RETURNS text

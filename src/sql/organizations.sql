@@ -2,20 +2,6 @@
 -- groups and jobs belong to one organization; a member of an organization
 -- sees it and everything below it (enforced in a later version).
 
-CREATE TABLE fleet.organizations (
-    id           text PRIMARY KEY,
-    display_name text NOT NULL,
-    parent_id    text REFERENCES fleet.organizations (id),
-    -- ids from root down to this organization: subtree tests are "path @> {id}"
-    path         text[] NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    CONSTRAINT organizations_root_has_no_parent CHECK ((id = 'root') = (parent_id IS NULL))
-);
-CREATE INDEX organizations_path_idx ON fleet.organizations USING gin (path);
-COMMENT ON TABLE fleet.organizations IS 'Organizations, a tree under "root"; path lists the ids from root down to each one';
-
-INSERT INTO fleet.organizations (id, display_name, parent_id, path)
-VALUES ('root', 'Root', NULL, ARRAY['root']);
 
 -- Refuses unless the organization exists; used by every function that
 -- takes an organization argument so the message is the same everywhere.

@@ -12,14 +12,6 @@
 -- runs at the second (standard time) one.  These are PostgreSQL's rules for
 -- timestamp AT TIME ZONE.
 
--- A schedule as given in a definition, checked and normalised.
-CREATE TYPE fleet.schedule AS (
-    start_local     timestamp,   -- wall-clock start in time_zone
-    time_zone       text,
-    recurrence      text,        -- 'none', 'daily' or 'weekly'
-    end_date        date,        -- no run after this local day ends
-    max_occurrences int          -- 1 to 999 slots from the start
-);
 
 -- Refuses a time zone PostgreSQL does not know by an IANA name.  The quick
 -- test loads the zone; abbreviations ("CET") and POSIX strings ("UTC+3")

@@ -11,36 +11,6 @@
 -- once it is more than fleet.schedule_misfire_grace overdue, the engine
 -- (or the next fire) records it as missed, and the next one runs.
 
-CREATE TABLE fleet.scheduled_jobs (
-    id              text PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9_-]{1,255}$'),
-    display_name    text NOT NULL,
-    organization_id text NOT NULL REFERENCES fleet.organizations (id),
-    group_id        text NOT NULL REFERENCES fleet.device_groups (id),
-    definition      jsonb NOT NULL,        -- the job each occurrence creates, without id
-    schedule        jsonb NOT NULL,        -- normalised: fleet.schedule_json()
-    enabled         boolean NOT NULL DEFAULT true,
-    effective_from  timestamptz NOT NULL,  -- occurrences before this are not this calendar's
-    next_run_at     timestamptz,           -- what the pg_cron entry points at; NULL: none
-    cron_job_name   text NOT NULL UNIQUE,  -- the pg_cron entry's name
-    created_by      name NOT NULL DEFAULT current_user,
-    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-CREATE INDEX scheduled_jobs_due_idx ON fleet.scheduled_jobs (next_run_at) WHERE enabled;
-COMMENT ON TABLE fleet.scheduled_jobs IS 'Scheduled jobs: a job definition, its schedule, and the next occurrence pg_cron is pointed at';
-
--- One row per occurrence that came: run (with its job), missed, or failed
--- to start (with the reason).  The key makes a repeated fire harmless.
-CREATE TABLE fleet.scheduled_job_runs (
-    scheduled_job_id text NOT NULL REFERENCES fleet.scheduled_jobs (id) ON DELETE CASCADE,
-    occurrence       timestamptz NOT NULL,
-    outcome          text NOT NULL CHECK (outcome IN ('started', 'missed', 'failed')),
-    job_id           text REFERENCES fleet.jobs (id) ON DELETE SET NULL,
-    error            text,
-    recorded_at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-    PRIMARY KEY (scheduled_job_id, occurrence)
-);
-COMMENT ON TABLE fleet.scheduled_job_runs IS 'Every occurrence of every schedule that has come: started (with its job), missed, or failed to start';
 
 -- C (src/cron_bridge.c): writes or removes a pg_cron entry in whichever
 -- database pg_cron lives.  Takes an arbitrary command, so PUBLIC may not
@@ -197,13 +167,6 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.get_scheduled_job(text) IS 'The scheduled job as JSON: its job definition, schedule, enabled, completed, next run and the number of runs started';
 
--- A scheduled job's definition taken apart: the job, its schedule (NULL
--- fields when not given) and "enabled" (NULL when not given).
-CREATE TYPE fleet.scheduled_job_parts AS (
-    job_definition jsonb,
-    schedule       fleet.schedule,
-    enabled        boolean
-);
 
 CREATE FUNCTION fleet.scheduled_job_parts(definition jsonb)
 RETURNS fleet.scheduled_job_parts

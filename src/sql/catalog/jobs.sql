@@ -1,0 +1,113 @@
+-- Jobs, their batches and their devices (src/sql/jobs.sql, job_engine.sql).
+
+CREATE TABLE fleet.jobs (
+    id                  text PRIMARY KEY,
+    display_name        text NOT NULL,
+    description         text,
+    group_id            text NOT NULL REFERENCES fleet.device_groups (id),
+    organization_id     text NOT NULL REFERENCES fleet.organizations (id),
+    job_type            text NOT NULL CHECK (job_type IN ('property', 'cloudProperty', 'command',
+                                                          'deviceTemplateMigration', 'deviceManifestMigration')),
+    data                jsonb NOT NULL,
+    batch_type          text CHECK (batch_type IN ('number', 'percentage')),
+    batch_value         int,
+    threshold_type      text CHECK (threshold_type IN ('number', 'percentage')),
+    threshold_value     int,
+    threshold_per_batch boolean NOT NULL DEFAULT false,
+    status              text NOT NULL CHECK (status IN ('saved', 'pending', 'running', 'stopped',
+                                                        'completed', 'failed', 'cancelled')),
+    definition          jsonb NOT NULL,       -- the body as given, with its id
+    rerun_of            text REFERENCES fleet.jobs (id),
+    scheduled_job_id    text,
+    error               text,                 -- why the engine gave up on the job, if it did
+    created_by          name NOT NULL DEFAULT current_user,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    queued_at           timestamptz,
+    started_at          timestamptz,
+    finished_at         timestamptz,
+    device_count        bigint,
+    current_batch       int,
+    last_step_at        timestamptz           -- when the engine last moved it on
+);
+CREATE INDEX jobs_queue_idx ON fleet.jobs (queued_at, id) WHERE status IN ('pending', 'running');
+CREATE INDEX jobs_created_idx ON fleet.jobs (created_at);
+COMMENT ON TABLE fleet.jobs IS 'Jobs: IoT Central job definitions, their status (saved, pending, running, stopped, completed, failed, cancelled) and timing';
+
+-- Batches are contiguous ranges of a job's devices in id order, so a batch
+-- is walked through the primary key of job_devices with a cursor.
+CREATE TABLE fleet.job_batches (
+    job_id       text NOT NULL REFERENCES fleet.jobs (id) ON DELETE CASCADE,
+    batch        int NOT NULL,
+    first_device text NOT NULL,
+    last_device  text NOT NULL,
+    size         bigint NOT NULL,
+    status       text NOT NULL DEFAULT 'pending'
+                 CHECK (status IN ('pending', 'running', 'completed', 'cancelled')),
+    -- command batches count a window of answers once it is all answered
+    -- (see fleet.command_windows), and the whole batch when it ends
+    completed    bigint NOT NULL DEFAULT 0,
+    failed       bigint NOT NULL DEFAULT 0,
+    cursor       text,                       -- last device the engine dealt with
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    PRIMARY KEY (job_id, batch)
+);
+COMMENT ON TABLE fleet.job_batches IS 'The batches of each job, in order: size, status and how many devices completed and failed';
+
+-- No foreign key to jobs: a job fans out to a million rows and foreign keys
+-- are per-row triggers (DESIGN.md section 7).  Rows go with their job
+-- (fleet.delete_job_rows).
+--
+-- A command job's rows are also its command deliveries (commands.sql):
+-- gateways claim and answer them here, so a device costs its row, a claim
+-- and an answer, and nothing else.  The delivery columns stay NULL for the
+-- other job types.  No index covers status or the answer columns, so an
+-- outcome is a HOT update (heap-only: no index entry) when its page has
+-- room.  Pages are filled to a quarter, which leaves room for a row's
+-- every version: a property job's outcome, or a command's claim and answer
+-- (measured, 100,000 commands: at 40 %, about 10 % of answers were HOT, as the
+-- claims took the room; at 25 %, 87 %, and gateways answer 25 % faster).
+CREATE TABLE fleet.job_devices (
+    job_id      text NOT NULL,
+    device_id   text NOT NULL,
+    batch       int NOT NULL,
+    status      text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'completed', 'failed')),
+    error       text,
+    started_at  timestamptz,                 -- command jobs: when a gateway claimed the command
+    finished_at timestamptz,
+    delivery_id bigint,                      -- command jobs: the job's number * 2^32 + the device's position
+    gateway     text,                        -- who claimed the command ('simulator': the engine answered)
+    deadline    timestamptz,                 -- the claimed command's answer is due by then
+    response_status int,                     -- the device's answer, HTTP-style
+    response    jsonb,
+    PRIMARY KEY (job_id, device_id)
+) WITH (fillfactor = 25);
+-- an answer finds its delivery (not UNIQUE: ids are unique by
+-- construction, and a unique index checks every row version it inserts,
+-- which measurably slowed the gateways)
+CREATE INDEX job_devices_delivery_idx ON fleet.job_devices (delivery_id)
+    WHERE delivery_id IS NOT NULL;
+-- the queue gateways claim from: deliveries no gateway has claimed yet
+CREATE INDEX job_devices_unclaimed_idx ON fleet.job_devices (delivery_id)
+    WHERE delivery_id IS NOT NULL AND gateway IS NULL;
+-- The engine analyzes the table after a big fan-out (its statistics would
+-- describe another table); a small sample does: what matters is the row
+-- count and which jobs are big, and it takes 10 ms instead of 150.
+ALTER TABLE fleet.job_devices
+    ALTER COLUMN job_id SET STATISTICS 10, ALTER COLUMN device_id SET STATISTICS 10,
+    ALTER COLUMN batch SET STATISTICS 10, ALTER COLUMN status SET STATISTICS 10,
+    ALTER COLUMN error SET STATISTICS 10, ALTER COLUMN started_at SET STATISTICS 10,
+    ALTER COLUMN finished_at SET STATISTICS 10, ALTER COLUMN delivery_id SET STATISTICS 10,
+    ALTER COLUMN gateway SET STATISTICS 10, ALTER COLUMN deadline SET STATISTICS 10,
+    ALTER COLUMN response_status SET STATISTICS 10, ALTER COLUMN response SET STATISTICS 10;
+COMMENT ON TABLE fleet.job_devices IS 'Every device of every started job: its batch, status (pending, completed, failed) and error';
+
+-- Which device properties each role shows as extra columns of
+-- fleet.job_device_list(); kept across sessions.
+CREATE TABLE fleet.job_device_list_columns (
+    role_name name NOT NULL,
+    position  int NOT NULL,
+    path      text NOT NULL,            -- a jsonpath, as the role wrote it
+    PRIMARY KEY (role_name, position)
+);
+COMMENT ON TABLE fleet.job_device_list_columns IS 'Extra columns of the job device list, per role: jsonpath expressions over fleet.device_document()';

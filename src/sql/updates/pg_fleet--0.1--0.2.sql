@@ -1,0 +1,3 @@
+-- pg_fleet 0.1 to 0.2: the changes to what holds data, and the code that
+-- went away or changed its signature.  The code itself is reloaded after
+-- this by the update script (tools/build-sql.sh).
