@@ -24,7 +24,11 @@ OBJS = \
 	src/device_import.o \
 	src/device_identity.o \
 	src/device_register.o \
-	src/worker.o \
+	src/engine_shared.o \
+	src/launcher.o \
+	src/engine.o \
+	src/utility_hook.o \
+	src/import_tracking.o \
 	src/cron_bridge.o \
 	src/spreadsheet_cell.o
 
@@ -44,12 +48,14 @@ CATALOG_SOURCES = \
 	src/sql/catalog/jobs.sql \
 	src/sql/catalog/commands.sql \
 	src/sql/catalog/schedules.sql \
+	src/sql/catalog/engine.sql \
 	src/sql/catalog/dump.sql
 
 # The code, one topic per file, in this order: every update script reloads
 # all of it (tools/build-sql.sh).
 CODE_SOURCES = \
 	src/sql/schema.sql \
+	src/sql/access.sql \
 	src/sql/organizations.sql \
 	src/sql/device_templates.sql \
 	src/sql/edge_manifests.sql \
@@ -61,12 +67,17 @@ CODE_SOURCES = \
 	src/sql/schema_values.sql \
 	src/sql/jobs.sql \
 	src/sql/commands.sql \
-	src/sql/job_engine.sql \
+	src/sql/job_fanout.sql \
+	src/sql/job_steps.sql \
+	src/sql/command_windows.sql \
 	src/sql/engine.sql \
+	src/sql/retention.sql \
 	src/sql/schedule_calendar.sql \
 	src/sql/scheduled_jobs.sql \
+	src/sql/schedule_cron.sql \
 	src/sql/reporting.sql \
-	src/sql/access_control.sql
+	src/sql/engine_status.sql \
+	src/sql/privileges.sql
 
 UPDATE_SCRIPTS = $(foreach v,$(UPDATE_FROM),$(EXTENSION)--$(v)--$(EXTVERSION).sql)
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(UPDATE_SCRIPTS)

@@ -54,6 +54,7 @@ typedef struct StagedImport
 	TupleDesc	desc;
 	Tuplestorestate *rows;
 	int64		ordinal;		/* rows staged so far */
+	int64		operation_id;	/* its row in fleet.device_operations; 0: untracked */
 } StagedImport;
 
 /*
@@ -69,6 +70,7 @@ PG_FUNCTION_INFO_V1(device_import_stage_row);
 PG_FUNCTION_INFO_V1(device_import_staged_rows);
 PG_FUNCTION_INFO_V1(device_import_staged_count);
 PG_FUNCTION_INFO_V1(device_import_release);
+PG_FUNCTION_INFO_V1(device_import_operation_id);
 
 static void
 forget_staged_import(XactEvent event, void *arg)
@@ -128,10 +130,13 @@ staged_rows_desc(void)
 }
 
 /*
- * fleet.device_import_begin(), from the BEFORE STATEMENT trigger: a new,
- * empty import.  Each import statement stages into its own; one inside
- * another (a function called by the first that imports too) is refused
- * rather than mixed in.
+ * fleet_internal.device_import_begin(operation_id, template, organization),
+ * from the BEFORE STATEMENT trigger: a new, empty import, tracked so that
+ * it leaves its operation row even if it fails (import_tracking.c).  Each
+ * import statement stages into its own; one inside another (a function
+ * called by the first that imports too) is refused rather than mixed in.
+ * pg_fleet 0.1's fleet.device_import_begin() takes no arguments and is not
+ * tracked.
  */
 Datum
 device_import_begin(PG_FUNCTION_ARGS)
@@ -156,6 +161,14 @@ device_import_begin(PG_FUNCTION_ARGS)
 	staged->desc = staged_rows_desc();
 	staged->rows = tuplestore_begin_heap(false, false, work_mem);
 	MemoryContextSwitchTo(oldcxt);
+
+	if (PG_NARGS() == 3 && !PG_ARGISNULL(0) && !PG_ARGISNULL(2))
+	{
+		staged->operation_id = PG_GETARG_INT64(0);
+		import_tracking_begin(staged->operation_id,
+							  PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)),
+							  text_to_cstring(PG_GETARG_TEXT_PP(2)));
+	}
 
 	PG_RETURN_VOID();
 }
@@ -211,6 +224,7 @@ device_import_stage_row(PG_FUNCTION_ARGS)
 	if (import == NULL)
 		elog(ERROR, "device import was not started by its BEFORE STATEMENT trigger");
 	import->ordinal++;
+	import_tracking_count_row();
 	line = current_copy_line();
 
 	values[0] = Int64GetDatum(line > 0 ? (int64) line : import->ordinal);
@@ -286,6 +300,18 @@ device_import_release(PG_FUNCTION_ARGS)
 {
 	discard_staged_import();
 	PG_RETURN_VOID();
+}
+
+/*
+ * fleet_internal.device_import_operation_id(): the operation id the current
+ * import statement drew at its start.
+ */
+Datum
+device_import_operation_id(PG_FUNCTION_ARGS)
+{
+	if (staged == NULL || staged->operation_id == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(staged->operation_id);
 }
 
 /*

@@ -3,9 +3,9 @@
  * pg_fleet.c
  *	  Module entry point: the preload check and the fleet.* settings.
  *
- * pg_fleet keeps shared state and (later) a background worker, both of which
- * only work when the library is loaded at server start.  Loading it any other
- * way is refused with a hint instead of half-working.
+ * pg_fleet keeps shared state and background workers (the launcher and the
+ * engine), which only work when the library is loaded at server start.
+ * Loading it any other way is refused with a hint instead of half-working.
  *
  *-------------------------------------------------------------------------
  */
@@ -25,15 +25,21 @@ PG_MODULE_MAGIC;
 char	   *fleet_import_template = NULL;
 char	   *fleet_import_organization = NULL;
 
-/* The job engine (worker.c, src/sql/job_engine.sql). */
+/* The job engine (launcher.c, engine.c, src/sql/engine.sql). */
 char	   *fleet_database_name = NULL;
+bool		fleet_engine_enabled = true;
 int			fleet_max_running_jobs = 5;
 int			fleet_command_timeout = 30000;
 int			fleet_engine_chunk_size = 10000;
 int			fleet_command_window = 10000;
 int			fleet_engine_naptime = 1000;
+int			fleet_engine_lock_timeout = 2000;
+int			fleet_engine_statement_timeout = 60000;
 /* read by the SQL side as current_setting(), never from C */
 static int	fleet_schedule_misfire_grace = 120;
+static int	fleet_max_running_jobs_per_organization = 0;
+static int	fleet_job_max_retries = 5;
+static int	fleet_job_retention = 30 * 24 * 60;
 
 void		_PG_init(void);
 
@@ -68,12 +74,66 @@ _PG_init(void)
 
 	DefineCustomStringVariable("fleet.database_name",
 							   "Database the pg_fleet job engine runs in.",
-							   NULL,
+							   "Jobs and schedules are created and run only there; a reload moves the engine.",
 							   &fleet_database_name,
 							   "postgres",
-							   PGC_POSTMASTER,
+							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("fleet.engine_enabled",
+							 "Whether the pg_fleet job engine runs.",
+							 "Off stops the engine after its step; jobs wait, and run once it is on again.",
+							 &fleet_engine_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fleet.engine_lock_timeout",
+							"Longest time an engine step waits for a lock before it tries again later.",
+							"A lock held by a session delays a job; it never stops the engine.",
+							&fleet_engine_lock_timeout,
+							2000, 1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fleet.engine_statement_timeout",
+							"Longest time one engine step of a job may take.",
+							"A step that takes longer is retried smaller, or fails its job alone; 0 means no limit.",
+							&fleet_engine_statement_timeout,
+							60000, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fleet.job_max_retries",
+							"Consecutive failed steps of a job, for errors other than lock contention, before the job fails.",
+							"Deadlocks, lock timeouts and serialization failures are retried without limit.",
+							&fleet_job_max_retries,
+							5, 0, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fleet.job_retention",
+							"How long finished jobs are kept; the engine then deletes them with their devices' outcomes.",
+							"0 keeps them forever.  Device operations and scheduled runs are kept as long.",
+							&fleet_job_retention,
+							30 * 24 * 60, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("fleet.max_running_jobs_per_organization",
+							"Jobs one organization (and those below it) may run at the same time.",
+							"0 means fleet.max_running_jobs less one, so one organization never holds every slot.",
+							&fleet_max_running_jobs_per_organization,
+							0, 0, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("fleet.max_running_jobs",
 							"Jobs that run at the same time; the others wait in order.",
@@ -133,5 +193,8 @@ _PG_init(void)
 	MarkGUCPrefixReserved("fleet");
 
 	device_import_init();
-	engine_init();
+	import_tracking_init();
+	engine_shared_init();
+	utility_hook_init();
+	launcher_register();
 }

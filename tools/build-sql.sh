@@ -6,8 +6,8 @@
 #       holds data), then the code (functions, views, triggers, policies,
 #       privileges)
 #   build-sql.sh update FROM TO CODE...
-#       the update script from FROM to TO: the migrations of every step
-#       between them (src/sql/updates/pg_fleet--A--B.sql, written by hand:
+#       the update script from FROM to TO: every policy dropped, the
+#       migrations of every step between them (src/sql/updates/pg_fleet--A--B.sql, written by hand:
 #       table changes, and the code that went away or changed its
 #       signature), then the whole code reloaded, so that every function,
 #       view, trigger, policy and privilege is exactly what a fresh install
@@ -38,6 +38,22 @@ update)
 	shift 3
 	echo "-- pg_fleet $from to $to: built by tools/build-sql.sh from src/sql; do not edit."
 	echo "\\echo Use \"ALTER EXTENSION pg_fleet UPDATE TO '$to'\" to load this file. \\quit"
+	cat <<'EOF'
+
+-- Every policy is made again by the code below (and a migration may drop
+-- a function an old policy used).
+DO $drop_policies$
+DECLARE
+    p record;
+BEGIN
+    FOR p IN SELECT schemaname, tablename, policyname FROM pg_catalog.pg_policies
+              WHERE schemaname IN ('fleet', 'fleet_internal')
+    LOOP
+        EXECUTE pg_catalog.format('DROP POLICY %I ON %I.%I', p.policyname, p.schemaname, p.tablename);
+    END LOOP;
+END
+$drop_policies$;
+EOF
 	# the chain of migrations from "from" to "to", one step at a time
 	at=$from
 	while [ "$at" != "$to" ]; do
@@ -51,21 +67,6 @@ update)
 		at=$(basename "$step" .sql)
 		at=${at##*--}
 	done
-	cat <<'EOF'
-
--- Every policy is made again by the code below.
-DO $drop_policies$
-DECLARE
-    p record;
-BEGIN
-    FOR p IN SELECT schemaname, tablename, policyname FROM pg_catalog.pg_policies
-              WHERE schemaname IN ('fleet', 'fleet_internal')
-    LOOP
-        EXECUTE pg_catalog.format('DROP POLICY %I ON %I.%I', p.policyname, p.schemaname, p.tablename);
-    END LOOP;
-END
-$drop_policies$;
-EOF
 	for f in "$@"; do
 		printf '\n-- %s (reloaded)\n' "$f"
 		sed -E -e 's/^CREATE (FUNCTION|VIEW|TRIGGER) /CREATE OR REPLACE \1 /' "$f"

@@ -87,6 +87,14 @@ BEGIN
         RAISE EXCEPTION 'a gateway must name itself when it claims commands'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- the name is stored on every claimed row and shown in reports
+    IF length(gateway) > 128 OR gateway ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'invalid gateway name "%"', left(regexp_replace(gateway, '[[:cntrl:]]', '?', 'g'), 40)
+                                                     || CASE WHEN length(gateway) > 40 THEN '...' ELSE '' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It has %s characters.', length(gateway)),
+                  HINT = 'Name a gateway with 1 to 128 printable characters, after its host or its role.';
+    END IF;
     IF gateway = 'simulator' THEN
         RAISE EXCEPTION 'gateway name "simulator" is reserved for the engine''s simulated devices'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Name the gateway after its host or its role.';
@@ -149,6 +157,11 @@ BEGIN
     IF NOT everywhere THEN
         operated := ARRAY(SELECT fleet.organizations_for('operator', caller));
     END IF;
+    IF delivery_ids IS NULL OR statuses IS NULL THEN
+        RAISE EXCEPTION 'delivery_ids and statuses must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass one delivery id and one status per answer, as arrays of the same length.';
+    END IF;
     IF cardinality(delivery_ids) IS DISTINCT FROM cardinality(statuses)
        OR (responses IS NOT NULL AND cardinality(responses) <> cardinality(delivery_ids)) THEN
         RAISE EXCEPTION 'delivery_ids, statuses and responses must be arrays of the same length'
@@ -170,8 +183,12 @@ BEGIN
     -- per answer batch kept a core busy).
     UPDATE fleet.job_devices d
        SET status = CASE WHEN a.status BETWEEN 200 AND 299 THEN 'completed' ELSE 'failed' END,
+           -- the response is in its own column; the error says what it
+           -- starts with (a 50 MB response is not kept twice)
            error = CASE WHEN a.status NOT BETWEEN 200 AND 299
-                        THEN format('command failed with status %s%s', a.status, coalesce(': ' || a.response::text, '')) END,
+                        THEN format('command failed with status %s%s', a.status,
+                                    coalesce(': ' || left(a.response::text, 200)
+                                             || CASE WHEN length(a.response::text) > 200 THEN '...' ELSE '' END, '')) END,
            response_status = a.status, response = a.response, finished_at = answered
       FROM unnest(delivery_ids, statuses, coalesce(responses, array_fill(NULL::jsonb, ARRAY[cardinality(delivery_ids)])))
            AS a(delivery_id, status, response)
@@ -194,84 +211,3 @@ AS $$
 $$;
 COMMENT ON FUNCTION fleet.complete_command(bigint, int, jsonb) IS 'Reports a device''s answer to a claimed command; false when the delivery is no longer open';
 
--- Fails every command past its deadline as "timed out".  The engine calls
--- it every step; it is safe to call at any time.  Only windows whose
--- next_check has come are read, so a step with nothing overdue costs a
--- look at a few window rows.
---
--- A window of a job that is not running (stopped, or finished) is looked
--- at again every fleet.command_timeout: a claim that read the job as
--- running just before it stopped commits after that, and its command must
--- still time out.  A finished job's window goes once nothing in it is
--- claimed and the job finished a timeout ago (no claim takes that long).
-CREATE FUNCTION fleet.expire_commands()
-RETURNS bigint
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_custom_plan
-AS $$
-DECLARE
-    timeout   interval := current_setting('fleet.command_timeout')::interval;
-    expired   bigint := 0;
-    n_expired bigint;
-    w         record;
-    still_out record;
-BEGIN
-    -- one statement per due window (a handful: windows are few, and due
-    -- only when something in them is overdue)
-    FOR w IN
-        SELECT cw.job_id, cw.first_delivery, cw.last_delivery, cw.deadline, j.status = 'running' AS running,
-               j.status IN ('completed', 'failed', 'cancelled') AND j.finished_at < now() - timeout AS long_finished
-          FROM fleet.command_windows cw JOIN fleet.jobs j ON j.id = cw.job_id
-         WHERE cw.next_check <= now()
-           FOR NO KEY UPDATE OF cw
-    LOOP
-        -- now(): the step's start, so one step draws one line.  A claimed
-        -- command without a deadline (none of ours) is overdue.  SKIP
-        -- LOCKED: a row a gateway holds (a claim or an answer not yet
-        -- committed) waits for the next look, not the engine for it.
-        WITH overdue AS (
-            SELECT jd.delivery_id FROM fleet.job_devices jd
-             WHERE jd.delivery_id IS NOT NULL
-               AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
-               AND jd.status = 'pending'
-               AND CASE WHEN jd.gateway IS NOT NULL THEN coalesce(jd.deadline < now(), true)
-                        ELSE w.running AND w.deadline < now() END
-               FOR UPDATE SKIP LOCKED
-        )
-        UPDATE fleet.job_devices jd
-           SET status = 'failed', error = 'timed out', finished_at = clock_timestamp()
-          FROM overdue o
-         WHERE jd.delivery_id = o.delivery_id AND jd.delivery_id IS NOT NULL;
-        GET DIAGNOSTICS n_expired = ROW_COUNT;
-        expired := expired + n_expired;
-
-        -- what is still out: claimed (and when the first is due), unclaimed
-        SELECT min(jd.deadline) FILTER (WHERE jd.gateway IS NOT NULL) AS first_due,
-               count(*) FILTER (WHERE jd.gateway IS NOT NULL) AS n_claimed,
-               count(*) FILTER (WHERE jd.gateway IS NULL) AS n_unclaimed
-          INTO still_out
-          FROM fleet.job_devices jd
-         WHERE jd.delivery_id IS NOT NULL
-           AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
-           AND jd.status = 'pending';
-        IF w.long_finished AND still_out.n_claimed = 0 THEN
-            DELETE FROM fleet.command_windows cw
-             WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
-        ELSE
-            -- the window's next chance of a timeout: its claimed commands'
-            -- deadlines; its unclaimed ones' while the job runs (a second
-            -- from now if that has passed: some were held); else a look a
-            -- timeout from now
-            UPDATE fleet.command_windows cw
-               SET next_check = least(still_out.first_due,
-                                      CASE WHEN NOT w.running THEN now() + timeout
-                                           WHEN still_out.n_unclaimed > 0
-                                           THEN greatest(w.deadline, now() + interval '1 second') END)
-             WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
-        END IF;
-    END LOOP;
-    RETURN expired;
-END;
-$$;
-COMMENT ON FUNCTION fleet.expire_commands() IS 'Fails command deliveries past their deadline as timed out; returns how many';

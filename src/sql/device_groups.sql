@@ -3,13 +3,54 @@
 -- starts), never cached, so a group always means its devices of the moment.
 
 
+-- A filter the engine can evaluate over millions of devices in bounded
+-- time: at most 2000 characters, one "**" (any depth) accessor, and
+-- parentheses nested at most 8 deep.  Nested "**" filters cost the
+-- document size to the power of their nesting for every device.  NULL when
+-- the filter is fine, else what is wrong.
+CREATE FUNCTION fleet_internal.filter_problem(filter jsonpath)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    source  text := filter::text;
+    depth   int := 0;
+    deepest int := 0;
+    c       text;
+BEGIN
+    IF length(source) > 2000 THEN
+        RETURN format('it has %s characters, more than 2000', length(source));
+    END IF;
+    IF (length(source) - length(replace(source, '**', ''))) / 2 > 1 THEN
+        RETURN 'it uses the any-depth accessor "**" more than once';
+    END IF;
+    -- filter expressions nest as "? (": count parentheses outside strings
+    FOR c IN SELECT regexp_split_to_table(regexp_replace(source, '"([^"\\]|\\.)*"', '""', 'g'), '') LOOP
+        IF c = '(' THEN
+            depth := depth + 1;
+            deepest := greatest(deepest, depth);
+        ELSIF c = ')' THEN
+            depth := depth - 1;
+        END IF;
+    END LOOP;
+    IF deepest > 8 THEN
+        RETURN format('its expressions nest %s deep, more than 8', deepest);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- SECURITY DEFINER, as every function that writes (src/sql/access.sql).
 CREATE FUNCTION fleet.create_device_group(id text, display_name text, template text DEFAULT NULL,
                                           filter jsonpath DEFAULT NULL, organization text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    caller name := fleet.calling_role();
     -- every key a device document has, so a filter is tried on all of them
     sample jsonb := jsonb_build_object(
         'id', 'sample', 'displayName', 'sample', 'template', 'dtmi:sample:Sample;1',
@@ -21,13 +62,19 @@ BEGIN
     IF template IS NOT NULL THEN
         PERFORM fleet.require_template(template);
     END IF;
-    PERFORM fleet.require_organization(coalesce(organization, 'root'));
-    PERFORM fleet.require_app_role(coalesce(organization, 'root'), 'operator', 'creating a device group');
+    PERFORM fleet.require_organization(coalesce(organization, 'root'), caller);
+    PERFORM fleet.require_app_role(coalesce(organization, 'root'), 'operator', 'creating a device group', caller);
 
     -- A filter must be a predicate, true, false or unknown for every device,
     -- not a path that selects values: jsonb_path_match() refuses anything
     -- but a single boolean, so try it on a document with every device key.
     IF filter IS NOT NULL THEN
+        problem := fleet_internal.filter_problem(filter);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'device group filter % is too complex: %', filter, problem
+                USING ERRCODE = 'program_limit_exceeded',
+                      HINT = 'Filter on named properties (''$.reported.firmware == "1.2"''), with at most one "**" and expressions nested at most 8 deep.';
+        END IF;
         BEGIN
             PERFORM jsonb_path_match(sample, filter);
         EXCEPTION WHEN OTHERS THEN
@@ -51,7 +98,8 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.create_device_group(text, text, text, jsonpath, text) IS 'Creates a device group; the filter is a jsonpath predicate over fleet.device_document()';
 
-CREATE FUNCTION fleet.require_device_group(group_id text)
+-- The group, or an error when the role cannot see it.
+CREATE FUNCTION fleet.require_device_group(group_id text, role_name name DEFAULT fleet.calling_role())
 RETURNS fleet.device_groups
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -60,7 +108,7 @@ DECLARE
     found_group fleet.device_groups;
 BEGIN
     SELECT g.* INTO found_group FROM fleet.device_groups g WHERE g.id = group_id;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR NOT fleet_internal.sees(role_name, found_group.organization_id) THEN
         RAISE EXCEPTION 'device group "%" does not exist', group_id
             USING ERRCODE = 'undefined_object',
                   HINT = 'Create it with fleet.create_device_group(), or see the existing ones in fleet.device_groups.';

@@ -7,7 +7,10 @@
 -- COPY parses; the row trigger (C, device_import.c) stages each row with its
 -- line number; the statement's AFTER trigger validates and registers all of
 -- them in one statement.  Every row ends up in exactly one place: in
--- fleet.devices, or in fleet.device_operation_errors with its reason.
+-- fleet.devices, or in fleet.device_operation_errors with its reason.  An
+-- import that fails as a whole (a malformed file, a cancel, a rollback)
+-- still leaves its row, recorded failed with the reason by the engine
+-- (src/import_tracking.c).
 
 
 -- What COPY writes into.  Column names are the CSV header's, so
@@ -21,46 +24,53 @@ COMMENT ON VIEW fleet.device_import IS 'COPY an IoT Central device CSV (IOTC_DEV
 -- import in progress.  The row trigger carries no SET search_path: it looks
 -- no names up, and the clause would cost a configuration save and restore
 -- on each of a million rows.
-CREATE FUNCTION fleet.device_import_begin()
+CREATE FUNCTION fleet_internal.device_import_begin(operation_id bigint, template text, organization text)
 RETURNS void
 LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'device_import_begin';
-COMMENT ON FUNCTION fleet.device_import_begin() IS 'Internal: starts the staging of one import statement';
+COMMENT ON FUNCTION fleet_internal.device_import_begin(bigint, text, text) IS 'Starts the staging of one import statement, tracked under its operation id';
 
-CREATE FUNCTION fleet.device_import_stage_row()
+CREATE FUNCTION fleet_internal.device_import_operation_id()
+RETURNS bigint
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'device_import_operation_id';
+
+CREATE FUNCTION fleet_internal.device_import_stage_row()
 RETURNS trigger
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'device_import_stage_row';
 
-CREATE FUNCTION fleet.device_import_staged_rows(OUT line bigint, OUT device_id text, OUT display_name text)
+CREATE FUNCTION fleet_internal.device_import_staged_rows(OUT line bigint, OUT device_id text, OUT display_name text)
 RETURNS SETOF record
 LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'device_import_staged_rows';
-COMMENT ON FUNCTION fleet.device_import_staged_rows() IS 'Internal: the rows staged by the current import statement, for its AFTER trigger';
+COMMENT ON FUNCTION fleet_internal.device_import_staged_rows() IS 'The rows staged by the current import statement, for its AFTER trigger';
 
-CREATE FUNCTION fleet.device_import_staged_count()
+CREATE FUNCTION fleet_internal.device_import_staged_count()
 RETURNS bigint
 LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'device_import_staged_count';
 
-CREATE FUNCTION fleet.device_import_register(operation_id bigint, template text, organization text)
+CREATE FUNCTION fleet_internal.device_import_register(operation_id bigint, template text, organization text)
 RETURNS bigint
 LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'device_import_register';
-COMMENT ON FUNCTION fleet.device_import_register(bigint, text, text) IS 'Internal: bulk-inserts the valid rows of the current import; -1 when the caller must use INSERT instead';
+COMMENT ON FUNCTION fleet_internal.device_import_register(bigint, text, text) IS 'Bulk-inserts the valid rows of the current import; -1 when the caller must use INSERT instead';
 
-CREATE FUNCTION fleet.device_import_release()
+CREATE FUNCTION fleet_internal.device_import_release()
 RETURNS void
 LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'device_import_release';
 
--- The target template and organization, from the fleet.import_* settings.
-CREATE FUNCTION fleet.device_import_target(OUT template text, OUT organization text)
+-- The target template and organization, from the fleet.import_* settings;
+-- an organization the caller cannot see does not exist for it.
+CREATE FUNCTION fleet_internal.device_import_target(caller name, OUT template text, OUT organization text)
 RETURNS record
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -74,7 +84,8 @@ BEGIN
                   DETAIL = 'fleet.import_template names the template of the imported devices; nothing was imported.',
                   HINT = 'Import the template with fleet.import_template() first, or RESET fleet.import_template to import devices without a template.';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM fleet.organizations o WHERE o.id = organization) THEN
+    IF NOT EXISTS (SELECT 1 FROM fleet.organizations o WHERE o.id = organization)
+       OR NOT fleet_internal.sees(caller, organization) THEN
         RAISE EXCEPTION 'organization "%" does not exist', organization
             USING ERRCODE = 'undefined_object',
                   DETAIL = 'fleet.import_organization names the organization of the imported devices; nothing was imported.',
@@ -83,17 +94,24 @@ BEGIN
 END;
 $$;
 
--- BEFORE statement: refuse an unknown target before COPY reads a row.
-CREATE FUNCTION fleet.device_import_check_target()
+-- BEFORE statement: refuse an unknown target, or a caller who may not
+-- import there, before COPY reads a row; the import draws its operation id
+-- now, so that a failure is recorded under it.  SECURITY DEFINER, as is the
+-- AFTER trigger: members write devices only through the API, and every
+-- import takes the bulk path.
+CREATE FUNCTION fleet_internal.device_import_check_target()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    caller name := fleet.calling_role();
+    target record := fleet_internal.device_import_target(caller);
 BEGIN
-    PERFORM fleet.require_app_role(coalesce(nullif(current_setting('fleet.import_organization'), ''), 'root'),
-                                   'operator', 'importing devices');
-    PERFORM fleet.device_import_target();
-    PERFORM fleet.device_import_begin();
+    PERFORM fleet.require_app_role(target.organization, 'operator', 'importing devices', caller);
+    PERFORM fleet_internal.device_import_begin(nextval('fleet.device_operations_id_seq'),
+                                               target.template, target.organization);
     RETURN NULL;
 END;
 $$;
@@ -108,39 +126,40 @@ $$;
 -- classifies: ON CONFLICT DO NOTHING, then the rows it skipped are either
 -- repeats of an earlier line or already registered.  ON CONFLICT costs about
 -- 40 % more per row, so it is kept for files that need it.
-CREATE FUNCTION fleet.device_import_finish()
+CREATE FUNCTION fleet_internal.device_import_finish()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    target      record := fleet.device_import_target();
-    op_id       bigint;
-    n_rows      bigint := fleet.device_import_staged_count();
+    caller      name := fleet.calling_role();
+    target      record := fleet_internal.device_import_target(caller);
+    op_id       bigint := fleet_internal.device_import_operation_id();
+    n_rows      bigint := fleet_internal.device_import_staged_count();
     n_imported  bigint;
     n_conflicts bigint := 0;
     n_invalid   bigint := 0;
     n_rejected  bigint;
 BEGIN
-    INSERT INTO fleet.device_operations (kind, status, template_id, organization_id, started_at)
-    VALUES ('import', 'running', target.template, target.organization, statement_timestamp())
-    RETURNING id INTO op_id;
+    INSERT INTO fleet.device_operations (id, kind, status, template_id, organization_id, started_by, started_at)
+    VALUES (op_id, 'import', 'running', target.template, target.organization, caller, statement_timestamp());
 
     BEGIN
-        n_imported := fleet.device_import_register(op_id, target.template, target.organization);
+        n_imported := fleet_internal.device_import_register(op_id, target.template, target.organization);
         IF n_imported < 0 THEN
-            -- no bulk path for this role: INSERT checks privileges and policies
+            -- no bulk path (the table has a trigger of someone's): a plain INSERT
             INSERT INTO fleet.devices (id, display_name, template_id, organization_id, import_operation_id)
             SELECT s.device_id, coalesce(nullif(s.display_name, ''), s.device_id),
                    target.template, target.organization, op_id
-              FROM fleet.device_import_staged_rows() s
+              FROM fleet_internal.device_import_staged_rows() s
              WHERE fleet.device_identity_problem(s.device_id, s.display_name) IS NULL;
             GET DIAGNOSTICS n_imported = ROW_COUNT;
         END IF;
     EXCEPTION WHEN unique_violation THEN
         WITH valid AS (
             SELECT s.line, s.device_id, s.display_name
-              FROM fleet.device_import_staged_rows() s
+              FROM fleet_internal.device_import_staged_rows() s
              WHERE fleet.device_identity_problem(s.device_id, s.display_name) IS NULL
         ),
         inserted AS (
@@ -175,11 +194,11 @@ BEGIN
         INSERT INTO fleet.device_operation_errors (operation_id, line, device_id, error)
         SELECT op_id, p.line, p.device_id, p.problem
           FROM (SELECT s.line, s.device_id, fleet.device_identity_problem(s.device_id, s.display_name) AS problem
-                  FROM fleet.device_import_staged_rows() s) p
+                  FROM fleet_internal.device_import_staged_rows() s) p
          WHERE p.problem IS NOT NULL;
         GET DIAGNOSTICS n_invalid = ROW_COUNT;
     END IF;
-    PERFORM fleet.device_import_release();
+    PERFORM fleet_internal.device_import_release();
 
     n_rejected := n_conflicts + n_invalid;
     IF n_rows <> n_imported + n_rejected THEN
@@ -206,8 +225,51 @@ END;
 $$;
 
 CREATE TRIGGER check_target BEFORE INSERT ON fleet.device_import
-    FOR EACH STATEMENT EXECUTE FUNCTION fleet.device_import_check_target();
+    FOR EACH STATEMENT EXECUTE FUNCTION fleet_internal.device_import_check_target();
 CREATE TRIGGER stage_row INSTEAD OF INSERT ON fleet.device_import
-    FOR EACH ROW EXECUTE FUNCTION fleet.device_import_stage_row();
+    FOR EACH ROW EXECUTE FUNCTION fleet_internal.device_import_stage_row();
 CREATE TRIGGER finish AFTER INSERT ON fleet.device_import
-    FOR EACH STATEMENT EXECUTE FUNCTION fleet.device_import_finish();
+    FOR EACH STATEMENT EXECUTE FUNCTION fleet_internal.device_import_finish();
+
+-- The imports that failed as a whole, from their slots in shared memory
+-- (src/import_tracking.c): what they were, how far they got, why.
+CREATE FUNCTION fleet_internal.import_failures(OUT operation_id bigint, OUT template_id text,
+                                               OUT organization_id text, OUT started_by text,
+                                               OUT started_at timestamptz, OUT failed_at timestamptz,
+                                               OUT rows bigint, OUT error text, OUT pid int)
+RETURNS SETOF record
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'import_failures';
+
+CREATE FUNCTION fleet_internal.forget_import_failures(operation_ids bigint[])
+RETURNS void
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'forget_import_failures';
+
+-- The engine records them as failed operations, under the ids they drew
+-- (rows: the rows read before the failure; none was imported).
+CREATE FUNCTION fleet_internal.record_failed_imports()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    recorded bigint[];
+BEGIN
+    WITH failed AS (SELECT * FROM fleet_internal.import_failures()),
+    written AS (
+        INSERT INTO fleet.device_operations (id, kind, status, template_id, organization_id, rows, imported,
+                                             rejected, started_by, started_at, finished_at, error)
+        SELECT f.operation_id, 'import', 'failed', f.template_id, f.organization_id, f.rows, 0, 0,
+               f.started_by, f.started_at, f.failed_at, f.error
+          FROM failed f
+        ON CONFLICT (id) DO NOTHING
+    )
+    SELECT array_agg(f.operation_id) INTO recorded FROM failed f;
+    IF recorded IS NOT NULL THEN
+        PERFORM fleet_internal.forget_import_failures(recorded);
+    END IF;
+END;
+$$;

@@ -1,6 +1,15 @@
--- Enrollment groups and device keys.  IoT Central's two SAS enrollment
--- groups get random 64-byte keys at install; device keys are derived from
--- them (device_keys.c), never stored.
+-- Enrollment groups and device keys.  Device keys are derived from their
+-- enrollment group's keys (device_keys.c), never stored, as the Device
+-- Provisioning Service derives them.
+--
+-- Root has IoT Central's two groups, SAS-IoT-Devices and
+-- SAS-IoT-Edge-Devices; every organization created since 0.2 gets a pair
+-- of its own, and a device's keys come from the nearest pair up its
+-- organization's path.  So an administrator of one organization cannot
+-- learn the keys a device will have in another: the same id registered
+-- there derives from other group keys.  Organizations made by 0.1 keep
+-- using root's groups (their devices' keys did not change with the
+-- update); fleet.create_enrollment_groups() gives one a pair of its own.
 
 -- C functions look no names up, so they carry no SET search_path: on
 -- compute_device_key it would add a configuration save and restore to each
@@ -11,10 +20,58 @@ LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'compute_device_key';
 COMMENT ON FUNCTION fleet.compute_device_key(text, text) IS 'base64(HMAC-SHA256(base64decode(group_key), device_id)): the Device Provisioning Service''s derived device key';
 
+-- For each organization and kind of device (edge or not), the enrollment
+-- group its devices' keys derive from: the nearest one up its path.  Holds
+-- the keys: internal, for the SECURITY DEFINER functions below.
+CREATE VIEW fleet_internal.organization_enrollment_groups AS
+    SELECT o.id AS organization_id, k.edge, g.id AS group_id, g.primary_key, g.secondary_key
+      FROM fleet.organizations o
+     CROSS JOIN (VALUES (false), (true)) k(edge)
+     CROSS JOIN LATERAL (SELECT eg.id, eg.primary_key, eg.secondary_key
+                           FROM fleet.enrollment_groups eg
+                          WHERE eg.organization_id = ANY (o.path) AND eg.edge = k.edge
+                          ORDER BY pg_catalog.array_position(o.path, eg.organization_id) DESC
+                          LIMIT 1) g;
+
+-- An organization's own pair of groups, with new random keys.
+CREATE FUNCTION fleet_internal.create_enrollment_groups(organization text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO fleet.enrollment_groups (id, primary_key, secondary_key, organization_id, edge)
+    SELECT k.name || '@' || organization, fleet.generate_group_key(), fleet.generate_group_key(), organization, k.edge
+      FROM (VALUES ('SAS-IoT-Devices', false), ('SAS-IoT-Edge-Devices', true)) k(name, edge)
+$$;
+
+-- Gives an organization that has none (one made by pg_fleet 0.1) its own
+-- pair of groups.  Every key of its devices changes: export them again.
+CREATE FUNCTION fleet.create_enrollment_groups(organization text)
+RETURNS SETOF text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller name := fleet.calling_role();
+BEGIN
+    PERFORM fleet.require_organization(organization, caller);
+    PERFORM fleet.require_app_role(organization, 'administrator', 'creating enrollment groups', caller);
+    IF EXISTS (SELECT 1 FROM fleet.enrollment_groups g WHERE g.organization_id = create_enrollment_groups.organization) THEN
+        RAISE EXCEPTION 'organization "%" already has its enrollment groups', organization
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Rotate their keys with fleet.rotate_group_key().';
+    END IF;
+    PERFORM fleet_internal.create_enrollment_groups(organization);
+    RETURN QUERY SELECT g.id FROM fleet.enrollment_groups g
+                  WHERE g.organization_id = create_enrollment_groups.organization ORDER BY g.edge;
+END;
+$$;
+COMMENT ON FUNCTION fleet.create_enrollment_groups(text) IS 'Gives an organization its own pair of enrollment groups (its devices'' keys change); returns their ids';
 
 -- pg_restore loads the dumped keys after CREATE EXTENSION made new ones:
 -- keep the dumped keys, or every device key would change with a restore.
-CREATE FUNCTION fleet.enrollment_groups_keep_restored_keys()
+CREATE FUNCTION fleet_internal.enrollment_groups_keep_restored_keys()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -30,19 +87,29 @@ BEGIN
 END;
 $$;
 CREATE TRIGGER keep_restored_keys BEFORE INSERT ON fleet.enrollment_groups
-    FOR EACH ROW EXECUTE FUNCTION fleet.enrollment_groups_keep_restored_keys();
+    FOR EACH ROW EXECUTE FUNCTION fleet_internal.enrollment_groups_keep_restored_keys();
 
 -- Rotation: a new random key for one slot of one group.  Devices keep their
--- other key working meanwhile, as with IoT Central's regenerate.
+-- other key working meanwhile, as with IoT Central's regenerate.  For
+-- administrators of the group's organization; root's groups are root's.
 CREATE FUNCTION fleet.rotate_group_key(group_id text, which text DEFAULT 'primary')
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    new_key text := fleet.generate_group_key();
+    caller       name := fleet.calling_role();
+    organization text;
+    new_key      text := fleet.generate_group_key();
 BEGIN
-    PERFORM fleet.require_app_role('root', 'administrator', 'rotating an enrollment group key');
+    SELECT g.organization_id INTO organization FROM fleet.enrollment_groups g WHERE g.id = group_id;
+    IF organization IS NULL OR NOT fleet_internal.sees(caller, organization) THEN
+        RAISE EXCEPTION 'enrollment group "%" does not exist', group_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Root''s groups are SAS-IoT-Devices and SAS-IoT-Edge-Devices; an organization''s end in @ and its id.';
+    END IF;
+    PERFORM fleet.require_app_role(organization, 'administrator', 'rotating an enrollment group key', caller);
     IF which IS NULL OR which NOT IN ('primary', 'secondary') THEN
         RAISE EXCEPTION 'unknown key slot "%"', which
             USING ERRCODE = 'invalid_parameter_value',
@@ -53,11 +120,6 @@ BEGIN
            secondary_key = CASE WHEN which = 'secondary' THEN new_key ELSE g.secondary_key END,
            rotated_at = pg_catalog.now()
      WHERE g.id = group_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'enrollment group "%" does not exist', group_id
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'The enrollment groups are SAS-IoT-Devices and SAS-IoT-Edge-Devices.';
-    END IF;
     RETURN group_id;
 END;
 $$;
@@ -67,8 +129,8 @@ COMMENT ON FUNCTION fleet.rotate_group_key(text, text) IS 'Regenerates the prima
 CREATE FUNCTION fleet.device_keys(device_id text, OUT primary_key text, OUT secondary_key text)
 RETURNS record
 LANGUAGE plpgsql STABLE
--- SECURITY DEFINER: reads the enrollment group keys (root administrators
--- only) to derive the keys of one device for an administrator of its
+-- SECURITY DEFINER: reads the enrollment group keys (which members may not
+-- read) to derive the keys of one device for an administrator of its
 -- organization; a device the caller cannot see does not exist for it.
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -87,9 +149,8 @@ BEGIN
     SELECT fleet.compute_device_key(g.primary_key, d.id), fleet.compute_device_key(g.secondary_key, d.id)
       INTO primary_key, secondary_key
       FROM fleet.devices d
-      JOIN fleet.enrollment_groups g
-        ON g.id = CASE WHEN d.edge THEN 'SAS-IoT-Edge-Devices' ELSE 'SAS-IoT-Devices' END
+      JOIN fleet_internal.organization_enrollment_groups g ON g.organization_id = d.organization_id AND g.edge = d.edge
      WHERE d.id = device_id;
 END;
 $$;
-COMMENT ON FUNCTION fleet.device_keys(text) IS 'The SAS keys of one device, derived from its enrollment group (edge devices: SAS-IoT-Edge-Devices)';
+COMMENT ON FUNCTION fleet.device_keys(text) IS 'The SAS keys of one device, derived from its organization''s enrollment group (edge devices: the edge group)';

@@ -4,11 +4,11 @@
 -- dominate the cost of importing a million devices and stand in the way of
 -- distributing the table later (DESIGN.md section 7).  Every function that
 -- writes devices checks what they refer to, and the referenced tables refuse
--- to lose a row that devices still use (fleet.refuse_delete_in_use).
+-- to lose a row that devices still use (fleet_internal.refuse_delete_in_use).
 
 
 -- Refuses to delete a template, organization or manifest that devices use.
-CREATE FUNCTION fleet.refuse_delete_in_use()
+CREATE FUNCTION fleet_internal.refuse_delete_in_use()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -28,11 +28,11 @@ BEGIN
 END;
 $$;
 CREATE TRIGGER refuse_delete_in_use BEFORE DELETE ON fleet.device_templates
-    FOR EACH ROW EXECUTE FUNCTION fleet.refuse_delete_in_use('template_id', 'device template');
+    FOR EACH ROW EXECUTE FUNCTION fleet_internal.refuse_delete_in_use('template_id', 'device template');
 CREATE TRIGGER refuse_delete_in_use BEFORE DELETE ON fleet.organizations
-    FOR EACH ROW EXECUTE FUNCTION fleet.refuse_delete_in_use('organization_id', 'organization');
+    FOR EACH ROW EXECUTE FUNCTION fleet_internal.refuse_delete_in_use('organization_id', 'organization');
 CREATE TRIGGER refuse_delete_in_use BEFORE DELETE ON fleet.edge_manifests
-    FOR EACH ROW EXECUTE FUNCTION fleet.refuse_delete_in_use('manifest_id', 'edge manifest');
+    FOR EACH ROW EXECUTE FUNCTION fleet_internal.refuse_delete_in_use('manifest_id', 'edge manifest');
 
 CREATE FUNCTION fleet.require_template(template text)
 RETURNS text
@@ -49,14 +49,18 @@ BEGIN
 END;
 $$;
 
+-- SECURITY DEFINER, as every function that writes: members hold no write
+-- privilege on the tables (src/sql/access.sql).
 CREATE FUNCTION fleet.create_device(id text, display_name text DEFAULT NULL, template text DEFAULT NULL,
                                     organization text DEFAULT NULL, simulated boolean DEFAULT false,
                                     edge boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    caller  name := fleet.calling_role();
     problem text;
 BEGIN
     problem := fleet.device_identity_problem(id, display_name);
@@ -68,8 +72,8 @@ BEGIN
     IF template IS NOT NULL THEN
         PERFORM fleet.require_template(template);
     END IF;
-    PERFORM fleet.require_organization(coalesce(organization, 'root'));
-    PERFORM fleet.require_app_role(coalesce(organization, 'root'), 'operator', 'creating a device');
+    PERFORM fleet.require_organization(coalesce(organization, 'root'), caller);
+    PERFORM fleet.require_app_role(coalesce(organization, 'root'), 'operator', 'creating a device', caller);
     IF simulated IS NULL OR edge IS NULL THEN
         RAISE EXCEPTION 'simulated and edge must be true or false, not NULL'
             USING ERRCODE = 'null_value_not_allowed';
@@ -91,21 +95,21 @@ COMMENT ON FUNCTION fleet.create_device(text, text, text, text, boolean, boolean
 CREATE FUNCTION fleet.delete_device(id text)
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    caller       name := fleet.calling_role();
     organization text;
 BEGIN
     -- a device the caller cannot see "does not exist"; one it only views is refused
     SELECT d.organization_id INTO organization FROM fleet.devices d WHERE d.id = delete_device.id;
-    IF FOUND THEN
-        PERFORM fleet.require_app_role(organization, 'operator', 'deleting a device');
-    END IF;
-    DELETE FROM fleet.devices d WHERE d.id = delete_device.id;
-    IF NOT FOUND THEN
+    IF organization IS NULL OR NOT fleet_internal.sees(caller, organization) THEN
         RAISE EXCEPTION 'device "%" does not exist', id
             USING ERRCODE = 'undefined_object';
     END IF;
+    PERFORM fleet.require_app_role(organization, 'operator', 'deleting a device', caller);
+    DELETE FROM fleet.devices d WHERE d.id = delete_device.id;
 END;
 $$;
 COMMENT ON FUNCTION fleet.delete_device(text) IS 'Deletes a device; jobs that ran on it keep their rows and show it as deleted';

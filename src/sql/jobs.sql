@@ -1,22 +1,13 @@
 -- Jobs: IoT Central's job body as jsonb, validated at creation, run by the
--- engine (job_engine.sql) in batches.  A job's devices and their outcomes are
--- rows of fleet.job_devices; a batch's progress is a row of fleet.job_batches.
-
-
-CREATE FUNCTION fleet.delete_job_rows()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    DELETE FROM fleet.job_devices jd USING old_jobs o WHERE jd.job_id = o.id;
-    RETURN NULL;
-END;
-$$;
-CREATE TRIGGER delete_job_rows AFTER DELETE ON fleet.jobs
-    REFERENCING OLD TABLE AS old_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION fleet.delete_job_rows();
-
+-- engine (src/sql/engine.sql and the job_*.sql files) in batches.  A job's
+-- devices and their outcomes are rows of fleet.job_devices; a batch's
+-- progress is a row of fleet.job_batches.
+--
+-- The functions that write are SECURITY DEFINER (src/sql/access.sql): they
+-- act for fleet.calling_role(), check its rights, and find only the
+-- groups, templates and jobs it sees.  A deleted job (fleet.delete_job, or
+-- past fleet.job_retention) is gone from the API at once; the engine
+-- purges its rows in small steps (src/sql/retention.sql).
 
 -- The capability a job data entry refers to, or an error naming it.
 CREATE FUNCTION fleet.job_capability(template text, path text, wanted text)
@@ -58,9 +49,46 @@ BEGIN
 END;
 $$;
 
--- Validates a job body and returns it as a fleet.jobs row (not stored).
--- Every refusal names the value and says what to do.
-CREATE FUNCTION fleet.job_from_definition(definition jsonb)
+-- Refuses a value a device document could not hold: IoT Hub's twin limits,
+-- 32 KB and objects nested 10 deep.  Group filters run over every device's
+-- document, so its size bounds a fan-out's time.
+CREATE FUNCTION fleet_internal.check_document_value(value jsonb, what text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    depth int := 0;
+    level jsonb[] := ARRAY[value];
+BEGIN
+    IF octet_length(value::text) > 32768 THEN
+        RAISE EXCEPTION '% is % bytes long, more than 32768', what, octet_length(value::text)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'IoT Hub''s device twins hold at most 32 KB of properties; send large data another way.';
+    END IF;
+    -- one level at a time: objects' and arrays' members
+    WHILE cardinality(level) > 0 LOOP
+        depth := depth + 1;
+        IF depth > 10 THEN
+            RAISE EXCEPTION '% nests objects and arrays more than 10 deep', what
+                USING ERRCODE = 'program_limit_exceeded',
+                      HINT = 'IoT Hub''s device twins hold objects at most 10 deep.';
+        END IF;
+        level := ARRAY(SELECT e.v FROM unnest(level) l(j),
+                              LATERAL (SELECT o.value FROM jsonb_each(CASE WHEN jsonb_typeof(l.j) = 'object' THEN l.j END) o
+                                       UNION ALL
+                                       SELECT a.value FROM jsonb_array_elements(CASE WHEN jsonb_typeof(l.j) = 'array' THEN l.j END) a) e(v)
+                        WHERE jsonb_typeof(e.v) IN ('object', 'array'));
+    END LOOP;
+END;
+$$;
+
+-- Validates a job body for the acting role (the caller; at a scheduled
+-- run, the role that last changed the schedule) and returns it as a
+-- fleet.jobs row (not stored).  Every refusal names the value and says
+-- what to do; groups, organizations and templates the role cannot see do
+-- not exist for it.
+CREATE FUNCTION fleet_internal.job_from_definition(definition jsonb, actor name)
 RETURNS fleet.jobs
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -75,6 +103,7 @@ DECLARE
     n          int := 0;
     label      text;                -- how messages name the job
 BEGIN
+    PERFORM fleet_internal.require_engine_database('creating a job');
     IF jsonb_typeof(definition) IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'a job definition must be a JSON object'
             USING ERRCODE = 'invalid_parameter_value',
@@ -96,7 +125,9 @@ BEGIN
     IF EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.id = job.id) THEN
         RAISE EXCEPTION 'job "%" already exists', job.id
             USING ERRCODE = 'unique_violation',
-                  HINT = 'Choose another id, or leave "id" out to get one.';
+                  HINT = CASE WHEN EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.id = job.id AND j.deleted_at IS NOT NULL)
+                              THEN 'It was deleted and the engine is purging its rows; its id is free once they are gone.'
+                              ELSE 'Choose another id, or leave "id" out to get one.' END;
     END IF;
 
     IF jsonb_typeof(definition -> 'displayName') IS DISTINCT FROM 'string' OR btrim(definition ->> 'displayName') = '' THEN
@@ -114,7 +145,7 @@ BEGIN
         RAISE EXCEPTION '% needs a "group": the id of a device group', label
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    grp := fleet.require_device_group(definition ->> 'group');
+    grp := fleet.require_device_group(definition ->> 'group', actor);
     job.group_id := grp.id;
 
     -- IoT Central takes the organization as a one-element array
@@ -125,7 +156,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = format('It is %s.', definition -> 'organizations');
         END IF;
-        job.organization_id := fleet.require_organization(definition -> 'organizations' ->> 0);
+        job.organization_id := fleet.require_organization(definition -> 'organizations' ->> 0, actor);
         IF NOT EXISTS (SELECT 1 FROM fleet.organizations o
                         WHERE o.id = grp.organization_id AND o.path @> ARRAY[job.organization_id]) THEN
             RAISE EXCEPTION 'device group "%" is not in organization "%"', grp.id, job.organization_id
@@ -135,7 +166,7 @@ BEGIN
     ELSE
         job.organization_id := grp.organization_id;
     END IF;
-    PERFORM fleet.require_app_role(job.organization_id, 'operator', 'creating a job');
+    PERFORM fleet.require_app_role(job.organization_id, 'operator', 'creating a job', actor);
 
     -- delivery options
     IF definition ? 'batch' THEN
@@ -223,6 +254,7 @@ BEGIN
                     problem := format('command "%s" takes no request payload', entry ->> 'path');
                 END IF;
             ELSE
+                PERFORM fleet_internal.check_document_value(entry -> 'value', format('the value of "%s"', entry ->> 'path'));
                 problem := fleet.schema_value_problem(entry -> 'value', capability.schema,
                                                       capability.min_value, capability.max_value,
                                                       format('the value of "%s"', entry ->> 'path'));
@@ -261,7 +293,7 @@ BEGIN
     job.data := definition -> 'data';
     job.definition := jsonb_set(definition, '{id}', to_jsonb(job.id));
     job.threshold_per_batch := coalesce(job.threshold_per_batch, false);
-    job.created_by := current_user;
+    job.created_by := actor;
     job.created_at := now();
     RETURN job;
 END;
@@ -277,11 +309,9 @@ DECLARE
     job      fleet.jobs;
     progress jsonb;
 BEGIN
-    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = get_job.id;
+    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = get_job.id AND j.deleted_at IS NULL;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'job "%" does not exist', id
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'See the jobs of the last 30 days in fleet.recent_jobs.';
+        PERFORM fleet.require_job(id);
     END IF;
     SELECT jsonb_build_object(
                'total', count(*),
@@ -307,10 +337,11 @@ COMMENT ON FUNCTION fleet.get_job(text) IS 'The job as IoT Central''s job JSON, 
 CREATE FUNCTION fleet.save_job(definition jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    job fleet.jobs := fleet.job_from_definition(definition);
+    job fleet.jobs := fleet_internal.job_from_definition(definition, fleet.calling_role());
 BEGIN
     job.status := 'saved';
     INSERT INTO fleet.jobs SELECT job.*;
@@ -322,10 +353,11 @@ COMMENT ON FUNCTION fleet.save_job(jsonb) IS 'Validates and saves a job without 
 CREATE FUNCTION fleet.create_job(definition jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    job fleet.jobs := fleet.job_from_definition(definition);
+    job fleet.jobs := fleet_internal.job_from_definition(definition, fleet.calling_role());
 BEGIN
     job.status := 'pending';
     job.queued_at := clock_timestamp();
@@ -336,32 +368,30 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.create_job(jsonb) IS 'Validates a job (IoT Central''s job JSON) and queues it to run now';
 
--- Locks a job for a state change and refuses unless it is in one of the
--- given states.
-CREATE FUNCTION fleet.lock_job(id text, allowed text[], action text)
+-- Locks a job for a state change by the calling role and refuses unless
+-- it is in one of the given states.  action names the change in messages
+-- ("stop", "stopping").
+CREATE FUNCTION fleet_internal.lock_job(id text, allowed text[], action text, acting text)
 RETURNS fleet.jobs
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    job fleet.jobs;
+    caller name := fleet.calling_role();
+    job    fleet.jobs;
 BEGIN
-    -- a viewer sees the job but may not lock it: tell it why
-    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = lock_job.id;
-    IF FOUND THEN
-        PERFORM fleet.require_app_role(job.organization_id, 'operator', format('%s a job', action || 'ing'));
+    -- NO KEY UPDATE: waits for the engine's step, not for foreign key checks
+    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = lock_job.id AND j.deleted_at IS NULL FOR NO KEY UPDATE;
+    IF NOT FOUND OR NOT fleet_internal.sees(caller, job.organization_id) THEN
+        PERFORM fleet.require_job(id);
     END IF;
-    -- NO KEY UPDATE: conflicts with the engine's step, not with foreign keys
-    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = lock_job.id FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'job "%" does not exist', id
-            USING ERRCODE = 'undefined_object';
-    END IF;
+    PERFORM fleet.require_app_role(job.organization_id, 'operator', acting || ' a job', caller);
     IF job.status <> ALL (allowed) THEN
         RAISE EXCEPTION 'cannot % job "%": it is %', action, id, job.status
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('Only %s jobs can be %s.', array_to_string(allowed, ' or '),
-                                CASE action WHEN 'stop' THEN 'stopped' WHEN 'run' THEN 'run' ELSE action || 'd' END);
+                                CASE action WHEN 'stop' THEN 'stopped' WHEN 'run' THEN 'run'
+                                            WHEN 'delete' THEN 'deleted' ELSE action || 'd' END);
     END IF;
     RETURN job;
 END;
@@ -370,10 +400,11 @@ $$;
 CREATE FUNCTION fleet.run_job(id text)
 RETURNS jsonb
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM fleet.lock_job(id, '{saved}', 'run');
+    PERFORM fleet_internal.lock_job(id, '{saved}', 'run', 'running');
     UPDATE fleet.jobs j SET status = 'pending', queued_at = clock_timestamp() WHERE j.id = run_job.id;
     PERFORM fleet.wake_engine();
     RETURN fleet.get_job(id);
@@ -387,10 +418,11 @@ COMMENT ON FUNCTION fleet.run_job(text) IS 'Queues a saved job to run';
 CREATE FUNCTION fleet.stop_job(id text)
 RETURNS jsonb
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM fleet.lock_job(id, '{pending,running}', 'stop');
+    PERFORM fleet_internal.lock_job(id, '{pending,running}', 'stop', 'stopping');
     UPDATE fleet.jobs j SET status = 'stopped' WHERE j.id = stop_job.id;
     PERFORM fleet.wake_engine();
     RETURN fleet.get_job(id);
@@ -400,20 +432,49 @@ COMMENT ON FUNCTION fleet.stop_job(text) IS 'Stops a pending or running job; fle
 
 -- Resume: the job queues again (the running-jobs limit applies) and goes on
 -- with its pending devices; withdrawn commands are offered again when it
--- starts (fleet.engine_start_job).
+-- starts (fleet_internal.engine_start_job).  A job the engine gave up on (it
+-- failed for a reason outside its devices, with an error) resumes the same
+-- way: its devices that never ran are still pending.
 CREATE FUNCTION fleet.resume_job(id text)
 RETURNS jsonb
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    job fleet.jobs := fleet_internal.lock_job(id, '{stopped,failed}', 'resume', 'resuming');
 BEGIN
-    PERFORM fleet.lock_job(id, '{stopped}', 'resume');
-    UPDATE fleet.jobs j SET status = 'pending', queued_at = clock_timestamp() WHERE j.id = resume_job.id;
+    IF job.status = 'failed' AND job.error IS NULL THEN
+        RAISE EXCEPTION 'cannot resume job "%": it ran every device, and some failed', id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Run it again on its failed devices with fleet.rerun_job().';
+    END IF;
+    UPDATE fleet.jobs j
+       SET status = 'pending', queued_at = clock_timestamp(), finished_at = NULL, error = NULL, last_step_at = NULL
+     WHERE j.id = resume_job.id;
+    DELETE FROM fleet_internal.job_engine_state s WHERE s.job_id = resume_job.id;
     PERFORM fleet.wake_engine();
     RETURN fleet.get_job(id);
 END;
 $$;
-COMMENT ON FUNCTION fleet.resume_job(text) IS 'Continues a stopped job with its pending devices';
+COMMENT ON FUNCTION fleet.resume_job(text) IS 'Continues a stopped job, or one the engine gave up on, with its pending devices';
+
+-- Deletes a job and everything under it: gone from the API at once, its
+-- rows purged by the engine in small steps.  A running or queued job must
+-- be stopped first.
+CREATE FUNCTION fleet.delete_job(id text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM fleet_internal.lock_job(id, '{saved,stopped,completed,failed,cancelled}', 'delete', 'deleting');
+    UPDATE fleet.jobs j SET deleted_at = clock_timestamp() WHERE j.id = delete_job.id;
+    PERFORM fleet.wake_engine();
+END;
+$$;
+COMMENT ON FUNCTION fleet.delete_job(text) IS 'Deletes a job that is not running (stop it first) with its devices'' outcomes and batches';
 
 -- A free id: base, else base-2, base-3, ...
 CREATE FUNCTION fleet.free_job_id(base text)
@@ -432,18 +493,13 @@ $$;
 CREATE FUNCTION fleet.copy_job(id text)
 RETURNS jsonb
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    source fleet.jobs;
-    copy_id text;
+    source  fleet.jobs := fleet_internal.visible_job(id);
+    copy_id text := fleet.free_job_id(source.id || '-copy');
 BEGIN
-    SELECT j.* INTO source FROM fleet.jobs j WHERE j.id = copy_job.id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'job "%" does not exist', id
-            USING ERRCODE = 'undefined_object';
-    END IF;
-    copy_id := fleet.free_job_id(source.id || '-copy');
     RETURN fleet.save_job(source.definition
                           || jsonb_build_object('id', copy_id, 'displayName', source.display_name || ' Copy'));
 END;
@@ -454,17 +510,13 @@ COMMENT ON FUNCTION fleet.copy_job(text) IS 'Saves a copy of a job named "<name>
 CREATE FUNCTION fleet.rerun_job(id text, rerun_id text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    source fleet.jobs;
+    source fleet.jobs := fleet_internal.visible_job(id);
     job    fleet.jobs;
 BEGIN
-    SELECT j.* INTO source FROM fleet.jobs j WHERE j.id = rerun_job.id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'job "%" does not exist', id
-            USING ERRCODE = 'undefined_object';
-    END IF;
     IF source.status NOT IN ('completed', 'failed', 'cancelled') THEN
         RAISE EXCEPTION 'cannot rerun job "%": it is %', id, source.status
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -474,9 +526,10 @@ BEGIN
         RAISE EXCEPTION 'job "%" has no failed devices to rerun', id
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    job := fleet.job_from_definition(source.definition
+    job := fleet_internal.job_from_definition(source.definition
              || jsonb_build_object('id', coalesce(rerun_id, fleet.free_job_id(source.id || '-rerun')),
-                                   'displayName', source.display_name || ' Rerun'));
+                                   'displayName', source.display_name || ' Rerun'),
+             fleet.calling_role());
     job.rerun_of := source.id;
     job.status := 'pending';
     job.queued_at := clock_timestamp();
@@ -498,7 +551,7 @@ CREATE VIEW fleet.recent_jobs WITH (security_invoker = true) AS
                                 count(*) FILTER (WHERE jd.status = 'completed') AS completed,
                                 count(*) FILTER (WHERE jd.status = 'failed') AS failed
                            FROM fleet.job_devices jd WHERE jd.job_id = j.id) p ON true
-     WHERE j.created_at > pg_catalog.now() - interval '30 days';
+     WHERE j.created_at > pg_catalog.now() - interval '30 days' AND j.deleted_at IS NULL;
 COMMENT ON VIEW fleet.recent_jobs IS 'Jobs of the last 30 days, newest first when ordered by created_at, with their progress';
 
 -- Which device properties appear as extra columns of the device list, for
@@ -506,10 +559,12 @@ COMMENT ON VIEW fleet.recent_jobs IS 'Jobs of the last 30 days, newest first whe
 CREATE FUNCTION fleet.set_job_device_list_columns(columns text[])
 RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    path text;
+    caller name := fleet.calling_role();
+    path   text;
 BEGIN
     FOREACH path IN ARRAY coalesce(columns, '{}') LOOP
         BEGIN
@@ -520,24 +575,41 @@ BEGIN
                       HINT = 'Name columns as paths into the device document, for example ''$.reported.firmware'' or ''$.properties.targetTemperature''.';
         END;
     END LOOP;
-    DELETE FROM fleet.job_device_list_columns c WHERE c.role_name = current_user;
+    DELETE FROM fleet.job_device_list_columns c WHERE c.role_name = caller;
     INSERT INTO fleet.job_device_list_columns (role_name, position, path)
-    SELECT current_user, n, p FROM unnest(columns) WITH ORDINALITY AS u(p, n);
+    SELECT caller, n, p FROM unnest(columns) WITH ORDINALITY AS u(p, n);
 END;
 $$;
 COMMENT ON FUNCTION fleet.set_job_device_list_columns(text[]) IS 'Chooses the extra columns (jsonpath over fleet.device_document) of fleet.job_device_list for the current role';
 
+-- The one "job does not exist" refusal: unless the calling role sees the
+-- job, and it is not deleted.
 CREATE FUNCTION fleet.require_job(job_id text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.id = job_id) THEN
+    PERFORM fleet_internal.visible_job(job_id);
+END;
+$$;
+
+-- The job, or "does not exist" unless the calling role sees it.
+CREATE FUNCTION fleet_internal.visible_job(job_id text)
+RETURNS fleet.jobs
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job fleet.jobs;
+BEGIN
+    SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = job_id AND j.deleted_at IS NULL;
+    IF NOT FOUND OR NOT fleet_internal.sees(fleet.calling_role(), job.organization_id) THEN
         RAISE EXCEPTION 'job "%" does not exist', job_id
             USING ERRCODE = 'undefined_object',
                   HINT = 'See the jobs of the last 30 days in fleet.recent_jobs.';
     END IF;
+    RETURN job;
 END;
 $$;
 

@@ -26,13 +26,19 @@ CREATE VIEW fleet.job_overview WITH (security_invoker = true) AS
            j.finished_at,
            extract(epoch FROM j.started_at - j.queued_at)::double precision AS wait_seconds,
            extract(epoch FROM coalesce(j.finished_at, CASE WHEN j.status = 'running' THEN pg_catalog.now() END)
-                              - j.started_at)::double precision AS run_seconds
+                              - j.started_at)::double precision AS run_seconds,
+           j.error,
+           coalesce(s.failures, 0) AS step_failures,
+           s.last_error AS last_step_error,
+           s.next_retry_at
       FROM fleet.jobs j
       LEFT JOIN LATERAL (SELECT count(*) AS total,
                                 count(*) FILTER (WHERE jd.status = 'pending') AS pending,
                                 count(*) FILTER (WHERE jd.status = 'completed') AS completed,
                                 count(*) FILTER (WHERE jd.status = 'failed') AS failed
-                           FROM fleet.job_devices jd WHERE jd.job_id = j.id) p ON true;
+                           FROM fleet.job_devices jd WHERE jd.job_id = j.id) p ON true
+      LEFT JOIN fleet_internal.job_engine_state s ON s.job_id = j.id
+     WHERE j.deleted_at IS NULL;
 COMMENT ON VIEW fleet.job_overview IS 'One row per job: type, organization, status, device totals, success rate, durations and the schedule it came from';
 COMMENT ON COLUMN fleet.job_overview.job_id IS 'The job''s id';
 COMMENT ON COLUMN fleet.job_overview.job_name IS 'The job''s display name';
@@ -54,6 +60,10 @@ COMMENT ON COLUMN fleet.job_overview.started_at IS 'When the engine started the 
 COMMENT ON COLUMN fleet.job_overview.finished_at IS 'When the job ended';
 COMMENT ON COLUMN fleet.job_overview.wait_seconds IS 'Seconds between queued and started';
 COMMENT ON COLUMN fleet.job_overview.run_seconds IS 'Seconds between started and finished (so far, while running)';
+COMMENT ON COLUMN fleet.job_overview.error IS 'Why the engine gave up on the job, when it did (fleet.resume_job() carries on)';
+COMMENT ON COLUMN fleet.job_overview.step_failures IS 'The engine''s failed steps of the job in a row (0: its last step went well)';
+COMMENT ON COLUMN fleet.job_overview.last_step_error IS 'The error of the engine''s last failed step of the job';
+COMMENT ON COLUMN fleet.job_overview.next_retry_at IS 'When the engine tries the job''s step again, after a failure';
 
 CREATE VIEW fleet.job_batch_progress WITH (security_invoker = true) AS
     SELECT b.job_id,
@@ -72,7 +82,8 @@ CREATE VIEW fleet.job_batch_progress WITH (security_invoker = true) AS
                                 count(*) FILTER (WHERE jd.status = 'failed') AS failed
                            FROM fleet.job_devices jd
                           WHERE jd.job_id = b.job_id AND jd.device_id >= b.first_device
-                            AND jd.device_id <= b.last_device) p ON true;
+                            AND jd.device_id <= b.last_device) p ON true
+     WHERE EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.id = b.job_id AND j.deleted_at IS NULL);
 COMMENT ON VIEW fleet.job_batch_progress IS 'One row per batch of every started job: its devices and how many are pending, completed and failed';
 COMMENT ON COLUMN fleet.job_batch_progress.job_id IS 'The job';
 COMMENT ON COLUMN fleet.job_batch_progress.batch IS 'The batch number, from 1, in the order batches run';
@@ -104,7 +115,8 @@ CREATE VIEW fleet.job_device_outcomes WITH (security_invoker = true) AS
       FROM fleet.job_devices jd
       JOIN fleet.jobs j ON j.id = jd.job_id
       LEFT JOIN fleet.devices d ON d.id = jd.device_id
-      LEFT JOIN fleet.device_templates t ON t.id = d.template_id;
+      LEFT JOIN fleet.device_templates t ON t.id = d.template_id
+     WHERE j.deleted_at IS NULL;
 COMMENT ON VIEW fleet.job_device_outcomes IS 'One row per device of every started job: its outcome, with device and template names; filter by job_id';
 COMMENT ON COLUMN fleet.job_device_outcomes.job_id IS 'The job';
 COMMENT ON COLUMN fleet.job_device_outcomes.job_name IS 'The job''s display name';

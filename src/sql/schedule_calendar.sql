@@ -40,6 +40,13 @@ BEGIN
             known := EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names n WHERE lower(n.name) = lower(time_zone));
         END IF;
     END IF;
+    -- these two follow the server's own OS files, not a zone of the world:
+    -- a schedule in them would move with the server's configuration
+    IF lower(time_zone) IN ('localtime', 'posixrules') THEN
+        RAISE EXCEPTION 'time zone "%" is the server''s own setting, not a place', time_zone
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use an IANA time zone name such as "Europe/Berlin"; SELECT name FROM pg_timezone_names lists them.';
+    END IF;
     IF NOT known THEN
         RAISE EXCEPTION 'unknown time zone "%"', coalesce(time_zone, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',

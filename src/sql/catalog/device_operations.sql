@@ -12,7 +12,8 @@ CREATE TABLE fleet.device_operations (
     rejected        bigint NOT NULL DEFAULT 0,
     started_by      name NOT NULL DEFAULT current_user,
     started_at      timestamptz NOT NULL,
-    finished_at     timestamptz
+    finished_at     timestamptz,
+    error           text                    -- why a failed import failed (a malformed file, a cancel, a rollback)
 );
 COMMENT ON TABLE fleet.device_operations IS 'The Device Operations panel: one row per device import, with its counts (rows = imported + rejected)';
 

@@ -17,7 +17,7 @@ CREATE TABLE fleet.jobs (
     status              text NOT NULL CHECK (status IN ('saved', 'pending', 'running', 'stopped',
                                                         'completed', 'failed', 'cancelled')),
     definition          jsonb NOT NULL,       -- the body as given, with its id
-    rerun_of            text REFERENCES fleet.jobs (id),
+    rerun_of            text REFERENCES fleet.jobs (id) ON DELETE SET NULL,
     scheduled_job_id    text,
     error               text,                 -- why the engine gave up on the job, if it did
     created_by          name NOT NULL DEFAULT current_user,
@@ -27,10 +27,14 @@ CREATE TABLE fleet.jobs (
     finished_at         timestamptz,
     device_count        bigint,
     current_batch       int,
-    last_step_at        timestamptz           -- when the engine last moved it on
+    last_step_at        timestamptz,          -- when the engine last moved it on
+    deleted_at          timestamptz           -- deleted (fleet.delete_job, or past fleet.job_retention): the engine purges it
 );
 CREATE INDEX jobs_queue_idx ON fleet.jobs (queued_at, id) WHERE status IN ('pending', 'running');
 CREATE INDEX jobs_created_idx ON fleet.jobs (created_at);
+-- what retention looks at: finished jobs by age, and those deleted
+CREATE INDEX jobs_finished_idx ON fleet.jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX jobs_deleted_idx ON fleet.jobs (deleted_at) WHERE deleted_at IS NOT NULL;
 COMMENT ON TABLE fleet.jobs IS 'Jobs: IoT Central job definitions, their status (saved, pending, running, stopped, completed, failed, cancelled) and timing';
 
 -- Batches are contiguous ranges of a job's devices in id order, so a batch
@@ -81,7 +85,10 @@ CREATE TABLE fleet.job_devices (
     response_status int,                     -- the device's answer, HTTP-style
     response    jsonb,
     PRIMARY KEY (job_id, device_id)
-) WITH (fillfactor = 25);
+) WITH (fillfactor = 25,
+        -- statistics follow big fan-outs and purges without the engine
+        -- running ANALYZE in a step, where it would wait on VACUUM
+        autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_scale_factor = 0.05);
 -- an answer finds its delivery (not UNIQUE: ids are unique by
 -- construction, and a unique index checks every row version it inserts,
 -- which measurably slowed the gateways)

@@ -20,10 +20,13 @@ CREATE TABLE fleet.scheduled_jobs (
     enabled         boolean NOT NULL DEFAULT true,
     effective_from  timestamptz NOT NULL,  -- occurrences before this are not this calendar's
     next_run_at     timestamptz,           -- what the pg_cron entry points at; NULL: none
-    cron_job_name   text NOT NULL UNIQUE,  -- the pg_cron entry's name
     created_by      name NOT NULL DEFAULT current_user,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    changed_by      name NOT NULL,         -- who last created or changed it: its runs are created with its rights
+    last_occurrence timestamptz,           -- the latest occurrence recorded (runs are purged; this stays)
+    runs_started    bigint NOT NULL DEFAULT 0,
+    error           text                   -- why the engine stopped it, if it did
 );
 CREATE INDEX scheduled_jobs_due_idx ON fleet.scheduled_jobs (next_run_at) WHERE enabled;
 COMMENT ON TABLE fleet.scheduled_jobs IS 'Scheduled jobs: a job definition, its schedule, and the next occurrence pg_cron is pointed at';

@@ -1,0 +1,243 @@
+/*-------------------------------------------------------------------------
+ *
+ * launcher.c
+ *	  The launcher: keeps one engine running in the database named by
+ *	  fleet.database_name.
+ *
+ * A background worker can connect to one database, once.  The launcher
+ * connects to none (it reads only the shared catalog pg_database), so it
+ * can wait for a database that does not exist yet, was dropped or was
+ * renamed, and say so once instead of failing every second.  It starts the
+ * engine (engine.c) as a dynamic worker in that database, starts it again
+ * after it stops (waiting longer after each failure, up to a minute), stops
+ * it while fleet.engine_enabled is off, and moves it when
+ * fleet.database_name changes.  A backend about to drop or copy the
+ * database asks it to keep the engine out meanwhile (utility_hook.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "pg_fleet.h"
+
+/* Longest wait between two starts of an engine that keeps stopping. */
+#define LAUNCHER_MAX_BACKOFF_MS 60000
+/* How often a missing database is looked for (its creation also wakes us). */
+#define LAUNCHER_RECHECK_MS 10000
+
+PGDLLEXPORT void fleet_launcher_main(Datum main_arg);
+
+/* Registers the launcher, from _PG_init. */
+void
+launcher_register(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 10;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_fleet");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "fleet_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_fleet launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_fleet launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
+launcher_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&fleet_shared->mutex);
+	fleet_shared->launcher_latch = NULL;
+	fleet_shared->launcher_pid = 0;
+	SpinLockRelease(&fleet_shared->mutex);
+}
+
+static void
+launcher_note(const char *note)
+{
+	SpinLockAcquire(&fleet_shared->mutex);
+	strlcpy(fleet_shared->launcher_note, note, sizeof(fleet_shared->launcher_note));
+	SpinLockRelease(&fleet_shared->mutex);
+}
+
+/* The database's oid, or InvalidOid when there is none by that name. */
+static Oid
+launcher_find_database(const char *name)
+{
+	Oid			database;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	database = get_database_oid(name, true);
+	CommitTransactionCommand();
+	return database;
+}
+
+static BackgroundWorkerHandle *
+launcher_start_engine(Oid database)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	pid_t		pid;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher restarts it */
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_fleet");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "fleet_engine_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_fleet engine");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_fleet engine");
+	worker.bgw_main_arg = ObjectIdGetDatum(database);
+	worker.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		return NULL;
+	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
+		return NULL;
+	return handle;
+}
+
+void
+fleet_launcher_main(Datum main_arg)
+{
+	BackgroundWorkerHandle *engine = NULL;
+	char		engine_database[NAMEDATALEN] = "";
+	bool		stop_requested = false; /* we asked the running engine to stop */
+	int			backoff_ms = 0;
+	TimestampTz next_start = 0;
+	char		missing_logged[NAMEDATALEN] = "";
+	bool		full_logged = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	/* no database: pg_database is a shared catalog */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	SpinLockAcquire(&fleet_shared->mutex);
+	fleet_shared->launcher_latch = MyLatch;
+	fleet_shared->launcher_pid = MyProcPid;
+	SpinLockRelease(&fleet_shared->mutex);
+	before_shmem_exit(launcher_detach, (Datum) 0);
+
+	for (;;)
+	{
+		long		timeout_ms = LAUNCHER_RECHECK_MS;
+		TimestampTz now;
+		pid_t		pid;
+		bool		disconnect = false;
+		Oid			database;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		now = GetCurrentTimestamp();
+
+		/* the engine we started: still running, and still wanted there? */
+		if (engine != NULL)
+		{
+			BgwHandleStatus status = GetBackgroundWorkerPid(engine, &pid);
+
+			if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
+			{
+				if (!stop_requested)
+				{
+					/* it stopped on its own: an error, or its database went */
+					backoff_ms = Min(Max(backoff_ms * 2, 1000), LAUNCHER_MAX_BACKOFF_MS);
+					next_start = TimestampTzPlusMilliseconds(now, backoff_ms);
+					ereport(LOG,
+							(errmsg("pg_fleet engine in database \"%s\" stopped; the launcher starts it again in %d s",
+									engine_database, backoff_ms / 1000)));
+				}
+				pfree(engine);
+				engine = NULL;
+				stop_requested = false;
+			}
+			else if (!stop_requested &&
+					 (!fleet_engine_enabled ||
+					  strcmp(engine_database, fleet_database_name) != 0 ||
+					  (engine_pause_requested(fleet_shared->engine_database, &disconnect) && disconnect)))
+			{
+				TerminateBackgroundWorker(engine);
+				stop_requested = true;
+				timeout_ms = 100;
+			}
+		}
+
+		if (engine == NULL && !fleet_engine_enabled)
+			launcher_note("fleet.engine_enabled is off");
+		else if (engine == NULL && now >= next_start)
+		{
+			database = launcher_find_database(fleet_database_name);
+			if (!OidIsValid(database))
+			{
+				char		note[128];
+
+				/* say it once per name, then look again now and then */
+				if (strcmp(missing_logged, fleet_database_name) != 0)
+				{
+					ereport(LOG,
+							(errmsg("pg_fleet: database \"%s\" named by fleet.database_name does not exist; the engine starts once it does",
+									fleet_database_name),
+							 errhint("Create the database and pg_fleet in it, or set fleet.database_name to the database that has pg_fleet and reload.")));
+					strlcpy(missing_logged, fleet_database_name, sizeof(missing_logged));
+				}
+				snprintf(note, sizeof(note), "database \"%s\" does not exist", fleet_database_name);
+				launcher_note(note);
+			}
+			else if (engine_pause_requested(database, &disconnect) && disconnect)
+			{
+				launcher_note("a backend is dropping or copying the database");
+				timeout_ms = 100;
+			}
+			else
+			{
+				missing_logged[0] = '\0';
+				engine = launcher_start_engine(database);
+				if (engine == NULL)
+				{
+					if (!full_logged)
+						ereport(LOG,
+								(errmsg("pg_fleet launcher could not start the engine"),
+								 errhint("Raise max_worker_processes.")));
+					full_logged = true;
+					launcher_note("no background worker slot is free (max_worker_processes)");
+					next_start = TimestampTzPlusMilliseconds(now, 5000);
+				}
+				else
+				{
+					full_logged = false;
+					strlcpy(engine_database, fleet_database_name, sizeof(engine_database));
+					launcher_note("");
+					/* a long run without stopping earns a quick restart */
+					backoff_ms = Max(backoff_ms / 2, 0);
+				}
+			}
+		}
+		if (engine == NULL && next_start > now)
+			timeout_ms = Min(timeout_ms, TimestampDifferenceMilliseconds(now, next_start) + 1);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

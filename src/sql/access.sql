@@ -1,0 +1,200 @@
+-- Organizations' roles and rights (DESIGN.md section 5).
+--
+-- A database role is granted an application role in an organization:
+-- viewer (reads devices, groups, templates, jobs and results), operator
+-- (also imports devices, runs jobs and schedules) or administrator (also
+-- manages the organizations below and their members, exports devices with
+-- their keys, reads and rotates its enrollment group keys).  A grant holds
+-- in the organization and every organization below it; a role also holds
+-- what the roles it inherits from hold.
+--
+-- Members read through row-level security (src/sql/privileges.sql) and
+-- change data only through the API: every function that writes is
+-- SECURITY DEFINER, names its caller with fleet.calling_role(), checks the
+-- caller's rights here, and looks things up only among what the caller
+-- sees.  Members hold no write privilege on any table, so they can neither
+-- write what the engine trusts nor lock what it needs.  Superusers and
+-- BYPASSRLS roles (the engine runs as one) see all.
+
+CREATE FUNCTION fleet.app_role_rank(app_role text)
+RETURNS int
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE app_role WHEN 'viewer' THEN 1 WHEN 'operator' THEN 2 WHEN 'administrator' THEN 3 END $$;
+
+-- The role a request comes from, also inside a SECURITY DEFINER function
+-- (where current_user is the function's owner): the role set with SET
+-- ROLE, or the session's.  PostgreSQL gives a definer function no other
+-- view of its caller: a privileged session that runs another role's
+-- SECURITY DEFINER code lends that code its identity here, as it lends its
+-- rights to any code it runs (README, Security).
+CREATE FUNCTION fleet.calling_role()
+RETURNS name
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user
+                ELSE pg_catalog.current_setting('role')::name END
+$$;
+
+-- Superusers and BYPASSRLS roles are not subject to organizations.
+CREATE FUNCTION fleet.role_sees_everything(role_name name)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce((SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = role_name), false) $$;
+
+-- The organizations where a role holds at least min_role: those it (or a
+-- role it inherits from) was granted at or above.  With the caller's
+-- rights it reads only the caller's own memberships, which is all it needs.
+CREATE FUNCTION fleet.organizations_for(min_role text, role_name name DEFAULT current_user)
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT o.id
+      FROM fleet.organizations o
+     WHERE fleet.role_sees_everything(role_name)
+        OR EXISTS (SELECT 1 FROM fleet.organization_members m
+                    WHERE m.organization_id = ANY (o.path)
+                      AND pg_catalog.pg_has_role(role_name, m.member, 'USAGE')
+                      AND fleet.app_role_rank(m.app_role) >= fleet.app_role_rank(min_role))
+$$;
+COMMENT ON FUNCTION fleet.organizations_for(text, name) IS 'The organizations where a role (default: the current one) holds at least the given application role';
+
+-- The organizations a role sees (viewer or more), for the lookups of
+-- SECURITY DEFINER functions, where row-level security does not apply;
+-- NULL when it sees everything.
+CREATE FUNCTION fleet_internal.visible_organizations(role_name name)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN fleet.role_sees_everything(role_name) THEN NULL
+                ELSE ARRAY(SELECT fleet.organizations_for('viewer', role_name)) END
+$$;
+
+-- Whether a role sees an organization's rows.
+CREATE FUNCTION fleet_internal.sees(role_name name, organization text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT fleet.role_sees_everything(role_name)
+        OR organization IN (SELECT fleet.organizations_for('viewer', role_name))
+$$;
+
+-- Refuses unless the role holds min_role in the organization.  action says
+-- what needed it ("creating a job").
+CREATE FUNCTION fleet.require_app_role(organization text, min_role text, action text,
+                                       role_name name DEFAULT fleet.calling_role())
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- (for those who see everything, a missing organization is told as such elsewhere)
+    IF NOT fleet.role_sees_everything(role_name)
+       AND NOT EXISTS (SELECT 1 FROM fleet.organizations_for(min_role, role_name) o WHERE o = organization) THEN
+        RAISE EXCEPTION 'permission denied for organization "%"', organization
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('%s needs the %s role in organization "%s" or one above it.',
+                                  initcap(left(action, 1)) || substr(action, 2), min_role, organization),
+                  HINT = 'An administrator grants it with fleet.grant_organization().';
+    END IF;
+END;
+$$;
+
+-- Granting and revoking.  SECURITY DEFINER: members cannot write the
+-- membership table (they would grant themselves); these functions check
+-- that the calling role administers the organization, then write it.
+CREATE FUNCTION fleet.grant_organization(organization text, member regrole, app_role text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller name := fleet.calling_role();
+BEGIN
+    IF organization IS NULL OR member IS NULL THEN
+        RAISE EXCEPTION 'grant_organization needs an organization and a member'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF app_role IS NULL OR app_role NOT IN ('administrator', 'operator', 'viewer') THEN
+        RAISE EXCEPTION 'unknown application role "%"', coalesce(app_role, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Grant ''administrator'', ''operator'' or ''viewer''.';
+    END IF;
+    PERFORM fleet.require_organization(organization, caller);
+    PERFORM fleet.require_app_role(organization, 'administrator', 'granting roles', caller);
+    INSERT INTO fleet.organization_members AS m (organization_id, member, app_role, granted_by)
+    VALUES (organization, member, app_role, caller)
+    ON CONFLICT ON CONSTRAINT organization_members_pkey DO UPDATE
+       SET app_role = excluded.app_role, granted_by = excluded.granted_by, granted_at = pg_catalog.now();
+END;
+$$;
+COMMENT ON FUNCTION fleet.grant_organization(text, regrole, text) IS 'Grants a database role an application role (administrator, operator, viewer) in an organization and those below it; for administrators of it';
+
+CREATE FUNCTION fleet.revoke_organization(organization text, member regrole)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller name := fleet.calling_role();
+BEGIN
+    PERFORM fleet.require_organization(organization, caller);
+    PERFORM fleet.require_app_role(organization, 'administrator', 'revoking roles', caller);
+    DELETE FROM fleet.organization_members m
+     WHERE m.organization_id = organization AND m.member = revoke_organization.member;
+    RETURN FOUND;
+END;
+$$;
+COMMENT ON FUNCTION fleet.revoke_organization(text, regrole) IS 'Removes a role''s grant in an organization; returns whether there was one';
+
+-- The members of the organizations the caller administers.  SECURITY
+-- DEFINER: a member sees only its own membership rows through the table.
+CREATE FUNCTION fleet.organization_member_list(organization text DEFAULT NULL)
+RETURNS TABLE (organization_id text, member regrole, app_role text, granted_by name, granted_at timestamptz)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller name := fleet.calling_role();
+BEGIN
+    IF organization IS NOT NULL THEN
+        PERFORM fleet.require_organization(organization, caller);
+        PERFORM fleet.require_app_role(organization, 'administrator', 'listing members', caller);
+    END IF;
+    RETURN QUERY
+    SELECT m.organization_id, m.member, m.app_role, m.granted_by, m.granted_at
+      FROM fleet.organization_members m
+      JOIN fleet.organizations o ON o.id = m.organization_id
+     WHERE m.organization_id IN (SELECT fleet.organizations_for('administrator', caller))
+       AND (organization_member_list.organization IS NULL OR o.path @> ARRAY[organization_member_list.organization])
+     ORDER BY o.path, m.member::text;
+END;
+$$;
+COMMENT ON FUNCTION fleet.organization_member_list(text) IS 'The members of the organizations the caller administers (or of one of them and those below it)';
+
+-- Jobs and schedules live where the engine runs: elsewhere they would wait
+-- for ever.  Refuses in any other database.
+CREATE FUNCTION fleet_internal.require_engine_database(action text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.current_database() <> pg_catalog.current_setting('fleet.database_name') THEN
+        RAISE EXCEPTION '% needs the job engine, which runs in database "%"', action,
+                        pg_catalog.current_setting('fleet.database_name')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('This is database "%s".', pg_catalog.current_database()),
+                  HINT = format('Set fleet.database_name = ''%s'' in postgresql.conf and reload, or use pg_fleet in database "%s".',
+                                pg_catalog.current_database(), pg_catalog.current_setting('fleet.database_name'));
+    END IF;
+END;
+$$;

@@ -1,0 +1,130 @@
+-- Row-level security and privileges: who reads which rows, and the rule
+-- that members write only through the API (src/sql/access.sql).
+--
+-- Every table has row-level security, forced for its owner: whatever a
+-- member reads (tables, views, functions, COPY) shows only its
+-- organizations' rows.  Members hold SELECT and nothing else on tables, so
+-- they cannot write engine state, lock a row or a table the engine needs
+-- (SELECT ... FOR UPDATE and LOCK TABLE in any mode but ACCESS SHARE need
+-- write privileges), nor learn from a foreign key check that another
+-- organization's row exists.  The API functions that write are SECURITY
+-- DEFINER and check the caller's rights themselves.  Superusers and
+-- BYPASSRLS roles (the engine runs as one) see everything.
+--
+-- "Visible" organizations are those fleet.organizations shows the role
+-- (its grants' subtrees); the other tables ask that table, so each policy
+-- is one hashed subquery per statement, not a check per row.
+
+ALTER TABLE fleet.organizations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.organizations FORCE ROW LEVEL SECURITY;
+CREATE POLICY members_read ON fleet.organizations FOR SELECT
+    USING (EXISTS (SELECT 1 FROM fleet.organization_members m
+                    WHERE m.organization_id = ANY (path)
+                      AND pg_catalog.pg_has_role(current_user, m.member, 'USAGE')));
+
+ALTER TABLE fleet.organization_members ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.organization_members FORCE ROW LEVEL SECURITY;
+CREATE POLICY own_memberships ON fleet.organization_members FOR SELECT
+    USING (pg_catalog.pg_has_role(current_user, member, 'USAGE'));
+
+-- tables with an organization_id: visible with their organization (a
+-- deleted job is gone at once, while the engine purges it)
+ALTER TABLE fleet.devices ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.devices FORCE ROW LEVEL SECURITY;
+CREATE POLICY viewers_read ON fleet.devices FOR SELECT
+    USING (organization_id IN (SELECT o.id FROM fleet.organizations o));
+ALTER TABLE fleet.device_groups ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.device_groups FORCE ROW LEVEL SECURITY;
+CREATE POLICY viewers_read ON fleet.device_groups FOR SELECT
+    USING (organization_id IN (SELECT o.id FROM fleet.organizations o));
+ALTER TABLE fleet.device_operations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.device_operations FORCE ROW LEVEL SECURITY;
+CREATE POLICY viewers_read ON fleet.device_operations FOR SELECT
+    USING (organization_id IN (SELECT o.id FROM fleet.organizations o));
+ALTER TABLE fleet.jobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.jobs FORCE ROW LEVEL SECURITY;
+CREATE POLICY viewers_read ON fleet.jobs FOR SELECT
+    USING (organization_id IN (SELECT o.id FROM fleet.organizations o) AND deleted_at IS NULL);
+ALTER TABLE fleet.scheduled_jobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.scheduled_jobs FORCE ROW LEVEL SECURITY;
+CREATE POLICY viewers_read ON fleet.scheduled_jobs FOR SELECT
+    USING (organization_id IN (SELECT o.id FROM fleet.organizations o));
+
+-- tables whose rows belong to a parent row: visible with the parent
+ALTER TABLE fleet.device_operation_errors ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.device_operation_errors FORCE ROW LEVEL SECURITY;
+CREATE POLICY viewers_read ON fleet.device_operation_errors FOR SELECT
+    USING (operation_id IN (SELECT p.id FROM fleet.device_operations p));
+ALTER TABLE fleet.job_batches ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.job_batches FORCE ROW LEVEL SECURITY;
+CREATE POLICY viewers_read ON fleet.job_batches FOR SELECT
+    USING (job_id IN (SELECT p.id FROM fleet.jobs p));
+ALTER TABLE fleet.job_devices ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.job_devices FORCE ROW LEVEL SECURITY;
+CREATE POLICY viewers_read ON fleet.job_devices FOR SELECT
+    USING (job_id IN (SELECT p.id FROM fleet.jobs p));
+ALTER TABLE fleet.command_windows ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.command_windows FORCE ROW LEVEL SECURITY;
+CREATE POLICY viewers_read ON fleet.command_windows FOR SELECT
+    USING (job_id IN (SELECT p.id FROM fleet.jobs p));
+ALTER TABLE fleet.scheduled_job_runs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.scheduled_job_runs FORCE ROW LEVEL SECURITY;
+CREATE POLICY viewers_read ON fleet.scheduled_job_runs FOR SELECT
+    USING (scheduled_job_id IN (SELECT p.id FROM fleet.scheduled_jobs p));
+ALTER TABLE fleet_internal.job_engine_state ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet_internal.job_engine_state FORCE ROW LEVEL SECURITY;
+CREATE POLICY viewers_read ON fleet_internal.job_engine_state FOR SELECT
+    USING (job_id IN (SELECT p.id FROM fleet.jobs p));
+
+-- shared application-wide: every role reads templates and manifests
+ALTER TABLE fleet.device_templates ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.device_templates FORCE ROW LEVEL SECURITY;
+CREATE POLICY everyone_reads ON fleet.device_templates FOR SELECT USING (true);
+ALTER TABLE fleet.template_contents ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.template_contents FORCE ROW LEVEL SECURITY;
+CREATE POLICY everyone_reads ON fleet.template_contents FOR SELECT USING (true);
+ALTER TABLE fleet.edge_manifests ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.edge_manifests FORCE ROW LEVEL SECURITY;
+CREATE POLICY everyone_reads ON fleet.edge_manifests FOR SELECT USING (true);
+
+-- enrollment group keys derive every device's key: administrators of the
+-- group's organization only (root's groups: root's administrators)
+ALTER TABLE fleet.enrollment_groups ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.enrollment_groups FORCE ROW LEVEL SECURITY;
+CREATE POLICY administrators_read ON fleet.enrollment_groups FOR SELECT
+    USING (organization_id IN (SELECT fleet.organizations_for('administrator')));
+
+-- each role's own device list columns
+ALTER TABLE fleet.job_device_list_columns ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.job_device_list_columns FORCE ROW LEVEL SECURITY;
+CREATE POLICY own_columns ON fleet.job_device_list_columns FOR SELECT
+    USING (role_name = current_user);
+
+-- ---------------------------------------------------------------------
+-- Privileges.  Revoked first, then granted, so that an update from a
+-- version that granted more takes back what this one does not grant.
+
+REVOKE ALL ON ALL TABLES IN SCHEMA fleet FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA fleet FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA fleet_internal FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA fleet_internal FROM PUBLIC;
+GRANT USAGE ON SCHEMA fleet TO PUBLIC;
+GRANT SELECT ON ALL TABLES IN SCHEMA fleet TO PUBLIC;
+-- COPY writes into the import view; its triggers do the rest (SECURITY DEFINER)
+GRANT INSERT ON fleet.device_import TO PUBLIC;
+-- the engine's health counts every organization's jobs
+REVOKE SELECT ON fleet.engine_status FROM PUBLIC;
+GRANT SELECT ON fleet.engine_status TO pg_monitor;
+
+-- The internals: PUBLIC may use what the API's invoker functions and views
+-- call with the caller's rights (lookups that see what the caller sees,
+-- and the retry state of jobs the caller sees), nothing else.
+GRANT USAGE ON SCHEMA fleet_internal TO PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA fleet_internal FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fleet_internal.sees(name, text), fleet_internal.visible_organizations(name),
+      fleet_internal.visible_job(text), fleet_internal.visible_scheduled_job(text, name)
+   TO PUBLIC;
+GRANT SELECT ON fleet_internal.job_engine_state TO PUBLIC;
+
+-- API functions that only the engine or a superuser has reason to call
+REVOKE EXECUTE ON FUNCTION fleet.compute_device_key(text, text) FROM PUBLIC;

@@ -1,0 +1,70 @@
+-- Retention: finished jobs are kept fleet.job_retention (30 days by
+-- default, as IoT Central keeps them), then deleted with everything under
+-- them; fleet.delete_job() deletes one at once.  A deleted job is gone from
+-- the API at once (its deleted_at is set); the engine then purges its rows a
+-- chunk at a time (fleet.engine_chunk_size rows of job_devices a turn),
+-- each chunk its own short transaction, so no lock is held for long and a
+-- restart carries on where the purge stood.  The space the rows took is
+-- reused by the next jobs once VACUUM has seen it (make bench measures a
+-- million-device job's purge).  Device operations and scheduled runs are
+-- kept as long as jobs.
+
+-- One turn's purge.  Returns whether there is more to purge right away.
+CREATE FUNCTION fleet_internal.purge(at timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    now_ts    timestamptz := coalesce(at, clock_timestamp());
+    retention interval := current_setting('fleet.job_retention')::interval;
+    chunk     int := current_setting('fleet.engine_chunk_size')::int;
+    doomed    text;
+    n_deleted bigint;
+    more      boolean := false;
+BEGIN
+    IF retention > interval '0' THEN
+        -- finished jobs past retention are deleted, a hundred at a time
+        UPDATE fleet.jobs j SET deleted_at = now_ts
+         WHERE j.id IN (SELECT o.id FROM fleet.jobs o
+                         WHERE o.finished_at < now_ts - retention AND o.deleted_at IS NULL
+                           AND o.status IN ('completed', 'failed', 'cancelled')
+                         LIMIT 100);
+        more := FOUND;
+        -- device operations: their rejected rows first, a chunk at a time
+        DELETE FROM fleet.device_operation_errors e
+         WHERE e.ctid = ANY (ARRAY(SELECT x.ctid FROM fleet.device_operation_errors x
+                                     JOIN fleet.device_operations o ON o.id = x.operation_id
+                                    WHERE o.finished_at < now_ts - retention
+                                    LIMIT chunk));
+        GET DIAGNOSTICS n_deleted = ROW_COUNT;
+        IF n_deleted = chunk THEN
+            more := true;
+        ELSE
+            DELETE FROM fleet.device_operations o WHERE o.finished_at < now_ts - retention;
+        END IF;
+        DELETE FROM fleet.scheduled_job_runs r
+         WHERE r.ctid = ANY (ARRAY(SELECT x.ctid FROM fleet.scheduled_job_runs x
+                                    WHERE x.recorded_at < now_ts - retention LIMIT chunk));
+    END IF;
+
+    -- a deleted job's devices' outcomes, a chunk; once none is left, the
+    -- job (its batches, windows and engine state go with it)
+    SELECT j.id INTO doomed FROM fleet.jobs j
+     WHERE j.deleted_at IS NOT NULL
+     ORDER BY j.deleted_at, j.id
+     LIMIT 1
+       FOR UPDATE SKIP LOCKED;
+    IF doomed IS NULL THEN
+        RETURN more;
+    END IF;
+    DELETE FROM fleet.job_devices jd
+     WHERE jd.ctid = ANY (ARRAY(SELECT x.ctid FROM fleet.job_devices x WHERE x.job_id = doomed LIMIT chunk));
+    GET DIAGNOSTICS n_deleted = ROW_COUNT;
+    IF n_deleted < chunk THEN
+        DELETE FROM fleet.jobs j WHERE j.id = doomed;
+    END IF;
+    RETURN true;
+END;
+$$;
