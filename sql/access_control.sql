@@ -58,6 +58,8 @@ SELECT fleet.create_scheduled_job(jsonb_build_object('id', o || '-nightly', 'dis
 -- functions, each as a count or the error it gets
 CREATE TABLE public.regress_seen (role_name name, relation text, seen text);
 GRANT INSERT ON public.regress_seen TO PUBLIC;
+CREATE TABLE public.regress_keys (organization text, primary_key text, secondary_key text);
+GRANT INSERT ON public.regress_keys TO PUBLIC;
 CREATE FUNCTION public.regress_count_all() RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     r record;
@@ -87,20 +89,72 @@ BEGIN
 END;
 $$;
 
+-- what a role can write or lock: every table and view of both schemas,
+-- each write and each lock mode that could stall someone else; only the
+-- import view takes rows (its triggers then check the caller's rights)
+CREATE TABLE public.regress_tried (role_name name, relation text, attempt text, outcome text);
+GRANT INSERT ON public.regress_tried TO PUBLIC;
+CREATE FUNCTION public.regress_try_all() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    attempt text;
+    outcome text;
+BEGIN
+    FOR r IN SELECT c.oid::regclass AS rel, c.relkind,
+                    (SELECT quote_ident(a.attname) FROM pg_attribute a
+                      WHERE a.attrelid = c.oid AND a.attnum = 1) AS first_column
+               FROM pg_class c
+              WHERE c.relnamespace IN ('fleet'::regnamespace, 'fleet_internal'::regnamespace)
+                AND c.relkind IN ('r', 'v')
+    LOOP
+        FOREACH attempt IN ARRAY ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'SELECT FOR UPDATE',
+                                       'LOCK ROW EXCLUSIVE', 'LOCK ACCESS EXCLUSIVE'] LOOP
+            BEGIN
+                EXECUTE CASE attempt
+                    WHEN 'INSERT' THEN format('INSERT INTO %s SELECT * FROM %s WHERE false', r.rel, r.rel)
+                    WHEN 'UPDATE' THEN format('UPDATE %s SET %s = %s WHERE false', r.rel, r.first_column, r.first_column)
+                    WHEN 'DELETE' THEN format('DELETE FROM %s WHERE false', r.rel)
+                    WHEN 'TRUNCATE' THEN format('TRUNCATE %s', r.rel)
+                    WHEN 'SELECT FOR UPDATE' THEN format('SELECT 1 FROM %s LIMIT 1 FOR UPDATE', r.rel)
+                    WHEN 'LOCK ROW EXCLUSIVE' THEN format('LOCK TABLE %s IN ROW EXCLUSIVE MODE NOWAIT', r.rel)
+                    ELSE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', r.rel) END;
+                outcome := 'allowed';
+                -- undo whatever it did (TRUNCATE would empty a table)
+                RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'undo';
+            EXCEPTION WHEN OTHERS THEN
+                IF SQLERRM <> 'undo' THEN
+                    outcome := CASE WHEN SQLERRM LIKE 'permission denied%' THEN 'denied'
+                                    WHEN SQLERRM LIKE 'cannot % view %' OR SQLERRM LIKE '% is not a table'
+                                    THEN 'not a table' ELSE SQLERRM END;
+                END IF;
+            END;
+            INSERT INTO public.regress_tried VALUES (current_user, r.rel::text, attempt, outcome);
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
 \c - regress_acme_admin
 SELECT public.regress_count_all();
+SELECT public.regress_try_all();
 \c - regress_east_admin
 SELECT public.regress_count_all();
+SELECT public.regress_try_all();
 \c - regress_east_operator
 SELECT public.regress_count_all();
+SELECT public.regress_try_all();
 \c - regress_east_viewer
 SELECT public.regress_count_all();
+SELECT public.regress_try_all();
 \c - regress_east_member
 SELECT public.regress_count_all();
+SELECT public.regress_try_all();
 \c - regress_west_operator
 SELECT public.regress_count_all();
+SELECT public.regress_try_all();
 \c - regress_outsider
 SELECT public.regress_count_all();
+SELECT public.regress_try_all();
 \c - :superuser
 -- shared relations (templates) are the same for every member; the rest by role
 SELECT relation,
@@ -118,6 +172,15 @@ SELECT relation, count(DISTINCT seen) = 1 AND min(seen)::int > 0 AS same_for_all
   FROM public.regress_seen
  WHERE relation IN ('device_templates', 'template_contents', 'template_capabilities')
  GROUP BY relation ORDER BY relation;
+-- every role, every relation, every write and lock: refused, but rows into
+-- the import view (the same for all roles)
+SELECT count(DISTINCT role_name) AS roles, count(DISTINCT relation) AS relations, count(*) AS attempts,
+       count(*) FILTER (WHERE outcome = 'denied') AS denied,
+       count(*) FILTER (WHERE outcome = 'not a table') AS views_that_take_no_writes
+  FROM public.regress_tried;
+SELECT relation, attempt, count(*) AS roles, min(outcome) AS outcome
+  FROM public.regress_tried WHERE outcome NOT IN ('denied', 'not a table')
+ GROUP BY relation, attempt ORDER BY relation, attempt;
 
 -- East's operator: nothing of West can be read, changed, run or exported
 \c - regress_east_operator
@@ -150,16 +213,16 @@ SELECT fleet.import_template('{"@id": "dtmi:acme:Mine;1", "@type": "Interface", 
 -- a gateway of East claims East's commands only
 SELECT job_id, count(*) FROM fleet.claim_commands('east-gateway', 100) GROUP BY job_id;
 SELECT fleet.complete_command(d.delivery_id, 200) FROM fleet.command_deliveries d WHERE d.job_id = 'east-blink';
--- rows the engine trusts cannot be forged: job_devices naming West's devices,
--- a rerun of West's job, a schedule run as someone else or a pg_cron entry
--- of another name
+-- rows the engine trusts cannot be written outside the API: job_devices
+-- naming West's devices, claims with a deadline that never comes (they
+-- would keep a job, and a running-job slot, for ever), a rerun of West's
+-- job, a job queued first, row locks that would stall the engine, a
+-- schedule's definition, its creator or its state (the engine reads them)
 INSERT INTO fleet.job_devices (job_id, device_id, batch) VALUES ('east-dim', 'west-lamp-1', 1);
-UPDATE fleet.job_devices SET device_id = 'west-lamp-1' WHERE job_id = 'east-dim';
--- nor claims and answers outside the gateway functions: a deadline that
--- never comes would keep the job, and a running-job slot, for ever; nor
--- row locks that would stall the engine
 UPDATE fleet.job_devices SET gateway = 'forged', deadline = 'infinity' WHERE job_id = 'east-blink';
 SELECT device_id FROM fleet.job_devices WHERE job_id = 'east-blink' FOR UPDATE;
+SELECT id FROM fleet.jobs WHERE id = 'east-blink' FOR UPDATE;
+UPDATE fleet.jobs SET queued_at = '-infinity' WHERE id = 'east-blink';
 INSERT INTO fleet.jobs (id, display_name, group_id, organization_id, job_type, data, status, definition, rerun_of, queued_at)
 VALUES ('east-forged-rerun', 'Forged', 'east-lamps', 'acme-east', 'property',
         '[{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 7}]', 'pending', '{}', 'west-dim',
@@ -167,9 +230,17 @@ VALUES ('east-forged-rerun', 'Forged', 'east-lamps', 'acme-east', 'property',
 SELECT fleet.create_scheduled_job('{"id": "east-hourly", "displayName": "East daily", "group": "east-lamps",
   "data": [{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 1}],
   "schedule": {"start": "2099-06-01T06:00:00", "recurrence": "daily"}}') ->> 'createdBy' AS created_by;
-UPDATE fleet.scheduled_jobs SET created_by = 'postgres', cron_job_name = 'nightly-backup' WHERE id = 'east-hourly';
+UPDATE fleet.scheduled_jobs SET created_by = 'postgres', changed_by = 'postgres' WHERE id = 'east-hourly';
+UPDATE fleet.scheduled_jobs SET definition = jsonb_set(definition, '{group}', '"west-lamps"') WHERE id = 'east-nightly';
+INSERT INTO fleet.scheduled_jobs (id, display_name, organization_id, group_id, definition, schedule, enabled,
+                                  effective_from, next_run_at, changed_by)
+VALUES ('bogus', 'Bogus', 'acme-east', 'east-lamps', '{}', '{"bogus": true}', true,
+        now() - interval '1 day', now() - interval '1 hour', 'regress_east_operator');
+-- through the API, West's group does not exist for it
+SELECT fleet.update_scheduled_job('east-nightly', '{"group": "west-lamps"}');
+SELECT fleet.update_scheduled_job('east-nightly', '{"organizations": ["acme-west"]}');
 SELECT fleet.sync_schedule_cron('east-hourly');
-SELECT created_by, cron_job_name FROM fleet.scheduled_jobs WHERE id = 'east-hourly';
+SELECT created_by, changed_by FROM fleet.scheduled_jobs WHERE id = 'east-hourly';
 SELECT fleet.fire_scheduled_job('east-hourly', '2099-06-01 06:00:00+00');
 SELECT fleet.fire_scheduled_job('east-hourly') AS nothing_due;
 SELECT fleet.disable_scheduled_job('east-hourly') ->> 'enabled' AS enabled;
@@ -196,11 +267,18 @@ SELECT "IOTC_DEVICEID", length("IOTC_SASKEY_PRIMARY") AS key_length FROM fleet.e
 SELECT * FROM fleet.export_devices(organization => 'acme-west');
 SELECT length(primary_key) FROM fleet.device_keys('east-lamp-1');
 SELECT fleet.create_organization('east-annex', 'Annex', 'acme-east');
--- a path is computed, not taken: a forged one cannot put an organization
+-- a path is computed, never taken: an organization cannot be written
 -- into West's subtree
 INSERT INTO fleet.organizations (id, display_name, parent_id, path)
 VALUES ('east-forged', 'Forged', 'acme-east', ARRAY['root', 'acme', 'acme-west', 'acme-east', 'east-forged']);
 SELECT id, path FROM fleet.organizations WHERE id IN ('east-annex', 'east-forged') ORDER BY id;
+-- keys of a device another organization will own cannot be learnt: a
+-- device registered, read and deleted here gets other keys when West
+-- registers the same id (each organization has its own enrollment groups)
+SELECT fleet.create_device('pump-0042', organization => 'acme-east');
+INSERT INTO public.regress_keys SELECT 'acme-east', * FROM fleet.device_keys('pump-0042');
+SELECT fleet.delete_device('pump-0042');
+SELECT id FROM fleet.enrollment_groups ORDER BY id;
 SELECT fleet.create_organization('acme-south', 'South', 'acme');
 SELECT fleet.grant_organization('east-annex', 'regress_outsider', 'viewer');
 SELECT fleet.grant_organization('acme-west', 'regress_outsider', 'viewer');
@@ -212,8 +290,32 @@ SELECT count(*) FROM fleet.enrollment_groups;
 \c - regress_acme_admin
 SELECT d.organization_id, count(*) FROM fleet.export_devices() e JOIN fleet.devices d ON d.id = e."IOTC_DEVICEID"
  GROUP BY 1 ORDER BY 1;
+SELECT fleet.create_device('pump-0042', organization => 'acme-west');
+INSERT INTO public.regress_keys SELECT 'acme-west', * FROM fleet.device_keys('pump-0042');
+SELECT fleet.delete_device('pump-0042');
+-- a schedule an administrator of Acme made for East: East's operator may
+-- change it only through the API, and then its runs are East's operator's
+SELECT fleet.create_scheduled_job('{"id": "acme-for-east", "displayName": "For East", "group": "east-lamps",
+  "organizations": ["acme-east"],
+  "data": [{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 3}],
+  "schedule": {"start": "2099-07-01T06:00:00", "recurrence": "daily"}}') ->> 'changedBy' AS changed_by;
 SELECT fleet.wait_for_job('east-blink');   -- East's gateway answered all three
 SELECT id, status FROM fleet.recent_jobs WHERE id IN ('east-dim', 'east-blink', 'west-dim', 'west-blink') ORDER BY id;
+\c - regress_east_operator
+SELECT fleet.update_scheduled_job('acme-for-east', '{"group": "west-lamps"}');
+SELECT fleet.update_scheduled_job('acme-for-east',
+  '{"data": [{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 4}]}') ->> 'changedBy' AS changed_by;
+\c - :superuser
+SELECT count(DISTINCT primary_key) AS distinct_keys, count(*) AS registrations FROM public.regress_keys;
+-- a run is the last changer's, in the schedule's organization, with the
+-- rights that role has when it fires
+SELECT fleet.fire_scheduled_job('acme-for-east', '2099-07-01 06:00:00+00') IS NOT NULL AS ran;
+SELECT created_by, organization_id, data -> 0 -> 'value' AS value FROM fleet.jobs WHERE scheduled_job_id = 'acme-for-east';
+SELECT fleet.revoke_organization('acme-east', 'regress_east_operator');
+SELECT fleet.fire_scheduled_job('acme-for-east', '2099-07-02 06:00:00+00') AS not_ran;
+SELECT occurrence, outcome, error FROM fleet.scheduled_job_instances('acme-for-east') ORDER BY 1;
+SELECT fleet.grant_organization('acme-east', 'regress_east_operator', 'operator');
+SELECT fleet.delete_scheduled_job('acme-for-east');
 
 -- the engine keeps a job to its organization, whatever the group's filter
 -- says: an East group whose filter names West's devices has no members
@@ -234,16 +336,26 @@ VALUES ('east-ran', 'Ran', 'east-lamps', 'acme-east', 'property',
         '[{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 7}]', 'running', '{}',
         clock_timestamp(), 1);
 \c - :superuser
+CREATE FUNCTION pg_temp.wait_cron() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1 .. 500 LOOP
+        EXIT WHEN (SELECT s.cron_synced_version = s.cron_version FROM fleet_internal.engine_state s);
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    RETURN (SELECT s.cron_synced_version = s.cron_version FROM fleet_internal.engine_state s);
+END;
+$$;
 -- a job row no API function would write (here a superuser's: a finished
 -- job queued to start again) fails that job alone; the engine goes on
 UPDATE fleet.jobs SET status = 'pending', started_at = NULL, finished_at = NULL WHERE id = 'east-replayed';
 SELECT fleet.wait_for_job('east-replayed');
 SELECT status, error FROM fleet.jobs WHERE id = 'east-replayed';
--- the forged rerun failed at start; the schedule runs as East's operator
-SELECT fleet.wait_for_job('east-forged-rerun');
-SELECT status, error FROM fleet.jobs WHERE id = 'east-forged-rerun';
+-- nothing forged was written; the schedule runs as East's operator
+SELECT count(*) AS forged FROM fleet.jobs WHERE id IN ('east-forged-rerun', 'east-ran');
+SELECT count(*) AS forged FROM fleet.scheduled_jobs WHERE id = 'bogus';
+SELECT definition ->> 'group' AS east_nightly_group FROM fleet.scheduled_jobs WHERE id = 'east-nightly';
+SELECT pg_temp.wait_cron() AS in_line;
 SELECT jobname, username FROM cron.job WHERE command LIKE '%east-hourly%';
-SELECT count(*) AS forged_entries FROM cron.job WHERE jobname = 'nightly-backup';
 SELECT fleet.delete_scheduled_job('east-hourly');
 -- (what East's operator tried on West's rows above changed nothing)
 SELECT id, display_name, organization_id FROM fleet.devices WHERE id IN ('west-lamp-1', 'east-lamp-1') ORDER BY id;
@@ -262,7 +374,8 @@ SELECT count(*) FROM fleet.devices WHERE properties ->> 'level' = '5';
 
 -- clean up the roles (their rows go with the organizations' tests)
 SELECT fleet.delete_scheduled_job(id) FROM fleet.scheduled_jobs WHERE id IN ('east-nightly', 'west-nightly');
-DROP TABLE public.regress_seen;
+DROP TABLE public.regress_seen, public.regress_tried, public.regress_keys;
+DROP FUNCTION public.regress_try_all();
 DROP FUNCTION public.regress_count_all();
 DELETE FROM fleet.organization_members WHERE member::text LIKE 'regress_%';
 DROP ROLE regress_acme_admin, regress_east_admin, regress_east_operator, regress_east_viewer,

@@ -16,15 +16,19 @@ SELECT parameter_name FROM information_schema.parameters
  WHERE specific_name LIKE 'export_devices%' AND parameter_mode = 'OUT' ORDER BY ordinal_position;
 \copy (SELECT * FROM fleet.export_devices('dtmi:com:example:Thermostat;1', 'contoso') ORDER BY 1) TO STDOUT WITH (FORMAT csv, HEADER)
 
--- keys equal compute_device_key of the group key: devices use SAS-IoT-Devices,
--- edge devices SAS-IoT-Edge-Devices
+-- keys equal compute_device_key of the group key: devices use their
+-- organization's SAS-IoT-Devices group (root's, or the nearest one up the
+-- path), edge devices its SAS-IoT-Edge-Devices group
 SELECT count(*) AS devices,
        count(*) FILTER (WHERE e."IOTC_SASKEY_PRIMARY" = fleet.compute_device_key(g.primary_key, d.id)
                           AND e."IOTC_SASKEY_SECONDARY" = fleet.compute_device_key(g.secondary_key, d.id)) AS keys_match,
-       count(*) FILTER (WHERE d.edge AND g.id = 'SAS-IoT-Edge-Devices') AS edge_devices_on_edge_group
+       count(*) FILTER (WHERE d.edge AND g.id LIKE 'SAS-IoT-Edge-Devices%') AS edge_devices_on_edge_group,
+       count(*) FILTER (WHERE g.organization_id = d.organization_id) AS on_own_organization_group
   FROM fleet.export_devices() e
   JOIN fleet.devices d ON d.id = e."IOTC_DEVICEID"
-  JOIN fleet.enrollment_groups g ON g.id = CASE WHEN d.edge THEN 'SAS-IoT-Edge-Devices' ELSE 'SAS-IoT-Devices' END;
+  JOIN fleet.enrollment_groups g
+    ON g.id = (SELECT k.group_id FROM fleet_internal.organization_enrollment_groups k
+                WHERE k.organization_id = d.organization_id AND k.edge = d.edge);
 SELECT count(*) AS devices FROM fleet.devices;
 SELECT e."IOTC_SASKEY_PRIMARY" = k.primary_key AND e."IOTC_SASKEY_SECONDARY" = k.secondary_key AS device_keys_agree
   FROM fleet.export_devices() e, fleet.device_keys('edge-exp-1') k WHERE e."IOTC_DEVICEID" = 'edge-exp-1';
@@ -40,13 +44,15 @@ SELECT fleet.export_devices('dtmi:no:Such;1');
 SELECT fleet.export_devices(organization => 'nowhere');
 SELECT fleet.device_keys('no-such-device');
 
--- rotating a group key rotates the derived keys of its devices only
+-- rotating a group key rotates the derived keys of its devices only: root's
+-- edge group is not that of the edge device in contoso, which has its own
 CREATE TEMP TABLE exported AS SELECT * FROM fleet.export_devices();
 SELECT fleet.rotate_group_key('SAS-IoT-Edge-Devices');
-SELECT d.edge, count(*) FILTER (WHERE x."IOTC_SASKEY_PRIMARY" <> e."IOTC_SASKEY_PRIMARY") AS changed, count(*)
+SELECT d.edge, d.organization_id = 'root' AS in_root,
+       count(*) FILTER (WHERE x."IOTC_SASKEY_PRIMARY" <> e."IOTC_SASKEY_PRIMARY") AS changed, count(*)
   FROM fleet.export_devices() x JOIN exported e USING ("IOTC_DEVICEID")
   JOIN fleet.devices d ON d.id = x."IOTC_DEVICEID"
- GROUP BY d.edge ORDER BY d.edge;
+ GROUP BY 1, 2 ORDER BY 1, 2;
 
 -- export, delete, import: the same devices come back with the same keys
 \copy (SELECT "IOTC_DEVICEID", "IOTC_DEVICENAME" FROM fleet.export_devices(organization => 'contoso-east')) TO 'results/export_roundtrip.csv' WITH (FORMAT csv, HEADER)

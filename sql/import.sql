@@ -7,6 +7,17 @@ LANGUAGE sql AS $$
     SELECT status, rows, imported, rejected, template_id, organization_id, rows = imported + rejected
       FROM fleet.device_operations ORDER BY id DESC LIMIT 1
 $$;
+-- imports that fail as a whole are recorded by the engine, in its own
+-- transaction: wait until it has
+CREATE FUNCTION pg_temp.wait_recorded() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1 .. 500 LOOP
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM fleet_internal.import_failures());
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    RETURN NOT EXISTS (SELECT 1 FROM fleet_internal.import_failures());
+END;
+$$;
 CREATE FUNCTION pg_temp.last_errors() RETURNS TABLE (line bigint, device_id text, error text)
 LANGUAGE sql AS $$
     SELECT line, device_id, error FROM fleet.device_operation_errors
@@ -62,12 +73,26 @@ RESET fleet.import_organization;
 SELECT count(*) = :operations_before AS nothing_recorded FROM fleet.device_operations;
 
 -- invalid UTF-8 and malformed CSV fail with COPY's own error, naming the line;
--- nothing of the file is kept
+-- nothing of the file is kept, and the Device Operations panel shows each
+-- import failed, with the reason and how far it got
 \set SHOW_CONTEXT errors
 \copy fleet.device_import FROM 'test/data/bad_utf8.csv' WITH (FORMAT csv, HEADER)
 \copy fleet.device_import FROM 'test/data/bad_quote.csv' WITH (FORMAT csv, HEADER)
 \set SHOW_CONTEXT never
 SELECT count(*) AS kept FROM fleet.devices WHERE id IN ('utf-1', 'csv-1');
+SELECT pg_temp.wait_recorded() AS recorded;
+SELECT id, status, rows, imported, rejected, error, finished_at >= started_at AS finished
+  FROM fleet.device_operations ORDER BY id DESC LIMIT 2;
+-- so is an import that is cancelled, and one whose transaction rolls back
+SET statement_timeout = '200ms';
+INSERT INTO fleet.device_import SELECT 'slow-' || i, pg_sleep(0.01)::text FROM generate_series(1, 100) i;
+RESET statement_timeout;
+BEGIN;
+INSERT INTO fleet.device_import VALUES ('undone-1', NULL);
+ROLLBACK;
+SELECT pg_temp.wait_recorded() AS recorded;
+SELECT status, imported, error FROM fleet.device_operations ORDER BY id DESC LIMIT 2;
+SELECT count(*) AS kept FROM fleet.devices WHERE id LIKE 'slow-%' OR id = 'undone-1';
 
 -- INSERT works too (line numbers are then row numbers), and a failed import
 -- inside a savepoint leaves the next one intact
@@ -80,11 +105,14 @@ COMMIT;
 SELECT * FROM pg_temp.last_operation();
 SELECT * FROM pg_temp.last_errors();
 
--- the Device Operations panel
+-- the Device Operations panel: every import, failed ones too (their rows
+-- are those read before the failure; none was imported)
+SELECT pg_temp.wait_recorded() AS recorded;
 SELECT id, kind, status, rows, imported, rejected, started_by = current_user AS by_me,
        finished_at >= started_at AS finished
   FROM fleet.device_operations ORDER BY id;
-SELECT sum(rows) = sum(imported) + sum(rejected) AS all_rows_accounted FROM fleet.device_operations;
+SELECT sum(rows) = sum(imported) + sum(rejected) AS all_rows_accounted
+  FROM fleet.device_operations WHERE status <> 'failed';
 
 -- names with backslashes, tabs and non-ASCII letters arrive unchanged, and a
 -- client in another encoding is converted once, not twice
@@ -135,9 +163,9 @@ DROP ROLE regress_fleet_importer;
 -- whatever the statement around it does.
 CREATE TEMP VIEW not_device_import AS SELECT 1::int AS a, 2::int AS b;
 CREATE TRIGGER stage INSTEAD OF INSERT ON not_device_import
-    FOR EACH ROW EXECUTE FUNCTION fleet.device_import_stage_row();
+    FOR EACH ROW EXECUTE FUNCTION fleet_internal.device_import_stage_row();
 INSERT INTO not_device_import VALUES (1, 16);
-SELECT fleet.device_import_register(1, NULL, NULL);
+SELECT fleet_internal.device_import_register(1, NULL, NULL);
 -- a function that writes while the import statement runs
 CREATE TEMP TABLE import_log (id text);
 CREATE FUNCTION pg_temp.logged(id text) RETURNS text LANGUAGE plpgsql AS $$

@@ -46,3 +46,35 @@ SELECT primary_key <> (SELECT primary_key FROM before WHERE id = 'SAS-IoT-Device
   FROM fleet.enrollment_groups WHERE id = 'SAS-IoT-Devices';
 SELECT fleet.rotate_group_key('SAS-IoT-Devices', 'tertiary');
 SELECT fleet.rotate_group_key('no-such-group');
+
+-- every organization made since 0.2 has its own pair of groups, and a
+-- device's keys derive from the nearest pair up its organization's path
+SELECT fleet.create_organization('keys-a', 'Keys A');
+SELECT fleet.create_organization('keys-a-east', 'Keys A East', 'keys-a');
+SELECT id, organization_id, edge, length(decode(primary_key, 'base64')) AS bytes
+  FROM fleet.enrollment_groups WHERE organization_id LIKE 'keys-%' ORDER BY id;
+SELECT fleet.create_device('keys-dev', organization => 'keys-a-east');
+SELECT fleet.create_device('keys-edge', organization => 'keys-a-east', edge => true);
+SELECT d.id, (fleet.device_keys(d.id)).primary_key = fleet.compute_device_key(g.primary_key, d.id) AS from_own_group
+  FROM fleet.devices d
+  JOIN fleet.enrollment_groups g ON g.id = CASE WHEN d.edge THEN 'SAS-IoT-Edge-Devices@keys-a-east'
+                                              ELSE 'SAS-IoT-Devices@keys-a-east' END
+ WHERE d.id LIKE 'keys-%' ORDER BY d.id;
+-- the same id elsewhere gets other keys
+SELECT fleet.delete_device('keys-dev');
+SELECT fleet.create_device('keys-dev', organization => 'keys-a');
+SELECT (fleet.device_keys('keys-dev')).primary_key
+       = fleet.compute_device_key((SELECT primary_key FROM fleet.enrollment_groups WHERE id = 'SAS-IoT-Devices@keys-a'), 'keys-dev')
+       AS from_parent_group;
+-- an organization without a pair (made by 0.1) derives from the nearest
+-- above; it can be given its own, once
+DELETE FROM fleet.enrollment_groups WHERE organization_id = 'keys-a';
+SELECT (fleet.device_keys('keys-dev')).primary_key
+       = fleet.compute_device_key((SELECT primary_key FROM fleet.enrollment_groups WHERE id = 'SAS-IoT-Devices'), 'keys-dev')
+       AS from_root_group;
+SELECT * FROM fleet.create_enrollment_groups('keys-a');
+SELECT fleet.create_enrollment_groups('keys-a');
+SELECT fleet.rotate_group_key('SAS-IoT-Edge-Devices@keys-a', 'secondary');
+SELECT fleet.delete_device(id) FROM fleet.devices WHERE id LIKE 'keys-%';
+DELETE FROM fleet.organizations WHERE id = 'keys-a-east';
+DELETE FROM fleet.organizations WHERE id = 'keys-a';

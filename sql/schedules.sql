@@ -78,6 +78,9 @@ SELECT count(*) FROM fleet.next_occurrences('{"start": "2027-06-01T12:00:00", "r
 -- each refusal names the value and says what to do
 SELECT fleet.next_occurrences('{"start": "2027-03-01T09:00:00", "timeZone": "Europe/Berlinn"}', '2027-01-01', 1);
 SELECT fleet.next_occurrences('{"start": "2027-03-01T09:00:00", "timeZone": "UTC+3"}', '2027-01-01', 1);
+-- names that follow the server's own OS files, not a place of the world
+SELECT fleet.next_occurrences('{"start": "2027-03-01T09:00:00", "timeZone": "localtime"}', '2027-01-01', 1);
+SELECT fleet.next_occurrences('{"start": "2027-03-01T09:00:00", "timeZone": "posixrules"}', '2027-01-01', 1);
 SELECT fleet.next_occurrences('{"start": "2027-03-01T09:00:00", "timeZone": 1}', '2027-01-01', 1);
 SELECT fleet.next_occurrences('{"start": "2027-03-01T09:00:00", "recurrence": "monthly"}', '2027-01-01', 1);
 SELECT fleet.next_occurrences('{"start": "2027-03-01T09:00:00", "recurrence": 7}', '2027-01-01', 1);
@@ -123,8 +126,22 @@ SELECT fleet.create_scheduled_job('{"id": "weekly-interval", "displayName": "Wee
   "data": [{"type": "property", "target": "dtmi:contoso:EnvSensor;1", "path": "reportInterval", "value": 30}],
   "schedule": {"start": "2099-03-02T09:00:00", "timeZone": "Europe/Berlin", "recurrence": "weekly",
                "end": {"type": "occurrences", "occurrences": 10}}}') - 'createdBy';
+-- the engine brings pg_cron in line after each change commits: wait for it,
+-- then read the entries
+CREATE FUNCTION pg_temp.wait_cron() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1 .. 500 LOOP
+        EXIT WHEN (SELECT s.cron_synced_version = s.cron_version FROM fleet_internal.engine_state s);
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    RETURN (SELECT s.cron_synced_version = s.cron_version FROM fleet_internal.engine_state s);
+END;
+$$;
 CREATE FUNCTION pg_temp.cron_entries() RETURNS TABLE (jobname text, schedule text, command text, database text, active boolean)
-LANGUAGE sql AS $$ SELECT jobname, schedule, command, database, active FROM cron.job ORDER BY jobname $$;
+LANGUAGE sql AS $$
+    SELECT pg_temp.wait_cron();
+    SELECT jobname, schedule, command, database, active FROM cron.job ORDER BY jobname;
+$$;
 SELECT * FROM pg_temp.cron_entries();
 
 -- a fire at the occurrence starts a job over the group's members now,
@@ -156,14 +173,14 @@ SELECT fleet.update_scheduled_job('weekly-interval', '{"displayName": "Weekly in
 SELECT * FROM pg_temp.cron_entries();
 -- disabling removes the entry, enabling brings it back
 SELECT fleet.disable_scheduled_job('weekly-interval') ->> 'enabled' AS enabled;
-SELECT count(*) AS entries FROM cron.job;
+SELECT count(*) AS entries FROM pg_temp.cron_entries();
 SELECT fleet.fire_scheduled_job('weekly-interval', '2099-04-07 22:00:00+00') AS while_disabled;
 SELECT fleet.enable_scheduled_job('weekly-interval') ->> 'nextRun' AS next_run;
 SELECT * FROM pg_temp.cron_entries();
 -- the end: after the last occurrence the entry goes and the schedule is completed
 SELECT fleet.fire_scheduled_job('weekly-interval', '2099-04-07 22:00:00+00') IS NOT NULL AS ran;
 SELECT fleet.fire_scheduled_job('weekly-interval', '2099-04-08 22:00:00+00') IS NOT NULL AS ran;
-SELECT count(*) AS entries FROM cron.job;
+SELECT count(*) AS entries FROM pg_temp.cron_entries();
 SELECT s ->> 'completed' AS completed, s ->> 'nextRun' AS next_run, s ->> 'occurrences' AS occurrences
   FROM fleet.get_scheduled_job('weekly-interval') s;
 -- deleting unschedules; the jobs it ran stay
@@ -173,7 +190,7 @@ SELECT fleet.create_scheduled_job('{"id": "one-time", "displayName": "Once", "gr
 SELECT * FROM pg_temp.cron_entries();
 SELECT fleet.delete_scheduled_job('one-time');
 SELECT fleet.delete_scheduled_job('weekly-interval');
-SELECT count(*) AS entries FROM cron.job;
+SELECT count(*) AS entries FROM pg_temp.cron_entries();
 SELECT count(*) AS jobs_kept FROM fleet.jobs WHERE scheduled_job_id = 'weekly-interval';
 -- a fire for a schedule that is gone does nothing
 SELECT fleet.fire_scheduled_job('weekly-interval', '2099-04-09 22:00:00+00') AS gone;
@@ -215,7 +232,7 @@ SELECT fleet.scheduled_job_instances('nope');
 SELECT fleet.create_scheduled_job('{"id": "twice", "displayName": "Twice", "group": "schedule-sensors", "enabled": false,
   "data": [{"type": "property", "target": "dtmi:contoso:EnvSensor;1", "path": "reportInterval", "value": 30}],
   "schedule": {"start": "2099-01-01T09:00:00"}}') ->> 'enabled' AS enabled;
-SELECT count(*) AS entries FROM cron.job;
+SELECT count(*) AS entries FROM pg_temp.cron_entries();
 SELECT fleet.create_scheduled_job('{"id": "twice", "displayName": "Twice", "group": "schedule-sensors",
   "data": [{"type": "property", "target": "dtmi:contoso:EnvSensor;1", "path": "reportInterval", "value": 30}],
   "schedule": {"start": "2099-01-01T09:00:00"}}');
@@ -223,3 +240,21 @@ SELECT fleet.update_scheduled_job('twice', '{"id": "thrice"}');
 SELECT fleet.update_scheduled_job('twice', '{"schedule": {"start": "2001-01-01T09:00:00"}}');
 SELECT fleet.update_scheduled_job('twice', '"enabled"');
 SELECT fleet.delete_scheduled_job('twice');
+
+-- a schedule the engine cannot move on (a row written past the API, say
+-- restored from elsewhere) is disabled with the reason, and fails alone:
+-- the engine goes on with every other schedule and job
+SELECT fleet.create_scheduled_job('{"id": "broken", "displayName": "Broken", "group": "schedule-sensors",
+  "data": [{"type": "property", "target": "dtmi:contoso:EnvSensor;1", "path": "reportInterval", "value": 30}],
+  "schedule": {"start": "2099-01-01T09:00:00", "recurrence": "daily"}}') ->> 'enabled' AS enabled;
+UPDATE fleet.scheduled_jobs SET schedule = '{"bogus": true}', effective_from = now() - interval '1 day',
+       next_run_at = now() - interval '1 hour'
+ WHERE id = 'broken';
+SELECT fleet.create_job('{"id": "after-broken", "displayName": "After broken", "group": "schedule-sensors",
+  "data": [{"type": "property", "target": "dtmi:contoso:EnvSensor;1", "path": "reportInterval", "value": 31}]}') ->> 'status';
+SELECT fleet.wait_for_job('after-broken');
+SELECT pg_temp.wait_cron() AS in_line;
+SELECT enabled, next_run_at, error FROM fleet.scheduled_jobs WHERE id = 'broken';
+SELECT fleet.get_scheduled_job('broken') ->> 'error' AS error;
+SELECT count(*) AS entries FROM pg_temp.cron_entries() WHERE jobname LIKE '%broken';
+SELECT fleet.delete_scheduled_job('broken');

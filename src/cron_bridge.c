@@ -400,11 +400,21 @@ cron_apply(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* fleet.cron_database(): where pg_cron keeps its entries. */
+/*
+ * fleet_internal.cron_database(): where pg_cron keeps its entries; refuses
+ * when pg_cron is not loaded, or not installed when that is this database
+ * (elsewhere it is not looked for: the engine reports it, in
+ * fleet.engine_status, when it brings pg_cron in line).
+ */
 Datum
 cron_database(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_TEXT_P(cstring_to_text(cron_database_name(false)));
+	const char *cron_database = cron_database_name(false);
+	const char *database = get_database_name(MyDatabaseId);
+
+	if (strcmp(cron_database, database) == 0)
+		(void) cron_schema_present(database, false);
+	PG_RETURN_TEXT_P(cstring_to_text(cron_database));
 }
 
 /*

@@ -103,7 +103,13 @@ engine_detach(int code, Datum arg)
 	SpinLockRelease(&fleet_shared->mutex);
 }
 
-/* The engine's session settings that follow the fleet.* ones. */
+/*
+ * The engine's session settings.  Its commits do not wait for the WAL to
+ * reach disk: a crash may lose its last fraction of a second of steps,
+ * whole (the devices they changed with them), and it does them again.
+ * Nothing another session saw is lost, since that session's own commit
+ * flushes the WAL up to it; and a turn costs no disk flush.
+ */
 static void
 engine_apply_settings(void)
 {
@@ -111,6 +117,7 @@ engine_apply_settings(void)
 
 	snprintf(value, sizeof(value), "%d", fleet_engine_lock_timeout);
 	SetConfigOption("lock_timeout", value, PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
 }
 
 /*

@@ -37,8 +37,9 @@ FleetShared *fleet_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* Set by fleet.wake_engine(), acted on at commit. */
+/* Set by fleet.wake_engine() and engine_wake_launcher_at_commit(), acted on at commit. */
 static bool wake_engine_at_commit = false;
+static bool wake_launcher_at_commit = false;
 
 PG_FUNCTION_INFO_V1(wake_engine);
 PG_FUNCTION_INFO_V1(engine_pid);
@@ -86,9 +87,11 @@ wake_engine_xact_callback(XactEvent event, void *arg)
 		if (latch)
 			SetLatch(latch);
 	}
+	if (event == XACT_EVENT_COMMIT && wake_launcher_at_commit && fleet_shared)
+		engine_wake_launcher();
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE)
-		wake_engine_at_commit = false;
+		wake_engine_at_commit = wake_launcher_at_commit = false;
 }
 
 /* Called from _PG_init: shared memory and the commit hook. */
@@ -116,7 +119,14 @@ engine_wake_launcher(void)
 		SetLatch(latch);
 }
 
-/* Counts an error of the engine's for the status view (not the message's key). */
+/* Wakes the launcher when the current transaction commits: a database it waits for is there. */
+void
+engine_wake_launcher_at_commit(void)
+{
+	wake_launcher_at_commit = true;
+}
+
+/* Counts an error of the engine's for the status view. */
 void
 engine_note_error(const char *message)
 {

@@ -18,7 +18,11 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -28,7 +32,9 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/fmgroids.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 #include "pg_fleet.h"
@@ -74,15 +80,31 @@ launcher_note(const char *note)
 	SpinLockRelease(&fleet_shared->mutex);
 }
 
-/* The database's oid, or InvalidOid when there is none by that name. */
+/*
+ * The database's oid, or InvalidOid when there is none by that name.  A
+ * scan of pg_database without its index, as the autovacuum launcher does:
+ * a backend without a database cannot open the index.
+ */
 static Oid
 launcher_find_database(const char *name)
 {
-	Oid			database;
+	Oid			database = InvalidOid;
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	database = get_database_oid(name, true);
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_database_datname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum(name));
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		database = ((Form_pg_database) GETSTRUCT(tuple))->oid;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
 	return database;
 }

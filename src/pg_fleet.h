@@ -95,6 +95,7 @@ extern FleetShared *fleet_shared;
 
 extern void engine_shared_init(void);
 extern void engine_wake_launcher(void);
+extern void engine_wake_launcher_at_commit(void);
 extern void engine_note_error(const char *message);
 extern bool engine_pause_requested(Oid database, bool *disconnect);
 

@@ -268,7 +268,7 @@ fleet_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyT
 	PG_END_TRY();
 
 	if (wake_launcher_after)
-		engine_wake_launcher();
+		engine_wake_launcher_at_commit();
 }
 
 /* Called from _PG_init. */

@@ -4,6 +4,9 @@
 CREATE FUNCTION fleet.create_edge_manifest(id text, display_name text, manifest jsonb)
 RETURNS text
 LANGUAGE plpgsql
+-- SECURITY DEFINER, as every function that writes (src/sql/access.sql);
+-- for root's administrators, checked first.
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -83,7 +83,7 @@ BEGIN
         RETURN;                 -- purged meanwhile
     END IF;
     INSERT INTO fleet_internal.job_engine_state AS s (job_id) VALUES (engine_failed.job_id)
-    ON CONFLICT (job_id) DO NOTHING;
+    ON CONFLICT ON CONSTRAINT job_engine_state_pkey DO NOTHING;
     UPDATE fleet_internal.job_engine_state s
        SET failures = s.failures + 1, last_error = message, last_error_at = now_ts,
            step_started_at = NULL, action = NULL,

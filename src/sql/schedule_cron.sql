@@ -121,7 +121,8 @@ BEGIN
       INTO desired
       FROM (SELECT sj.id, sj.changed_by,
                    CASE WHEN sj.next_run_at IS NOT NULL THEN sj.next_run_at
-                        WHEN sj.last_occurrence > now_ts - interval '2 minutes' THEN sj.last_occurrence END AS fire_at
+                        WHEN sj.last_occurrence BETWEEN now_ts - interval '2 minutes' AND now_ts + interval '1 minute'
+                        THEN sj.last_occurrence END AS fire_at
               FROM fleet.scheduled_jobs sj
              WHERE sj.enabled) s
      WHERE s.fire_at IS NOT NULL;
