@@ -87,7 +87,8 @@ PG_CPPFLAGS += -DPG_FLEET_VERSION='"$(EXTVERSION)"'
 REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules reporting access_control
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
 
-ISOLATION = concurrent_import concurrent_claims stop_at_batch_boundary completion_vs_timeout claim_vs_stop
+ISOLATION = concurrent_import concurrent_claims stop_at_batch_boundary completion_vs_timeout claim_vs_stop \
+	step_vs_lock device_recreated_mid_chunk schedule_vs_rollback rotation_vs_held_job
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/fleet_isolation.conf \
 	--inputdir=test --outputdir=test
 

@@ -395,6 +395,15 @@ fleet_engine_main(Datum main_arg)
 			engine_apply_settings();
 		}
 
+		/*
+		 * Leave when no longer wanted here: switched off, moved to another
+		 * database, or asked to leave it (for a DROP DATABASE).  Exit code 0:
+		 * a clean exit, which the launcher does not count as a failure.
+		 */
+		if (!fleet_engine_enabled || strcmp(fleet_database_name, database_name) != 0 ||
+			(engine_pause_requested(MyDatabaseId, &disconnect) && disconnect))
+			proc_exit(0);
+
 		/* a backend dropping pg_fleet (or updating it) goes first */
 		if (engine_pause_requested(MyDatabaseId, &disconnect))
 		{

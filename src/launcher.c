@@ -43,6 +43,8 @@
 #define LAUNCHER_MAX_BACKOFF_MS 60000
 /* How often a missing database is looked for (its creation also wakes us). */
 #define LAUNCHER_RECHECK_MS 10000
+/* How long the engine has to leave by itself before it is stopped. */
+#define STOP_GRACE_MS 10000
 
 PGDLLEXPORT void fleet_launcher_main(Datum main_arg);
 
@@ -70,6 +72,18 @@ launcher_detach(int code, Datum arg)
 	fleet_shared->launcher_latch = NULL;
 	fleet_shared->launcher_pid = 0;
 	SpinLockRelease(&fleet_shared->mutex);
+}
+
+static void
+wake_engine_latch(void)
+{
+	Latch	   *latch;
+
+	SpinLockAcquire(&fleet_shared->mutex);
+	latch = fleet_shared->engine_latch;
+	SpinLockRelease(&fleet_shared->mutex);
+	if (latch)
+		SetLatch(latch);
 }
 
 static void
@@ -139,7 +153,10 @@ fleet_launcher_main(Datum main_arg)
 {
 	BackgroundWorkerHandle *engine = NULL;
 	char		engine_database[NAMEDATALEN] = "";
+	Oid			engine_database_oid = InvalidOid;
 	bool		stop_requested = false; /* we asked the running engine to stop */
+	TimestampTz stop_deadline = 0;
+	TimestampTz engine_started = 0;
 	int			backoff_ms = 0;
 	TimestampTz next_start = 0;
 	char		missing_logged[NAMEDATALEN] = "";
@@ -183,7 +200,12 @@ fleet_launcher_main(Datum main_arg)
 			{
 				if (!stop_requested)
 				{
-					/* it stopped on its own: an error, or its database went */
+					/*
+					 * It stopped on its own: an error, or its database went.
+					 * One that ran for a while starts again at once.
+					 */
+					if (TimestampDifferenceExceeds(engine_started, now, LAUNCHER_MAX_BACKOFF_MS))
+						backoff_ms = 0;
 					backoff_ms = Min(Max(backoff_ms * 2, 1000), LAUNCHER_MAX_BACKOFF_MS);
 					next_start = TimestampTzPlusMilliseconds(now, backoff_ms);
 					ereport(LOG,
@@ -194,13 +216,22 @@ fleet_launcher_main(Datum main_arg)
 				engine = NULL;
 				stop_requested = false;
 			}
-			else if (!stop_requested &&
-					 (!fleet_engine_enabled ||
-					  strcmp(engine_database, fleet_database_name) != 0 ||
-					  (engine_pause_requested(fleet_shared->engine_database, &disconnect) && disconnect)))
+			else if (!fleet_engine_enabled ||
+					 strcmp(engine_database, fleet_database_name) != 0 ||
+					 (engine_pause_requested(engine_database_oid, &disconnect) && disconnect))
 			{
-				TerminateBackgroundWorker(engine);
-				stop_requested = true;
+				/*
+				 * The engine sees it too and leaves by itself (see engine.c);
+				 * one that does not within STOP_GRACE_MS is stopped.
+				 */
+				if (!stop_requested)
+				{
+					stop_requested = true;
+					stop_deadline = TimestampTzPlusMilliseconds(now, STOP_GRACE_MS);
+					wake_engine_latch();
+				}
+				else if (now >= stop_deadline)
+					TerminateBackgroundWorker(engine);
 				timeout_ms = 100;
 			}
 		}
@@ -249,9 +280,9 @@ fleet_launcher_main(Datum main_arg)
 				{
 					full_logged = false;
 					strlcpy(engine_database, fleet_database_name, sizeof(engine_database));
+					engine_database_oid = database;
+					engine_started = now;
 					launcher_note("");
-					/* a long run without stopping earns a quick restart */
-					backoff_ms = Max(backoff_ms / 2, 0);
 				}
 			}
 		}

@@ -14,9 +14,10 @@
  *
  * So before such a statement runs, the backend asks the engine to step
  * aside (engine_shared.c) and waits until it has: for the database
- * statements the launcher stops the engine until the statement is over;
- * for the extension ones the engine finishes its step and then takes no
- * other until the dropping or updating transaction ends.  DROP EXTENSION
+ * statements the engine leaves the database, and the launcher starts it
+ * again only after the statement's transaction ended; for the extension
+ * ones the engine finishes its step and then takes no other until the
+ * dropping or updating transaction ends.  DROP EXTENSION
  * and DROP DATABASE also remove the pg_cron entries of the database's
  * schedules, which would otherwise fire into nothing.
  *
@@ -227,10 +228,15 @@ fleet_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyT
 	{
 		Oid			database = get_database_oid(database_statement, true);
 
+		/*
+		 * Until the statement's transaction ends: the launcher must not see
+		 * the database (dropped, renamed) before that commits.
+		 */
 		if (database == running_in)
+		{
 			ask_engine_to_step_aside(database, true);
-		else
-			database_statement = NULL;
+			pause_until_transaction_end = true;
+		}
 	}
 	if (extension_statement)
 	{
@@ -251,21 +257,12 @@ fleet_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyT
 			remove_cron_entries(dropped_database);
 	}
 
-	PG_TRY();
-	{
-		if (prev_ProcessUtility)
-			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+							queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-									queryEnv, dest, qc);
-	}
-	PG_FINALLY();
-	{
-		if (database_statement != NULL)
-			release_pause();
-	}
-	PG_END_TRY();
 
 	if (wake_launcher_after)
 		engine_wake_launcher_at_commit();

@@ -103,7 +103,6 @@ DECLARE
     n          int := 0;
     label      text;                -- how messages name the job
 BEGIN
-    PERFORM fleet_internal.require_engine_database('creating a job');
     IF jsonb_typeof(definition) IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'a job definition must be a JSON object'
             USING ERRCODE = 'invalid_parameter_value',
@@ -357,8 +356,10 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    job fleet.jobs := fleet_internal.job_from_definition(definition, fleet.calling_role());
+    job fleet.jobs;
 BEGIN
+    PERFORM fleet_internal.require_engine_database('creating a job');
+    job := fleet_internal.job_from_definition(definition, fleet.calling_role());
     job.status := 'pending';
     job.queued_at := clock_timestamp();
     INSERT INTO fleet.jobs SELECT job.*;
@@ -404,6 +405,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM fleet_internal.require_engine_database('running a job');
     PERFORM fleet_internal.lock_job(id, '{saved}', 'run', 'running');
     UPDATE fleet.jobs j SET status = 'pending', queued_at = clock_timestamp() WHERE j.id = run_job.id;
     PERFORM fleet.wake_engine();
@@ -444,6 +446,7 @@ AS $$
 DECLARE
     job fleet.jobs := fleet_internal.lock_job(id, '{stopped,failed}', 'resume', 'resuming');
 BEGIN
+    PERFORM fleet_internal.require_engine_database('resuming a job');
     IF job.status = 'failed' AND job.error IS NULL THEN
         RAISE EXCEPTION 'cannot resume job "%": it ran every device, and some failed', id
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -517,6 +520,7 @@ DECLARE
     source fleet.jobs := fleet_internal.visible_job(id);
     job    fleet.jobs;
 BEGIN
+    PERFORM fleet_internal.require_engine_database('rerunning a job');
     IF source.status NOT IN ('completed', 'failed', 'cancelled') THEN
         RAISE EXCEPTION 'cannot rerun job "%": it is %', id, source.status
             USING ERRCODE = 'object_not_in_prerequisite_state',

@@ -108,7 +108,8 @@ DECLARE
     message text;
 BEGIN
     SELECT s.* INTO state FROM fleet_internal.engine_state s;
-    IF (state.cron_version = state.cron_synced_version AND state.cron_reconciled_at > now_ts - interval '5 minutes')
+    IF (state.cron_version = state.cron_synced_version AND state.cron_reconciled_at > now_ts - interval '5 minutes'
+        AND NOT coalesce(state.cron_recheck_at <= now_ts, false))
        OR (state.cron_error IS NOT NULL AND state.cron_reconciled_at > now_ts - interval '1 minute') THEN
         RETURN;
     END IF;
@@ -132,8 +133,14 @@ BEGIN
         IF current_setting('cron.database_name', true) IS NOT NULL THEN
             PERFORM fleet_internal.cron_reconcile(desired);
         END IF;
+        -- a kept final entry goes two minutes after its occurrence
         UPDATE fleet_internal.engine_state
-           SET cron_synced_version = state.cron_version, cron_reconciled_at = now_ts, cron_error = NULL;
+           SET cron_synced_version = state.cron_version, cron_reconciled_at = now_ts, cron_error = NULL,
+               cron_recheck_at = (SELECT min(sj.last_occurrence) + interval '2 minutes' + interval '1 second'
+                                    FROM fleet.scheduled_jobs sj
+                                   WHERE sj.enabled AND sj.next_run_at IS NULL
+                                     AND sj.last_occurrence BETWEEN now_ts - interval '2 minutes'
+                                                                AND now_ts + interval '1 minute');
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
         UPDATE fleet_internal.engine_state SET cron_reconciled_at = now_ts, cron_error = message;

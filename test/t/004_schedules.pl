@@ -1,8 +1,11 @@
 # Scheduled jobs fired by pg_cron itself, with pg_cron in another database
 # (cron.database_name = postgres, pg_fleet in "fleet"): a one-time schedule
-# due in the next minute runs and its job completes; a daily schedule whose
-# occurrence passes while the server is down is recorded as missed, pg_cron
-# is pointed at the next day, and that next occurrence runs.
+# due in the next minute runs, its job completes, pg_cron records the run
+# as succeeded and its entry goes once the run is over; a daily schedule
+# whose occurrence passes while the server is down is recorded as missed,
+# pg_cron is pointed at the next day, and that next occurrence runs.  The
+# entries follow the outcome of the transactions that change schedules,
+# though pg_cron's database commits on its own.
 use strict;
 use warnings;
 
@@ -70,11 +73,27 @@ $node->safe_psql('fleet', qq{
 	SELECT fleet.create_scheduled_job('{"id": "daily", "displayName": "Daily", $job,
 	  "schedule": {"start": "$b_local", "timeZone": "UTC", "recurrence": "daily"}}');
 });
-is($node->safe_psql('postgres',
-		q{SELECT string_agg(jobname || ' ' || schedule || ' ' || database || ' ' || command, E'\n' ORDER BY jobname) FROM cron.job}),
+my $entries = q{SELECT string_agg(jobname || ' ' || schedule || ' ' || database || ' ' || command, E'\n' ORDER BY jobname)
+                  FROM cron.job};
+ok(wait_for('postgres', $entries,
+		"pg_fleet fleet daily $b_cron fleet SELECT fleet.fire_scheduled_job('daily')\n"
+		  . "pg_fleet fleet once $a_cron fleet SELECT fleet.fire_scheduled_job('once')", 20),
+	'each schedule has one pg_cron entry in the cron database, in GMT, running in "fleet"');
+
+# changes that roll back leave pg_cron as it was: the engine writes what
+# committed only, though pg_cron's database commits apart
+$node->safe_psql('fleet', q{BEGIN; SELECT fleet.delete_scheduled_job('daily'); ROLLBACK;});
+$node->safe_psql('fleet', qq{BEGIN;
+	SELECT fleet.create_scheduled_job('{"id": "ghost", "displayName": "Ghost", $job,
+	  "schedule": {"start": "2099-01-01T00:00:00", "recurrence": "daily"}}');
+	ROLLBACK;});
+$node->safe_psql('fleet', q{SELECT fleet.sync_schedule_cron('daily')});     # the engine looks at once
+ok(wait_for('fleet', q{SELECT cron_synced_version = cron_version FROM fleet_internal.engine_state}, 't', 20),
+	'the engine brought pg_cron in line');
+is($node->safe_psql('postgres', $entries),
 	"pg_fleet fleet daily $b_cron fleet SELECT fleet.fire_scheduled_job('daily')\n"
 	  . "pg_fleet fleet once $a_cron fleet SELECT fleet.fire_scheduled_job('once')",
-	'each schedule has one pg_cron entry in the cron database, in GMT, running in "fleet"');
+	'a rolled-back deletion kept its entry, a rolled-back creation made none');
 
 # A is fired by pg_cron at its minute
 ok(wait_for('fleet', q{SELECT count(*) FROM fleet.scheduled_job_runs WHERE scheduled_job_id = 'once' AND outcome = 'started'},
@@ -92,8 +111,10 @@ is($node->safe_psql('fleet', q{
 ok(wait_for('postgres', q{SELECT count(*) FROM cron.job_run_details WHERE status = 'succeeded'
 	                          AND command = 'SELECT fleet.fire_scheduled_job(''once'')'}, '1', 30),
 	'pg_cron recorded the run as succeeded');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM cron.job WHERE jobname = 'pg_fleet fleet once'}),
-	'0', 'the ended one-time schedule left no pg_cron entry');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM cron.job_run_details WHERE status <> 'succeeded'}),
+	'0', 'and no run as cancelled: the entry stayed while its run went on');
+ok(wait_for('postgres', q{SELECT count(*) FROM cron.job WHERE jobname = 'pg_fleet fleet once'}, '0', 180),
+	'the ended one-time schedule left no pg_cron entry');
 
 # B's occurrence passes while the server is down
 my $left = $b_epoch - $node->safe_psql('fleet', 'SELECT extract(epoch FROM now())');
@@ -119,7 +140,7 @@ is($node->safe_psql('fleet', q{SELECT string_agg(outcome, ',' ORDER BY occurrenc
 	'missed,started', 'the history shows the missed occurrence and the run');
 
 $node->safe_psql('fleet', q{SELECT fleet.delete_scheduled_job('daily')});
-is($node->safe_psql('postgres', 'SELECT count(*) FROM cron.job'), '0', 'deleting the schedule removed its entry');
+ok(wait_for('postgres', 'SELECT count(*) FROM cron.job', '0', 20), 'deleting the schedule removed its entry');
 
 $node->stop;
 done_testing();

@@ -162,7 +162,8 @@ for my $key (@group_keys, @device_keys)
 {
 	$leaks++ if index($log, $key) >= 0 || index($cron_commands, $key) >= 0;
 }
-is(scalar(@group_keys) + scalar(@device_keys), 7, 'seven keys to look for: four group keys, a rotated one, a device\'s two');
+is(scalar(@group_keys) + scalar(@device_keys), 11,
+	'eleven keys to look for: four of root\'s groups and four of the plant\'s, a rotated one, a device\'s two');
 is($leaks, 0, 'no enrollment group key or device key is in the server log (log_statement = all) or pg_cron');
 
 # --- dump and restore -----------------------------------------------------

@@ -26,7 +26,8 @@ CREATE TABLE fleet_internal.engine_state (
     cron_version        bigint NOT NULL DEFAULT 1,
     cron_synced_version bigint NOT NULL DEFAULT 0,
     cron_reconciled_at timestamptz,
-    cron_error         text                            -- why pg_cron could not be brought in line, if it could not
+    cron_error         text,                           -- why pg_cron could not be brought in line, if it could not
+    cron_recheck_at    timestamptz                     -- when the entries change by themselves (a kept final entry goes)
 );
 COMMENT ON TABLE fleet_internal.engine_state IS 'The engine''s pending chores: statistics to refresh, pg_cron entries to bring in line';
 INSERT INTO fleet_internal.engine_state DEFAULT VALUES;

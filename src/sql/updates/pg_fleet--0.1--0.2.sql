@@ -91,7 +91,8 @@ CREATE TABLE fleet_internal.engine_state (
     cron_version        bigint NOT NULL DEFAULT 1,
     cron_synced_version bigint NOT NULL DEFAULT 0,
     cron_reconciled_at  timestamptz,
-    cron_error          text
+    cron_error          text,
+    cron_recheck_at     timestamptz
 );
 COMMENT ON TABLE fleet_internal.engine_state IS 'The engine''s pending chores: statistics to refresh, pg_cron entries to bring in line';
 INSERT INTO fleet_internal.engine_state DEFAULT VALUES;
