@@ -12,10 +12,10 @@ $$;
 CREATE FUNCTION pg_temp.wait_recorded() RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
     FOR i IN 1 .. 500 LOOP
-        EXIT WHEN NOT EXISTS (SELECT 1 FROM fleet_internal.import_failures());
+        EXIT WHEN (SELECT failed_imports_to_record = 0 FROM fleet.engine_status);
         PERFORM pg_sleep(0.02);
     END LOOP;
-    RETURN NOT EXISTS (SELECT 1 FROM fleet_internal.import_failures());
+    RETURN (SELECT failed_imports_to_record = 0 FROM fleet.engine_status);
 END;
 $$;
 CREATE FUNCTION pg_temp.last_errors() RETURNS TABLE (line bigint, device_id text, error text)

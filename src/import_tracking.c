@@ -33,6 +33,8 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/elog.h"
+#include "nodes/pg_list.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "pg_fleet.h"
@@ -41,13 +43,15 @@ typedef enum ImportSlotState
 {
 	IMPORT_SLOT_FREE = 0,
 	IMPORT_SLOT_ACTIVE,			/* an import in progress in backend pid */
-	IMPORT_SLOT_FAILED			/* for the engine to record */
+	IMPORT_SLOT_FAILED,			/* for the engine to record */
+	IMPORT_SLOT_RECORDING		/* being recorded by backend recorder */
 } ImportSlotState;
 
 typedef struct ImportSlot
 {
 	ImportSlotState state;
 	pid_t		pid;
+	pid_t		recorder;		/* the backend recording it, while RECORDING */
 	Oid			database;
 	int64		operation_id;
 	char		template_id[256];
@@ -74,8 +78,11 @@ static int64 my_rows = 0;
 static char my_error[512];
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
+/* The slots this backend is recording: freed when its transaction commits. */
+static List *my_recordings = NIL;
+
 PG_FUNCTION_INFO_V1(import_failures);
-PG_FUNCTION_INFO_V1(forget_import_failures);
+PG_FUNCTION_INFO_V1(import_failures_pending);
 
 /* Twice the backends: a failed slot waits for the engine while its backend imports again. */
 Size
@@ -123,13 +130,43 @@ import_tracking_end(bool failed)
 	my_slot = NULL;
 }
 
+/*
+ * The failures this backend recorded: free once the rows are committed, to
+ * be recorded again when the transaction that wrote them aborts.
+ */
+static void
+import_tracking_recorded(bool committed)
+{
+	ListCell   *cell;
+
+	if (my_recordings == NIL)
+		return;
+	SpinLockAcquire(&import_slots->mutex);
+	foreach(cell, my_recordings)
+	{
+		ImportSlot *slot = &import_slots->slots[lfirst_int(cell)];
+
+		if (slot->state == IMPORT_SLOT_RECORDING && slot->recorder == MyProcPid)
+			slot->state = committed ? IMPORT_SLOT_FREE : IMPORT_SLOT_FAILED;
+	}
+	SpinLockRelease(&import_slots->mutex);
+	list_free(my_recordings);
+	my_recordings = NIL;
+}
+
 static void
 import_tracking_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
 		import_tracking_end(false);
+		import_tracking_recorded(true);
+	}
 	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
 		import_tracking_end(true);
+		import_tracking_recorded(false);
+	}
 }
 
 /* An import that ran in a subtransaction that rolls back failed too. */
@@ -218,9 +255,35 @@ import_tracking_count_row(void)
 }
 
 /*
+ * Whether a slot holds a failure of this database's to record: failed, or
+ * left active or being recorded by a backend that is gone.  Liveness is
+ * looked up outside the spinlock.
+ */
+static bool
+import_slot_to_record(ImportSlot *slot, bool *dead_importer)
+{
+	*dead_importer = false;
+	if (slot->database != MyDatabaseId)
+		return false;
+	switch (slot->state)
+	{
+		case IMPORT_SLOT_FAILED:
+			return true;
+		case IMPORT_SLOT_ACTIVE:
+			*dead_importer = BackendPidGetProc(slot->pid) == NULL;
+			return *dead_importer;
+		case IMPORT_SLOT_RECORDING:
+			return BackendPidGetProc(slot->recorder) == NULL;
+		default:
+			return false;
+	}
+}
+
+/*
  * fleet_internal.import_failures(): this database's imports that failed,
- * and those whose backend went away without saying (the engine records
- * them; fleet_internal.forget_import_failures() then frees their slots).
+ * and those whose backend went away without saying, for the engine to
+ * record.  Each one returned is being recorded by this backend: nobody
+ * else gets it, and its slot is freed when this transaction commits.
  */
 Datum
 import_failures(PG_FUNCTION_ARGS)
@@ -232,18 +295,35 @@ import_failures(PG_FUNCTION_ARGS)
 	for (i = 0; i < import_slots->count; i++)
 	{
 		ImportSlot	slot;
+		ImportSlot *shared = &import_slots->slots[i];
 		Datum		values[9];
 		bool		nulls[9];
+		bool		dead_importer;
+		bool		taken = false;
+		MemoryContext old;
 
 		SpinLockAcquire(&import_slots->mutex);
-		memcpy(&slot, &import_slots->slots[i], sizeof(slot));
+		memcpy(&slot, shared, sizeof(slot));
 		SpinLockRelease(&import_slots->mutex);
-		if (slot.database != MyDatabaseId || slot.state == IMPORT_SLOT_FREE)
+		if (!import_slot_to_record(&slot, &dead_importer))
 			continue;
-		if (slot.state == IMPORT_SLOT_ACTIVE)
+		/* take it, unless it changed meanwhile */
+		SpinLockAcquire(&import_slots->mutex);
+		if (shared->state == slot.state && shared->operation_id == slot.operation_id)
 		{
-			if (BackendPidGetProc(slot.pid) != NULL)
-				continue;		/* still at it */
+			shared->state = IMPORT_SLOT_RECORDING;
+			shared->recorder = MyProcPid;
+			taken = true;
+		}
+		SpinLockRelease(&import_slots->mutex);
+		if (!taken)
+			continue;
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		my_recordings = lappend_int(my_recordings, i);
+		MemoryContextSwitchTo(old);
+
+		if (dead_importer)
+		{
 			strlcpy(slot.error, "the importing session ended before the import finished",
 					sizeof(slot.error));
 			slot.failed_at = GetCurrentTimestamp();
@@ -265,34 +345,27 @@ import_failures(PG_FUNCTION_ARGS)
 }
 
 /*
- * fleet_internal.forget_import_failures(operation_ids bigint[]): the engine
- * recorded them (ids come from import_failures(), which checked that their
- * backends were gone); free their slots.
+ * fleet_internal.import_failures_pending(): how many of this database's
+ * failed imports are not recorded yet (failed, or being recorded by a
+ * transaction that has not committed).
  */
 Datum
-forget_import_failures(PG_FUNCTION_ARGS)
+import_failures_pending(PG_FUNCTION_ARGS)
 {
-	ArrayType  *ids = PG_GETARG_ARRAYTYPE_P(0);
-	Datum	   *elements;
-	bool	   *nulls;
-	int			n;
-	int			i,
-				j;
+	int64		pending = 0;
+	int			i;
 
-	deconstruct_array(ids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elements, &nulls, &n);
-	SpinLockAcquire(&import_slots->mutex);
 	for (i = 0; i < import_slots->count; i++)
 	{
-		ImportSlot *slot = &import_slots->slots[i];
+		ImportSlot	slot;
+		bool		dead_importer;
 
-		if (slot->database != MyDatabaseId || slot->state == IMPORT_SLOT_FREE)
-			continue;
-		for (j = 0; j < n; j++)
-		{
-			if (!nulls[j] && DatumGetInt64(elements[j]) == slot->operation_id)
-				slot->state = IMPORT_SLOT_FREE;
-		}
+		SpinLockAcquire(&import_slots->mutex);
+		memcpy(&slot, &import_slots->slots[i], sizeof(slot));
+		SpinLockRelease(&import_slots->mutex);
+		if (slot.database == MyDatabaseId &&
+			(slot.state == IMPORT_SLOT_RECORDING || import_slot_to_record(&slot, &dead_importer)))
+			pending++;
 	}
-	SpinLockRelease(&import_slots->mutex);
-	PG_RETURN_VOID();
+	PG_RETURN_INT64(pending);
 }

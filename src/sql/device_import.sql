@@ -242,34 +242,25 @@ LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'import_failures';
 
-CREATE FUNCTION fleet_internal.forget_import_failures(operation_ids bigint[])
-RETURNS void
+-- How many failed imports wait to be recorded.
+CREATE FUNCTION fleet_internal.import_failures_pending()
+RETURNS bigint
 LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'forget_import_failures';
+AS 'MODULE_PATHNAME', 'import_failures_pending';
 
 -- The engine records them as failed operations, under the ids they drew
 -- (rows: the rows read before the failure; none was imported).
 CREATE FUNCTION fleet_internal.record_failed_imports()
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    recorded bigint[];
-BEGIN
-    WITH failed AS (SELECT * FROM fleet_internal.import_failures()),
-    written AS (
-        INSERT INTO fleet.device_operations (id, kind, status, template_id, organization_id, rows, imported,
-                                             rejected, started_by, started_at, finished_at, error)
-        SELECT f.operation_id, 'import', 'failed', f.template_id, f.organization_id, f.rows, 0, 0,
-               f.started_by, f.started_at, f.failed_at, f.error
-          FROM failed f
-        ON CONFLICT (id) DO NOTHING
-    )
-    SELECT array_agg(f.operation_id) INTO recorded FROM failed f;
-    IF recorded IS NOT NULL THEN
-        PERFORM fleet_internal.forget_import_failures(recorded);
-    END IF;
-END;
+    -- (each slot read here is freed when this commits: src/import_tracking.c)
+    INSERT INTO fleet.device_operations (id, kind, status, template_id, organization_id, rows, imported,
+                                         rejected, started_by, started_at, finished_at, error)
+    SELECT f.operation_id, 'import', 'failed', f.template_id, f.organization_id, f.rows, 0, 0,
+           f.started_by, f.started_at, f.failed_at, f.error
+      FROM fleet_internal.import_failures() f
+    ON CONFLICT (id) DO NOTHING;
 $$;

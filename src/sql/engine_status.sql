@@ -17,7 +17,8 @@ CREATE VIEW fleet.engine_status AS
            (SELECT count(*) FROM fleet_internal.job_engine_state s WHERE s.failures > 0) AS retrying_jobs,
            (SELECT count(*) FROM fleet.jobs j WHERE j.deleted_at IS NOT NULL) AS jobs_being_purged,
            st.cron_error,
-           st.cron_reconciled_at
+           st.cron_reconciled_at,
+           fleet_internal.import_failures_pending() AS failed_imports_to_record
       FROM fleet_internal.engine_activity() a, fleet_internal.engine_state st;
 COMMENT ON VIEW fleet.engine_status IS 'The job engine: its process, state, steps and errors since it started, jobs running, queued, retrying and being purged, and pg_cron''s state; for superusers and pg_monitor';
 COMMENT ON COLUMN fleet.engine_status.pid IS 'The engine''s process id (NULL: it is not running)';
@@ -36,3 +37,4 @@ COMMENT ON COLUMN fleet.engine_status.retrying_jobs IS 'Jobs whose last step fai
 COMMENT ON COLUMN fleet.engine_status.jobs_being_purged IS 'Deleted jobs whose rows the engine is still purging';
 COMMENT ON COLUMN fleet.engine_status.cron_error IS 'Why the engine could not bring pg_cron in line with the schedules, if it could not';
 COMMENT ON COLUMN fleet.engine_status.cron_reconciled_at IS 'When it last tried';
+COMMENT ON COLUMN fleet.engine_status.failed_imports_to_record IS 'Imports that failed and that the engine has not recorded in fleet.device_operations yet';

@@ -390,9 +390,11 @@ BEGIN
     IF job.status <> ALL (allowed) THEN
         RAISE EXCEPTION 'cannot % job "%": it is %', action, id, job.status
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('Only %s jobs can be %s.', array_to_string(allowed, ' or '),
-                                CASE action WHEN 'stop' THEN 'stopped' WHEN 'run' THEN 'run'
-                                            WHEN 'delete' THEN 'deleted' ELSE action || 'd' END);
+                  HINT = CASE action
+                         WHEN 'delete' THEN 'Stop it first with fleet.stop_job().'
+                         ELSE format('Only %s jobs can be %s.', array_to_string(allowed, ' or '),
+                                     CASE action WHEN 'stop' THEN 'stopped' WHEN 'run' THEN 'run'
+                                                 ELSE action || 'd' END) END;
     END IF;
     RETURN job;
 END;

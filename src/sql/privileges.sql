@@ -125,6 +125,8 @@ GRANT EXECUTE ON FUNCTION fleet_internal.sees(name, text), fleet_internal.visibl
       fleet_internal.visible_job(text), fleet_internal.visible_scheduled_job(text, name)
    TO PUBLIC;
 GRANT SELECT ON fleet_internal.job_engine_state TO PUBLIC;
+-- what fleet.engine_status calls, for its readers
+GRANT EXECUTE ON FUNCTION fleet_internal.engine_activity(), fleet_internal.import_failures_pending() TO pg_monitor;
 
 -- API functions that only the engine or a superuser has reason to call
 REVOKE EXECUTE ON FUNCTION fleet.compute_device_key(text, text) FROM PUBLIC;
