@@ -331,9 +331,11 @@ cron_reconcile(PG_FUNCTION_ARGS)
 
 /*
  * fleet_internal.cron_runs(command text, since timestamptz): what pg_cron's
- * run log (cron.job_run_details) says of its runs of the command in this
- * database since then, as a JSON array of {start, status, message}; NULL
- * without pg_cron.  An empty array: it did not try, or keeps no log.
+ * run log (cron.job_run_details) says of its latest runs of the command in
+ * this database since then, newest first, as a JSON array of {runid, start,
+ * status, message} (start is null for a run pg_cron could not connect
+ * for); NULL without pg_cron.  An empty array: it did not try, or keeps no
+ * log.
  */
 Datum
 cron_runs(PG_FUNCTION_ARGS)
@@ -347,13 +349,18 @@ cron_runs(PG_FUNCTION_ARGS)
 	args[0] = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	args[1] = get_database_name(MyDatabaseId);
 	args[2] = DatumGetCString(DirectFunctionCall1(timestamptz_out, PG_GETARG_DATUM(1)));
-	/* the latest few: they fit the bridge's result */
-	result = cron_run("SELECT coalesce(jsonb_agg(jsonb_build_object('start', d.start_time, 'status', d.status,"
+	/*
+	 * The latest few, newest first: they fit the bridge's result.  A run
+	 * pg_cron could not connect for has no start time; it is kept.
+	 */
+	result = cron_run("SELECT coalesce(jsonb_agg(jsonb_build_object('runid', d.runid, 'start', d.start_time,"
+					  "                                          'status', d.status,"
 					  "                                          'message', left(d.return_message, 200))"
-					  "                       ORDER BY d.start_time), '[]')"
+					  "                       ORDER BY d.runid DESC), '[]')"
 					  "  FROM (SELECT * FROM cron.job_run_details r"
-					  "         WHERE r.command = $1 AND r.database = $2 AND r.start_time >= $3::timestamptz"
-					  "         ORDER BY r.start_time DESC LIMIT 20) d",
+					  "         WHERE r.command = $1 AND r.database = $2"
+					  "           AND (r.start_time >= $3::timestamptz OR r.start_time IS NULL)"
+					  "         ORDER BY r.runid DESC LIMIT 20) d",
 					  3, args, true, &ran);
 	if (result == NULL)
 		PG_RETURN_NULL();

@@ -77,13 +77,20 @@ BEGIN
                 EXCEPTION WHEN OTHERS THEN
                     pg_cron_runs := NULL;
                 END;
+                -- a failed run of pg_cron's is matched by its start time;
+                -- one it could not even connect for has none, and counts
+                -- for the latest missed occurrence when it is its latest run
                 WITH missed AS (
                     SELECT o.occurrence,
-                           (SELECT r FROM jsonb_array_elements(pg_cron_runs) r
-                             WHERE (r ->> 'start')::timestamptz BETWEEN o.occurrence - interval '1 minute'
-                                                                     AND o.occurrence + grace
-                               AND r ->> 'status' = 'failed'
-                             ORDER BY r ->> 'start' DESC LIMIT 1) AS cron_run
+                           coalesce((SELECT r FROM jsonb_array_elements(pg_cron_runs) r
+                                      WHERE (r ->> 'start')::timestamptz BETWEEN o.occurrence - interval '1 minute'
+                                                                              AND o.occurrence + grace
+                                        AND r ->> 'status' = 'failed'
+                                      LIMIT 1),
+                                    CASE WHEN o.occurrence = max(o.occurrence) OVER ()
+                                          AND pg_cron_runs -> 0 ->> 'status' = 'failed'
+                                          AND pg_cron_runs -> 0 ->> 'start' IS NULL
+                                         THEN pg_cron_runs -> 0 END) AS cron_run
                       FROM fleet.schedule_occurrences(parsed, since, span) o
                      WHERE o.occurrence < at - grace
                 )
