@@ -34,5 +34,14 @@ SELECT fleet.create_device_group('not-boolean', 'Selects a value', filter => '$.
 SELECT fleet.create_device_group('not-boolean-2', 'Selects nothing', filter => '$.properties.missing');
 SELECT fleet.create_device_group('strict-path', 'Strict path', filter => 'strict $.nothing');
 SELECT fleet.create_device_group('no-compile', 'Does not compile', filter => '$.id ==');
+-- filters the engine could not evaluate over a fleet in bounded time
+SELECT fleet.create_device_group('nested-any', 'Nested any-depth',
+  filter => 'exists($.properties.** ? (exists(@.** ? (exists(@.** ? (@ == "zzz"))))))');
+SELECT fleet.create_device_group('deep', 'Deep',
+  filter => '$.properties.a ? (exists(@.b ? (exists(@.c ? (exists(@.d ? (exists(@.e ? (@.f == 1)))))))))');
+SELECT fleet.create_device_group('long', 'Long', filter => ('$.displayName == "' || repeat('x', 2000) || '"')::jsonpath);
+SELECT fleet.create_device_group('one-any', 'One any-depth (fine)', filter => 'exists($.reported.** ? (@ == "fault"))');
+SELECT fleet.create_device_group('parens-in-string', 'Parentheses in a string (fine)',
+  filter => '$.displayName == "((((((((((x))))))))))"');
 SELECT fleet.group_members('no-such-group');
 SELECT count(*) FROM fleet.device_groups;

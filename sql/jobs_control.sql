@@ -245,8 +245,12 @@ SELECT * FROM pg_temp.summary('job-over-batched');
 SELECT fleet.claim_commands('', 1);
 SELECT fleet.claim_commands('simulator', 1);
 SELECT fleet.claim_commands('gw', 0);
+SELECT fleet.claim_commands(repeat('g', 129), 1);
+SELECT fleet.claim_commands(E'gw\nwith a newline', 1);
 -- answers in bulk: the arrays go together
 SELECT fleet.complete_commands(ARRAY[1, 2], ARRAY[200]);
 SELECT fleet.complete_commands(ARRAY[1], ARRAY[200], ARRAY['{}'::jsonb, '{}'::jsonb]);
 SELECT fleet.complete_commands(ARRAY[1, 2], ARRAY[200, NULL]);
 SELECT fleet.complete_commands('{}', '{}') AS nothing_taken;
+SELECT fleet.complete_commands(NULL, NULL);
+SELECT fleet.complete_commands(ARRAY[1], NULL);

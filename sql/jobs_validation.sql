@@ -79,6 +79,9 @@ SELECT fleet.create_job(pg_temp.job(pg_temp.prop('thresholds', '{"low": "cold"}'
 SELECT fleet.create_job(pg_temp.job(pg_temp.prop('thresholds', '{"middle": 1}')));
 SELECT fleet.create_job(pg_temp.job(pg_temp.prop('labels', '{"a": 1}')));
 SELECT fleet.create_job(pg_temp.job(pg_temp.prop('indoor/targetTemperature', 'true')));
+-- values a device twin could not hold: IoT Hub's 32 KB and 10 levels
+SELECT fleet.create_job(pg_temp.job(pg_temp.prop('indoor/targetTemperature', '[[[[[[[[[[[1]]]]]]]]]]]')));
+SELECT fleet.create_job(pg_temp.job(pg_temp.prop('indoor/targetTemperature', to_jsonb(repeat('x', 40000)))));
 SELECT fleet.create_job(pg_temp.job(pg_temp.prop('deviceInfo/assetTag', '42')));
 -- commands and their request payloads
 SELECT fleet.create_job(pg_temp.job('[{"type": "command", "target": "dtmi:contoso:EnvSensor;1", "path": "selfDestruct"}]'));

@@ -71,7 +71,8 @@ BEGIN
     IF filter IS NOT NULL THEN
         problem := fleet_internal.filter_problem(filter);
         IF problem IS NOT NULL THEN
-            RAISE EXCEPTION 'device group filter % is too complex: %', filter, problem
+            RAISE EXCEPTION 'device group filter % is too complex: %',
+                            left(filter::text, 80) || CASE WHEN length(filter::text) > 80 THEN '...' ELSE '' END, problem
                 USING ERRCODE = 'program_limit_exceeded',
                       HINT = 'Filter on named properties (''$.reported.firmware == "1.2"''), with at most one "**" and expressions nested at most 8 deep.';
         END IF;
