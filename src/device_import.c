@@ -65,12 +65,16 @@ typedef struct StagedImport
  */
 static StagedImport *staged = NULL;
 
+/* This session's latest import's operation id: fleet.last_device_operation(). */
+static int64 last_operation_id = 0;
+
 PG_FUNCTION_INFO_V1(device_import_begin);
 PG_FUNCTION_INFO_V1(device_import_stage_row);
 PG_FUNCTION_INFO_V1(device_import_staged_rows);
 PG_FUNCTION_INFO_V1(device_import_staged_count);
 PG_FUNCTION_INFO_V1(device_import_release);
 PG_FUNCTION_INFO_V1(device_import_operation_id);
+PG_FUNCTION_INFO_V1(last_device_operation);
 
 static void
 forget_staged_import(XactEvent event, void *arg)
@@ -165,6 +169,7 @@ device_import_begin(PG_FUNCTION_ARGS)
 	if (PG_NARGS() == 3 && !PG_ARGISNULL(0) && !PG_ARGISNULL(2))
 	{
 		staged->operation_id = PG_GETARG_INT64(0);
+		last_operation_id = staged->operation_id;
 		import_tracking_begin(staged->operation_id,
 							  PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)),
 							  text_to_cstring(PG_GETARG_TEXT_PP(2)));
@@ -312,6 +317,19 @@ device_import_operation_id(PG_FUNCTION_ARGS)
 	if (staged == NULL || staged->operation_id == 0)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(staged->operation_id);
+}
+
+/*
+ * fleet.last_device_operation(): the operation id of this session's latest
+ * import, whatever became of it (a failed one is recorded by the engine),
+ * or NULL before the first.  What a client reads its import's outcome by.
+ */
+Datum
+last_device_operation(PG_FUNCTION_ARGS)
+{
+	if (last_operation_id == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(last_operation_id);
 }
 
 /*

@@ -242,6 +242,15 @@ LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'import_failures';
 
+-- The operation id of this session's latest import, whatever became of it,
+-- for clients to read its outcome from fleet.device_operations.
+CREATE FUNCTION fleet.last_device_operation()
+RETURNS bigint
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'last_device_operation';
+COMMENT ON FUNCTION fleet.last_device_operation() IS 'The fleet.device_operations id of this session''s latest device import (NULL before the first)';
+
 -- How many failed imports wait to be recorded.
 CREATE FUNCTION fleet_internal.import_failures_pending()
 RETURNS bigint

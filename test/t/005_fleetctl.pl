@@ -194,5 +194,38 @@ IPC::Run::run([ 'fleetctl', '-d', $node->connstr('postgres') . ' user=outsider',
 is($? >> 8, 5, 'permission denied exits 5');
 like($ur_err, qr/permission denied to export devices/, 'and says so');
 
+# every line of the file reaches the server as data: "\." alone (COPY's
+# end-of-data marker) is a record like any other, here a rejected id, and
+# the lines after it are imported
+my $marker = write_file('marker.csv', "IOTC_DEVICEID\nx-1\n\\.\nx-2\nx-3\n");
+($rc, $out, $err) = fleetctl('import', $marker);
+is($rc, 1, 'a file with a "\\." line: rows were rejected (1)');
+like($out, qr/import \d+: 4 rows, 3 devices imported, 1 rejected/, 'all four records arrived, three imported');
+like($err, qr/line 3, "\\\.": /, 'the "\\." one rejected with its line');
+is($node->safe_psql('postgres', q{SELECT string_agg(id, ',' ORDER BY id) FROM fleet.devices WHERE id LIKE 'x-%'}),
+	'x-1,x-2,x-3', 'the lines after it were imported');
+
+# the server's error names the file's line
+my $bad = write_file('bad.csv', "IOTC_DEVICEID\nok-1\nbad-\xff\n");
+($rc, $out, $err) = fleetctl('import', $bad);
+is($rc, 7, 'a file the server cannot read is refused (7)');
+like($err, qr/invalid byte sequence.*\ncontext: COPY device_import, line 3/s, "with COPY's line");
+
+# the server shutting down mid-import: unreachable (3), not refused
+my $huge = "IOTC_DEVICEID\n";
+$huge .= sprintf("shut-%07d\n", $_) for 1 .. 1000000;
+my $huge_path = write_file('huge.csv', $huge);
+my ($huge_out, $huge_err) = ('', '');
+my $import = IPC::Run::start([ 'fleetctl', '-d', $connstr, 'import', $huge_path ], '<', \undef, '>', \$huge_out,
+	'2>', \$huge_err);
+ok($node->poll_query_until('postgres', q{SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'COPY fleet.device_import%'}),
+	'a big import is under way');
+$node->stop('fast');
+$import->finish;
+is($? >> 8, 3, 'a server that shuts down mid-import is unreachable (3)');
+like($huge_err, qr/terminating connection|lost the server/, 'and says so');
+$node->start;
+is($node->safe_psql('postgres', q{SELECT count(*) FROM fleet.devices WHERE id LIKE 'shut-%'}), '0', 'nothing of it was kept');
+
 $node->stop;
 done_testing();

@@ -14,7 +14,10 @@
  *
  * Without export columns the file's bytes go to the server unchanged, so
  * the server's line numbers are the file's; with them, each record is sent
- * as its id and name, one line per record.
+ * as its id and name, one line per record.  Either way, a record that is
+ * "\." alone (COPY's end-of-data marker) is sent quoted: it is data.  The
+ * server's count of rows is compared with the records sent, and the
+ * outcome is read from the import's row in fleet.device_operations.
  *
  *-------------------------------------------------------------------------
  */
@@ -123,7 +126,8 @@ field_or_empty(const CsvReader *csv, int position)
 static void
 append_field(char **out, size_t *len, size_t *size, const char *value)
 {
-	bool		quote = strpbrk(value, ",\"\r\n") != NULL || value[0] == '\0';
+	/* (a leading backslash: "\." alone would end COPY's data) */
+	bool		quote = strpbrk(value, ",\"\r\n") != NULL || value[0] == '\0' || value[0] == '\\';
 	size_t		need = *len + strlen(value) * 2 + 4;
 
 	if (need > *size)
@@ -142,6 +146,18 @@ append_field(char **out, size_t *len, size_t *size, const char *value)
 	}
 	if (quote && value[0] != '\0')
 		(*out)[(*len)++] = '"';
+}
+
+/* Whether a record's bytes are "\." alone on its line: COPY's end of data. */
+static bool
+is_end_marker(const char *raw, size_t len)
+{
+	if (len < 2 || raw[0] != '\\' || raw[1] != '.')
+		return false;
+	for (size_t i = 2; i < len; i++)
+		if (raw[i] != '\r' && raw[i] != '\n')
+			return false;
+	return true;
 }
 
 /* Progress: a bar redrawn on a terminal, a line per tenth elsewhere. */
@@ -191,18 +207,19 @@ show_progress(Progress *p, long long rows, long long bytes, bool final)
 			human_bytes(p->total_bytes, t, sizeof(t)), human_count((long long) rate, rt, sizeof(rt)));
 }
 
-/* The import's operation id, from the server's closing notice. */
+/* The import's operation id, read from fleet.last_device_operation(). */
 static long long operation_id = 0;
 
+/*
+ * The server's notices go to stderr, unless --quiet; its summary of the
+ * import is left out: fleetctl prints its own, from the row.
+ */
 static void
-catch_operation_notice(void *arg, const PGresult *result)
+print_notice(void *arg, const PGresult *result)
 {
 	const char *message = PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY);
-	long long	id;
 
-	if (message && sscanf(message, "device import %lld:", &id) == 1)
-		operation_id = id;
-	else if (message && !options.quiet)
+	if (message && strncmp(message, "device import ", 14) != 0 && !options.quiet)
 		fprintf(stderr, "%s: %s\n", progname, message);
 }
 
@@ -251,6 +268,7 @@ cmd_import(int argc, char **argv)
 	char	   *out;
 	size_t		out_len = 0, out_size = 1 << 17;
 	long long	rows = 0;
+	long long	copied;
 	Progress	progress = {0};
 	const char *params[1];
 	long long	n_rows, n_imported, n_rejected;
@@ -269,7 +287,7 @@ cmd_import(int argc, char **argv)
 	header = check_header(csv, path);
 
 	conn = fleet_connect();
-	PQsetNoticeReceiver(conn, catch_operation_notice, NULL);
+	PQsetNoticeReceiver(conn, print_notice, NULL);
 	if (template_id)
 		set_setting(conn, "fleet.import_template", template_id);
 	if (organization)
@@ -342,14 +360,24 @@ cmd_import(int argc, char **argv)
 			size_t		len;
 			const char *raw = csv_raw(csv, &len);
 
-			if (out_len + len + 1 > out_size)
+			if (out_len + len + 3 > out_size)
 			{
-				while (out_size < out_len + len + 1)
+				while (out_size < out_len + len + 3)
 					out_size *= 2;
 				out = realloc(out, out_size);
 			}
-			memcpy(out + out_len, raw, len);
-			out_len += len;
+			if (is_end_marker(raw, len))
+			{
+				/* the same line, quoted: a value, not the end of the data */
+				memcpy(out + out_len, "\"\\.\"", 4);
+				memcpy(out + out_len + 4, raw + 2, len - 2);
+				out_len += len + 2;
+			}
+			else
+			{
+				memcpy(out + out_len, raw, len);
+				out_len += len;
+			}
 		}
 		rows++;
 		if (out_len >= 65536)
@@ -367,23 +395,34 @@ cmd_import(int argc, char **argv)
 	show_progress(&progress, rows, csv_bytes_read(csv), true);
 	result = PQgetResult(conn);
 	if (PQresultStatus(result) != PGRES_COMMAND_OK)
+	{
+		if (PQstatus(conn) == CONNECTION_BAD)
+			fail(EXIT_CONNECT, NULL, "lost the server while importing \"%s\": %s", path, PQerrorMessage(conn));
 		fail_result(result, "the import failed, and imported nothing");
+	}
+	copied = atoll(PQcmdTuples(result));
 	PQclear(result);
 	csv_close(csv);
 	fclose(file);
 
-	if (operation_id == 0)
-		fail(EXIT_REFUSED, NULL, "the server did not report the import's outcome");
+	/* the outcome is the row of this session's import */
+	result = query(conn, "cannot read the import's outcome",
+				   "SELECT id, rows, imported, rejected FROM fleet.device_operations"
+				   " WHERE id = fleet.last_device_operation()", 0, NULL);
+	if (PQntuples(result) != 1)
+		fail(EXIT_REFUSED, NULL, "the import's outcome is not visible to this role");
+	operation_id = atoll(PQgetvalue(result, 0, 0));
+	n_rows = atoll(PQgetvalue(result, 0, 1));
+	n_imported = atoll(PQgetvalue(result, 0, 2));
+	n_rejected = atoll(PQgetvalue(result, 0, 3));
+	PQclear(result);
 	snprintf(id, sizeof(id), "%lld", operation_id);
 	params[0] = id;
-	result = query(conn, "cannot read the import's outcome",
-				   "SELECT rows, imported, rejected FROM fleet.device_operations WHERE id = $1", 1, params);
-	if (PQntuples(result) != 1)
-		fail(EXIT_REFUSED, NULL, "import %lld's outcome is not visible to this role", operation_id);
-	n_rows = atoll(PQgetvalue(result, 0, 0));
-	n_imported = atoll(PQgetvalue(result, 0, 1));
-	n_rejected = atoll(PQgetvalue(result, 0, 2));
-	PQclear(result);
+	/* every record of the file reached the server as a row, and was accounted for */
+	if (copied != rows || n_rows != rows || n_imported + n_rejected != n_rows)
+		fail(EXIT_REFUSED, "report this: the file, and fleetctl's and the server's versions",
+			 "import %lld of \"%s\": %lld records sent, but the server took %lld and accounted for %lld (%lld imported, %lld rejected)",
+			 operation_id, path, rows, copied, n_rows, n_imported, n_rejected);
 	if (options.json)
 		print_query_json(conn, "cannot read the import's outcome",
 						 "SELECT id, status, template_id, organization_id, rows, imported, rejected,"

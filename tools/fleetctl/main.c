@@ -95,6 +95,9 @@ status_for_sqlstate(const char *sqlstate)
 {
 	if (sqlstate == NULL)
 		return EXIT_CONNECT;	/* no SQLSTATE: the connection broke */
+	/* the server shut down or went away (57P01, 57P02, 57P03), or the connection did */
+	if (strncmp(sqlstate, "57P", 3) == 0 || strncmp(sqlstate, "08", 2) == 0)
+		return EXIT_CONNECT;
 	if (strcmp(sqlstate, "42501") == 0)
 		return EXIT_PERMISSION;
 	if (strcmp(sqlstate, "3F000") == 0 || strcmp(sqlstate, "42883") == 0)
@@ -110,6 +113,7 @@ fail_result(PGresult *result, const char *what)
 	const char *message = PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY);
 	const char *detail = PQresultErrorField(result, PG_DIAG_MESSAGE_DETAIL);
 	const char *hint = PQresultErrorField(result, PG_DIAG_MESSAGE_HINT);
+	const char *context = PQresultErrorField(result, PG_DIAG_CONTEXT);
 	const char *sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
 	int			status = status_for_sqlstate(sqlstate);
 
@@ -117,6 +121,13 @@ fail_result(PGresult *result, const char *what)
 			message ? message : PQresultErrorMessage(result));
 	if (detail)
 		fprintf(stderr, "detail: %s\n", detail);
+	/* COPY says where in the file: "COPY device_import, line 5: ..." */
+	if (context && strncmp(context, "COPY ", 5) == 0)
+	{
+		const char *newline = strchr(context, '\n');
+
+		fprintf(stderr, "context: %.*s\n", newline ? (int) (newline - context) : (int) strlen(context), context);
+	}
 	if (hint)
 		fprintf(stderr, "hint: %s\n", hint);
 	else if (status == EXIT_PERMISSION)
