@@ -40,6 +40,12 @@ SELECT e."IOTC_SASKEY_PRIMARY" <> fleet.compute_device_key(g.primary_key, 'edge-
 SELECT count(*) FROM fleet.export_devices(template => 'dtmi:com:example:Thermostat;1');
 SELECT "IOTC_DEVICEID" FROM fleet.export_devices(organization => 'contoso') ORDER BY 1;
 SELECT "IOTC_DEVICEID" FROM fleet.export_devices(organization => 'contoso-east') ORDER BY 1;
+-- one organization's devices (one pair of groups: their keys are constants
+-- of the query) get the keys the export of every organization (each device
+-- joined to its groups) gives them
+SELECT (SELECT count(*) FROM fleet.export_devices(organization => 'contoso-east')) AS east_devices,
+       (SELECT count(*) FROM (SELECT * FROM fleet.export_devices(organization => 'contoso-east')
+                              EXCEPT SELECT * FROM fleet.export_devices()) x) AS differing;
 SELECT fleet.export_devices('dtmi:no:Such;1');
 SELECT fleet.export_devices(organization => 'nowhere');
 SELECT fleet.device_keys('no-such-device');

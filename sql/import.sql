@@ -85,7 +85,7 @@ SELECT id, status, rows, imported, rejected, error, finished_at >= started_at AS
   FROM fleet.device_operations ORDER BY id DESC LIMIT 2;
 -- so is an import that is cancelled, and one whose transaction rolls back
 SET statement_timeout = '200ms';
-INSERT INTO fleet.device_import SELECT 'slow-' || i, pg_sleep(0.01)::text FROM generate_series(1, 100) i;
+INSERT INTO fleet.device_import SELECT 'slow-' || i, CASE WHEN i = 5 THEN pg_sleep(5)::text END FROM generate_series(1, 100) i;
 RESET statement_timeout;
 BEGIN;
 INSERT INTO fleet.device_import VALUES ('undone-1', NULL);

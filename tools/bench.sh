@@ -88,6 +88,9 @@ for connections in 2 8; do
 	psql_bench -c "INSERT INTO bench_results VALUES ('commands, $connections connections', 'raw', 1, $finished - $started)"
 done
 
+echo "purging the property job ..."
+psql_bench -f "$TOP/test/bench/purge.sql"
+
 psql_bench -f "$TOP/test/bench/report.sql"
 echo "engine peak private memory: $(cat "$bench/memory-10000") kB for a 10,000-device job," \
 	"$(cat "$bench/memory-1000000") kB for a 1,000,000-device job"

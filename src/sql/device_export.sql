@@ -21,6 +21,8 @@ AS $$
 DECLARE
     caller       name := fleet.calling_role();
     everything   boolean := fleet.role_sees_everything(caller);
+    device_group fleet.enrollment_groups;
+    edge_group   fleet.enrollment_groups;
 BEGIN
     IF template IS NOT NULL THEN
         PERFORM fleet.require_template(template);
@@ -35,6 +37,27 @@ BEGIN
                   HINT = 'An administrator grants the role with fleet.grant_organization().';
     END IF;
 
+    -- When every organization in scope derives its keys from the same pair
+    -- of groups (one organization, or a fleet of 0.1's organizations), the
+    -- keys are constants of the query: joining each device to its
+    -- organization's groups costs a quarter of the export.
+    IF (SELECT count(DISTINCT g.group_id) = count(DISTINCT g.edge)
+          FROM fleet_internal.organization_enrollment_groups g
+         WHERE (organization IS NULL
+                OR g.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[organization]))
+           AND (everything OR g.organization_id IN (SELECT fleet.organizations_for('administrator', caller)))) THEN
+        SELECT g.* INTO device_group FROM fleet.enrollment_groups g
+         WHERE g.id = (SELECT x.group_id FROM fleet_internal.organization_enrollment_groups x
+                        WHERE NOT x.edge AND (organization IS NULL OR x.organization_id = organization)
+                          AND (everything OR x.organization_id IN (SELECT fleet.organizations_for('administrator', caller)))
+                        LIMIT 1);
+        SELECT g.* INTO edge_group FROM fleet.enrollment_groups g
+         WHERE g.id = (SELECT x.group_id FROM fleet_internal.organization_enrollment_groups x
+                        WHERE x.edge AND (organization IS NULL OR x.organization_id = organization)
+                          AND (everything OR x.organization_id IN (SELECT fleet.organizations_for('administrator', caller)))
+                        LIMIT 1);
+    END IF;
+
     -- (cells are neutralised only when asked: a function call per cell of a
     -- million rows costs seconds)
     RETURN QUERY
@@ -45,13 +68,26 @@ BEGIN
            k.x509_thumbprint_primary,      -- NULL: an empty CSV field
            k.x509_thumbprint_secondary
       FROM (SELECT d.id, d.display_name, d.x509_thumbprint_primary, d.x509_thumbprint_secondary,
-                   fleet.compute_device_key(g.primary_key, d.id) AS primary_key,
-                   fleet.compute_device_key(g.secondary_key, d.id) AS secondary_key
+                   fleet.compute_device_key(CASE WHEN d.edge THEN edge_group.primary_key
+                                                 ELSE device_group.primary_key END, d.id) AS primary_key,
+                   fleet.compute_device_key(CASE WHEN d.edge THEN edge_group.secondary_key
+                                                 ELSE device_group.secondary_key END, d.id) AS secondary_key
+              FROM fleet.devices d
+             WHERE device_group.id IS NOT NULL
+               AND (template IS NULL OR d.template_id = template)
+               AND (organization IS NULL
+                    OR d.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[organization]))
+               AND (everything OR d.organization_id IN (SELECT fleet.organizations_for('administrator', caller)))
+            UNION ALL
+            SELECT d.id, d.display_name, d.x509_thumbprint_primary, d.x509_thumbprint_secondary,
+                   fleet.compute_device_key(g.primary_key, d.id),
+                   fleet.compute_device_key(g.secondary_key, d.id)
               FROM fleet.devices d
               -- (a hash join with one row per organization and kind)
               JOIN fleet_internal.organization_enrollment_groups g
                 ON g.organization_id = d.organization_id AND g.edge = d.edge
-             WHERE (template IS NULL OR d.template_id = template)
+             WHERE device_group.id IS NULL
+               AND (template IS NULL OR d.template_id = template)
                AND (organization IS NULL
                     OR d.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[organization]))
                AND (everything OR d.organization_id IN (SELECT fleet.organizations_for('administrator', caller)))) k;

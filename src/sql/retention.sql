@@ -2,9 +2,9 @@
 -- default, as IoT Central keeps them), then deleted with everything under
 -- them; fleet.delete_job() deletes one at once.  A deleted job is gone from
 -- the API at once (its deleted_at is set); the engine then purges its rows a
--- chunk at a time (fleet.engine_chunk_size rows of job_devices a turn),
--- each chunk its own short transaction, so no lock is held for long and a
--- restart carries on where the purge stood.  The space the rows took is
+-- chunk at a time (five times fleet.engine_chunk_size rows of job_devices a
+-- turn), each chunk its own short transaction, so no lock is held for long
+-- and a restart carries on where the purge stood.  The space the rows took is
 -- reused by the next jobs once VACUUM has seen it (make bench measures a
 -- million-device job's purge).  Device operations and scheduled runs are
 -- kept as long as jobs.
@@ -20,8 +20,11 @@ DECLARE
     now_ts    timestamptz := coalesce(at, clock_timestamp());
     retention interval := current_setting('fleet.job_retention')::interval;
     chunk     int := current_setting('fleet.engine_chunk_size')::int;
-    doomed    text;
-    n_deleted bigint;
+    -- deleting a row costs a fraction of updating one: five chunks a turn
+    purge_chunk    int := 5 * chunk;
+    doomed         text;
+    purged_through text;
+    n_deleted      bigint;
     more      boolean := false;
 BEGIN
     IF retention > interval '0' THEN
@@ -49,21 +52,35 @@ BEGIN
                                     WHERE x.recorded_at < now_ts - retention LIMIT chunk));
     END IF;
 
-    -- a deleted job's devices' outcomes, a chunk; once none is left, the
-    -- job (its batches, windows and engine state go with it)
-    SELECT j.id INTO doomed FROM fleet.jobs j
+    -- a deleted job's devices' outcomes, a chunk in device order from where
+    -- the last one stopped (a scan from the start would walk the index
+    -- entries of every row deleted before: quadratic in the job's size);
+    -- once none is left, the job (its batches, windows and engine state go
+    -- with it)
+    SELECT j.id, s.purged_through INTO doomed, purged_through
+      FROM fleet.jobs j LEFT JOIN fleet_internal.job_engine_state s ON s.job_id = j.id
      WHERE j.deleted_at IS NOT NULL
      ORDER BY j.deleted_at, j.id
      LIMIT 1
-       FOR UPDATE SKIP LOCKED;
+       FOR UPDATE OF j SKIP LOCKED;
     IF doomed IS NULL THEN
         RETURN more;
     END IF;
-    DELETE FROM fleet.job_devices jd
-     WHERE jd.ctid = ANY (ARRAY(SELECT x.ctid FROM fleet.job_devices x WHERE x.job_id = doomed LIMIT chunk));
-    GET DIAGNOSTICS n_deleted = ROW_COUNT;
-    IF n_deleted < chunk THEN
+    WITH gone AS (
+        DELETE FROM fleet.job_devices jd
+         WHERE jd.ctid = ANY (ARRAY(SELECT x.ctid FROM fleet.job_devices x
+                                     WHERE x.job_id = doomed AND x.device_id > coalesce(purged_through, '')
+                                     ORDER BY x.device_id
+                                     LIMIT purge_chunk))
+        RETURNING jd.device_id
+    )
+    SELECT count(*), max(g.device_id) INTO n_deleted, purged_through FROM gone g;
+    IF n_deleted < purge_chunk THEN
         DELETE FROM fleet.jobs j WHERE j.id = doomed;
+    ELSE
+        INSERT INTO fleet_internal.job_engine_state AS s (job_id, purged_through)
+        VALUES (doomed, purged_through)
+        ON CONFLICT (job_id) DO UPDATE SET purged_through = excluded.purged_through;
     END IF;
     RETURN true;
 END;

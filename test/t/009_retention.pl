@@ -16,7 +16,7 @@ $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_fleet'
 fleet.database_name = 'postgres'
 fleet.engine_naptime = '100ms'
-fleet.engine_chunk_size = 500
+fleet.engine_chunk_size = 200
 });
 $node->start;
 $node->safe_psql('postgres', q{

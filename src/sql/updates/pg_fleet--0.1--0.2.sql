@@ -82,9 +82,10 @@ CREATE TABLE fleet_internal.job_engine_state (
     last_error      text,
     last_error_at   timestamptz,
     next_retry_at   timestamptz,
-    step_size       int
+    step_size       int,
+    purged_through  text
 );
-COMMENT ON TABLE fleet_internal.job_engine_state IS 'The engine''s retry state of each job: consecutive failures, last error, next retry';
+COMMENT ON TABLE fleet_internal.job_engine_state IS 'The engine''s state of each job: consecutive failures, last error, next retry; a deleted job''s purge';
 CREATE TABLE fleet_internal.engine_state (
     singleton           boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     analyze_wanted      boolean NOT NULL DEFAULT false,
