@@ -74,9 +74,9 @@ BEGIN
                             'fleet.job_results(''east-dim'')', 'fleet.job_results(''west-dim'')',
                             'fleet.job_device_list(''east-dim'')', 'fleet.scheduled_job_instances(''east-nightly'')',
                             'fleet.export_devices()', 'fleet.export_devices(organization => ''acme-west'')',
-                            'fleet.organization_member_list()', 'fleet.organizations_for(''viewer'')',
+                            'fleet.organization_member_list()', 'fleet_internal.organizations_for(''viewer'')',
                             'fleet.organization_subtree(''acme'')', 'fleet.organization_subtree(''acme-west'')',
-                            'fleet.organizations_for(''administrator'')']) f
+                            'fleet_internal.organizations_for(''administrator'')']) f
     LOOP
         BEGIN
             EXECUTE r.q INTO n;

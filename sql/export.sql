@@ -87,9 +87,9 @@ SELECT fleet.create_device('formula-6', 'plain = fine', organization => 'contoso
 SELECT "IOTC_DEVICEID", "IOTC_DEVICENAME" FROM fleet.export_devices(organization => 'contoso', spreadsheet_safe => true)
  WHERE "IOTC_DEVICEID" LIKE 'formula-%' OR "IOTC_DEVICEID" = '''-5' ORDER BY 1;
 -- keys are base64 and may start with "+": quoted exactly then, else unchanged
-SELECT fleet.spreadsheet_cell('+abc=', true) AS plus, fleet.spreadsheet_cell('abc+', true) AS inside,
-       fleet.spreadsheet_cell(E'\rx', true) = E'''\rx' AS carriage_return, fleet.spreadsheet_cell('-1', false) AS off,
-       fleet.spreadsheet_cell(NULL, true) IS NULL AS null_stays_null;
+SELECT fleet_internal.spreadsheet_cell('+abc=', true) AS plus, fleet_internal.spreadsheet_cell('abc+', true) AS inside,
+       fleet_internal.spreadsheet_cell(E'\rx', true) = E'''\rx' AS carriage_return, fleet_internal.spreadsheet_cell('-1', false) AS off,
+       fleet_internal.spreadsheet_cell(NULL, true) IS NULL AS null_stays_null;
 SELECT count(*) AS keys,
        bool_and(e."IOTC_SASKEY_PRIMARY" = CASE WHEN k.raw LIKE '+%' THEN '''' || k.raw ELSE k.raw END) AS quoted_exactly
   FROM fleet.export_devices(spreadsheet_safe => true) e

@@ -32,8 +32,8 @@ SELECT fleet.compute_device_key('', 'dev-1');
 SELECT fleet.compute_device_key(NULL, 'dev-1') IS NULL AS null_in_null_out;
 
 -- fresh group keys: 64 random bytes each time
-SELECT length(decode(fleet.generate_group_key(), 'base64')) AS bytes,
-       fleet.generate_group_key() <> fleet.generate_group_key() AS differ;
+SELECT length(decode(fleet_internal.generate_group_key(), 'base64')) AS bytes,
+       fleet_internal.generate_group_key() <> fleet_internal.generate_group_key() AS differ;
 
 -- rotation replaces one slot and keeps the other
 CREATE TEMP TABLE before AS SELECT * FROM fleet.enrollment_groups;

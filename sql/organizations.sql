@@ -17,7 +17,7 @@ SELECT fleet.create_organization('has space', 'Bad id');
 SELECT fleet.create_organization(NULL, 'No id');
 SELECT fleet.create_organization(repeat('x', 129), 'Too long');
 SELECT fleet.create_organization('blank', '  ');
-SELECT fleet.require_organization('nowhere');
+SELECT fleet_internal.require_organization('nowhere');
 
 -- root stays the only organization without a parent
 \set VERBOSITY terse

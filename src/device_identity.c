@@ -105,7 +105,7 @@ device_identity_check(const char *id, int len, const char *name, int name_len)
 }
 
 /*
- * fleet.device_identity_problem(device_id text, display_name text) returns
+ * fleet_internal.device_identity_problem(device_id text, display_name text) returns
  * NULL when both are acceptable, else a sentence saying what is wrong.
  */
 Datum

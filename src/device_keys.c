@@ -177,7 +177,7 @@ compute_device_key(PG_FUNCTION_ARGS)
 }
 
 /*
- * fleet.generate_group_key() returns text
+ * fleet_internal.generate_group_key() returns text
  *
  * A new random enrollment group key: 64 bytes from the server's strong random
  * source, base64-encoded, as IoT Central makes them.

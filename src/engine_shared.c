@@ -6,7 +6,7 @@
  *	  aside.
  *
  * The engine sleeps on its latch between steps.  A backend that queues,
- * stops or resumes a job calls fleet.wake_engine(): at commit, not before,
+ * stops or resumes a job calls fleet_internal.wake_engine(): at commit, not before,
  * the latch is set, so the engine never looks for work that is not
  * visible yet (and a rolled-back request wakes nobody).
  *
@@ -37,7 +37,7 @@ FleetShared *fleet_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* Set by fleet.wake_engine() and engine_wake_launcher_at_commit(), acted on at commit. */
+/* Set by fleet_internal.wake_engine() and engine_wake_launcher_at_commit(), acted on at commit. */
 static bool wake_engine_at_commit = false;
 static bool wake_launcher_at_commit = false;
 
@@ -173,7 +173,7 @@ engine_pause_requested(Oid database, bool *disconnect)
 }
 
 /*
- * fleet.wake_engine(): wake the engine when the current transaction commits.
+ * fleet_internal.wake_engine(): wake the engine when the current transaction commits.
  */
 Datum
 wake_engine(PG_FUNCTION_ARGS)
@@ -183,7 +183,7 @@ wake_engine(PG_FUNCTION_ARGS)
 }
 
 /*
- * fleet.engine_pid(): the process id of the engine serving this database,
+ * fleet_internal.engine_pid(): the process id of the engine serving this database,
  * or NULL when none does.
  */
 Datum

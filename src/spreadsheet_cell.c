@@ -18,7 +18,7 @@
 
 PG_FUNCTION_INFO_V1(spreadsheet_cell);
 
-/* fleet.spreadsheet_cell(value text, neutralize boolean) returns text */
+/* fleet_internal.spreadsheet_cell(value text, neutralize boolean) returns text */
 Datum
 spreadsheet_cell(PG_FUNCTION_ARGS)
 {

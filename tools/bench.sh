@@ -24,7 +24,7 @@ echo "generating $devices devices ..."
 # seen while JOB runs
 engine_peak_memory() {
 	local job=$1 pid peak=0 rss status
-	pid=$(psql_bench -Atc "SELECT fleet.engine_pid()")
+	pid=$(psql_bench -Atc "SELECT fleet_internal.engine_pid()")
 	while :; do
 		rss=$(awk '/^RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
 		[ "${rss:-0}" -gt "$peak" ] && peak=$rss

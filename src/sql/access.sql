@@ -10,13 +10,13 @@
 --
 -- Members read through row-level security (src/sql/privileges.sql) and
 -- change data only through the API: every function that writes is
--- SECURITY DEFINER, names its caller with fleet.calling_role(), checks the
+-- SECURITY DEFINER, names its caller with fleet_internal.calling_role(), checks the
 -- caller's rights here, and looks things up only among what the caller
 -- sees.  Members hold no write privilege on any table, so they can neither
 -- write what the engine trusts nor lock what it needs.  Superusers and
 -- BYPASSRLS roles (the engine runs as one) see all.
 
-CREATE FUNCTION fleet.app_role_rank(app_role text)
+CREATE FUNCTION fleet_internal.app_role_rank(app_role text)
 RETURNS int
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -28,7 +28,7 @@ AS $$ SELECT CASE app_role WHEN 'viewer' THEN 1 WHEN 'operator' THEN 2 WHEN 'adm
 -- view of its caller: a privileged session that runs another role's
 -- SECURITY DEFINER code lends that code its identity here, as it lends its
 -- rights to any code it runs (README, Security).
-CREATE FUNCTION fleet.calling_role()
+CREATE FUNCTION fleet_internal.calling_role()
 RETURNS name
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -38,7 +38,7 @@ AS $$
 $$;
 
 -- Superusers and BYPASSRLS roles are not subject to organizations.
-CREATE FUNCTION fleet.role_sees_everything(role_name name)
+CREATE FUNCTION fleet_internal.role_sees_everything(role_name name)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -47,20 +47,20 @@ AS $$ SELECT coalesce((SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_ro
 -- The organizations where a role holds at least min_role: those it (or a
 -- role it inherits from) was granted at or above.  With the caller's
 -- rights it reads only the caller's own memberships, which is all it needs.
-CREATE FUNCTION fleet.organizations_for(min_role text, role_name name DEFAULT current_user)
+CREATE FUNCTION fleet_internal.organizations_for(min_role text, role_name name DEFAULT current_user)
 RETURNS SETOF text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT o.id
       FROM fleet.organizations o
-     WHERE fleet.role_sees_everything(role_name)
+     WHERE fleet_internal.role_sees_everything(role_name)
         OR EXISTS (SELECT 1 FROM fleet.organization_members m
                     WHERE m.organization_id = ANY (o.path)
                       AND pg_catalog.pg_has_role(role_name, m.member, 'USAGE')
-                      AND fleet.app_role_rank(m.app_role) >= fleet.app_role_rank(min_role))
+                      AND fleet_internal.app_role_rank(m.app_role) >= fleet_internal.app_role_rank(min_role))
 $$;
-COMMENT ON FUNCTION fleet.organizations_for(text, name) IS 'The organizations where a role (default: the current one) holds at least the given application role';
+COMMENT ON FUNCTION fleet_internal.organizations_for(text, name) IS 'The organizations where a role (default: the current one) holds at least the given application role';
 
 -- The organizations a role sees (viewer or more), for the lookups of
 -- SECURITY DEFINER functions, where row-level security does not apply;
@@ -70,8 +70,8 @@ RETURNS text[]
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN fleet.role_sees_everything(role_name) THEN NULL
-                ELSE ARRAY(SELECT fleet.organizations_for('viewer', role_name)) END
+    SELECT CASE WHEN fleet_internal.role_sees_everything(role_name) THEN NULL
+                ELSE ARRAY(SELECT fleet_internal.organizations_for('viewer', role_name)) END
 $$;
 
 -- Whether a role sees an organization's rows.
@@ -80,22 +80,22 @@ RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT fleet.role_sees_everything(role_name)
-        OR organization IN (SELECT fleet.organizations_for('viewer', role_name))
+    SELECT fleet_internal.role_sees_everything(role_name)
+        OR organization IN (SELECT fleet_internal.organizations_for('viewer', role_name))
 $$;
 
 -- Refuses unless the role holds min_role in the organization.  action says
 -- what needed it ("creating a job").
-CREATE FUNCTION fleet.require_app_role(organization text, min_role text, action text,
-                                       role_name name DEFAULT fleet.calling_role())
+CREATE FUNCTION fleet_internal.require_app_role(organization text, min_role text, action text,
+                                       role_name name DEFAULT fleet_internal.calling_role())
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- (for those who see everything, a missing organization is told as such elsewhere)
-    IF NOT fleet.role_sees_everything(role_name)
-       AND NOT EXISTS (SELECT 1 FROM fleet.organizations_for(min_role, role_name) o WHERE o = organization) THEN
+    IF NOT fleet_internal.role_sees_everything(role_name)
+       AND NOT EXISTS (SELECT 1 FROM fleet_internal.organizations_for(min_role, role_name) o WHERE o = organization) THEN
         RAISE EXCEPTION 'permission denied for organization "%"', organization
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = format('%s needs the %s role in organization "%s" or one above it.',
@@ -115,7 +115,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller name := fleet.calling_role();
+    caller name := fleet_internal.calling_role();
 BEGIN
     IF organization IS NULL OR member IS NULL THEN
         RAISE EXCEPTION 'grant_organization needs an organization and a member'
@@ -126,8 +126,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Grant ''administrator'', ''operator'' or ''viewer''.';
     END IF;
-    PERFORM fleet.require_organization(organization, caller);
-    PERFORM fleet.require_app_role(organization, 'administrator', 'granting roles', caller);
+    PERFORM fleet_internal.require_organization(organization, caller);
+    PERFORM fleet_internal.require_app_role(organization, 'administrator', 'granting roles', caller);
     INSERT INTO fleet.organization_members AS m (organization_id, member, app_role, granted_by)
     VALUES (organization, member, app_role, caller)
     ON CONFLICT ON CONSTRAINT organization_members_pkey DO UPDATE
@@ -143,10 +143,10 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller name := fleet.calling_role();
+    caller name := fleet_internal.calling_role();
 BEGIN
-    PERFORM fleet.require_organization(organization, caller);
-    PERFORM fleet.require_app_role(organization, 'administrator', 'revoking roles', caller);
+    PERFORM fleet_internal.require_organization(organization, caller);
+    PERFORM fleet_internal.require_app_role(organization, 'administrator', 'revoking roles', caller);
     DELETE FROM fleet.organization_members m
      WHERE m.organization_id = organization AND m.member = revoke_organization.member;
     RETURN FOUND;
@@ -163,17 +163,17 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller name := fleet.calling_role();
+    caller name := fleet_internal.calling_role();
 BEGIN
     IF organization IS NOT NULL THEN
-        PERFORM fleet.require_organization(organization, caller);
-        PERFORM fleet.require_app_role(organization, 'administrator', 'listing members', caller);
+        PERFORM fleet_internal.require_organization(organization, caller);
+        PERFORM fleet_internal.require_app_role(organization, 'administrator', 'listing members', caller);
     END IF;
     RETURN QUERY
     SELECT m.organization_id, m.member, m.app_role, m.granted_by, m.granted_at
       FROM fleet.organization_members m
       JOIN fleet.organizations o ON o.id = m.organization_id
-     WHERE m.organization_id IN (SELECT fleet.organizations_for('administrator', caller))
+     WHERE m.organization_id IN (SELECT fleet_internal.organizations_for('administrator', caller))
        AND (organization_member_list.organization IS NULL OR o.path @> ARRAY[organization_member_list.organization])
      ORDER BY o.path, m.member::text;
 END;

@@ -76,12 +76,12 @@ AS $$
 DECLARE
     claim_time     timestamptz := clock_timestamp();
     claim_deadline timestamptz := claim_time + current_setting('fleet.command_timeout')::interval;
-    caller         name := fleet.calling_role();
-    everywhere     boolean := fleet.role_sees_everything(caller);
+    caller         name := fleet_internal.calling_role();
+    everywhere     boolean := fleet_internal.role_sees_everything(caller);
     operated       text[];
 BEGIN
     IF NOT everywhere THEN
-        operated := ARRAY(SELECT fleet.organizations_for('operator', caller));
+        operated := ARRAY(SELECT fleet_internal.organizations_for('operator', caller));
     END IF;
     IF gateway IS NULL OR btrim(gateway) = '' THEN
         RAISE EXCEPTION 'a gateway must name itself when it claims commands'
@@ -149,13 +149,13 @@ SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     taken      bigint;
-    caller     name := fleet.calling_role();
-    everywhere boolean := fleet.role_sees_everything(caller);
+    caller     name := fleet_internal.calling_role();
+    everywhere boolean := fleet_internal.role_sees_everything(caller);
     operated   text[];
     answered   timestamptz := clock_timestamp();
 BEGIN
     IF NOT everywhere THEN
-        operated := ARRAY(SELECT fleet.organizations_for('operator', caller));
+        operated := ARRAY(SELECT fleet_internal.organizations_for('operator', caller));
     END IF;
     IF delivery_ids IS NULL OR statuses IS NULL THEN
         RAISE EXCEPTION 'delivery_ids and statuses must not be NULL'

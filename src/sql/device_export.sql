@@ -19,18 +19,18 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller       name := fleet.calling_role();
-    everything   boolean := fleet.role_sees_everything(caller);
+    caller       name := fleet_internal.calling_role();
+    everything   boolean := fleet_internal.role_sees_everything(caller);
     device_group fleet.enrollment_groups;
     edge_group   fleet.enrollment_groups;
 BEGIN
     IF template IS NOT NULL THEN
-        PERFORM fleet.require_template(template);
+        PERFORM fleet_internal.require_template(template);
     END IF;
     IF organization IS NOT NULL THEN
-        PERFORM fleet.require_organization(organization, caller);
-        PERFORM fleet.require_app_role(organization, 'administrator', 'exporting devices with their keys', caller);
-    ELSIF NOT everything AND NOT EXISTS (SELECT 1 FROM fleet.organizations_for('administrator', caller)) THEN
+        PERFORM fleet_internal.require_organization(organization, caller);
+        PERFORM fleet_internal.require_app_role(organization, 'administrator', 'exporting devices with their keys', caller);
+    ELSIF NOT everything AND NOT EXISTS (SELECT 1 FROM fleet_internal.organizations_for('administrator', caller)) THEN
         RAISE EXCEPTION 'permission denied to export devices with their keys'
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = 'Exports carry device keys: they are for administrators of the devices'' organizations.',
@@ -45,26 +45,26 @@ BEGIN
           FROM fleet_internal.organization_enrollment_groups g
          WHERE (organization IS NULL
                 OR g.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[organization]))
-           AND (everything OR g.organization_id IN (SELECT fleet.organizations_for('administrator', caller)))) THEN
+           AND (everything OR g.organization_id IN (SELECT fleet_internal.organizations_for('administrator', caller)))) THEN
         SELECT g.* INTO device_group FROM fleet.enrollment_groups g
          WHERE g.id = (SELECT x.group_id FROM fleet_internal.organization_enrollment_groups x
                         WHERE NOT x.edge AND (organization IS NULL OR x.organization_id = organization)
-                          AND (everything OR x.organization_id IN (SELECT fleet.organizations_for('administrator', caller)))
+                          AND (everything OR x.organization_id IN (SELECT fleet_internal.organizations_for('administrator', caller)))
                         LIMIT 1);
         SELECT g.* INTO edge_group FROM fleet.enrollment_groups g
          WHERE g.id = (SELECT x.group_id FROM fleet_internal.organization_enrollment_groups x
                         WHERE x.edge AND (organization IS NULL OR x.organization_id = organization)
-                          AND (everything OR x.organization_id IN (SELECT fleet.organizations_for('administrator', caller)))
+                          AND (everything OR x.organization_id IN (SELECT fleet_internal.organizations_for('administrator', caller)))
                         LIMIT 1);
     END IF;
 
     -- (cells are neutralised only when asked: a function call per cell of a
     -- million rows costs seconds)
     RETURN QUERY
-    SELECT CASE WHEN spreadsheet_safe THEN fleet.spreadsheet_cell(k.id, true) ELSE k.id END,
-           CASE WHEN spreadsheet_safe THEN fleet.spreadsheet_cell(k.display_name, true) ELSE k.display_name END,
-           CASE WHEN spreadsheet_safe THEN fleet.spreadsheet_cell(k.primary_key, true) ELSE k.primary_key END,
-           CASE WHEN spreadsheet_safe THEN fleet.spreadsheet_cell(k.secondary_key, true) ELSE k.secondary_key END,
+    SELECT CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(k.id, true) ELSE k.id END,
+           CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(k.display_name, true) ELSE k.display_name END,
+           CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(k.primary_key, true) ELSE k.primary_key END,
+           CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(k.secondary_key, true) ELSE k.secondary_key END,
            k.x509_thumbprint_primary,      -- NULL: an empty CSV field
            k.x509_thumbprint_secondary
       FROM (SELECT d.id, d.display_name, d.x509_thumbprint_primary, d.x509_thumbprint_secondary,
@@ -77,7 +77,7 @@ BEGIN
                AND (template IS NULL OR d.template_id = template)
                AND (organization IS NULL
                     OR d.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[organization]))
-               AND (everything OR d.organization_id IN (SELECT fleet.organizations_for('administrator', caller)))
+               AND (everything OR d.organization_id IN (SELECT fleet_internal.organizations_for('administrator', caller)))
             UNION ALL
             SELECT d.id, d.display_name, d.x509_thumbprint_primary, d.x509_thumbprint_secondary,
                    fleet.compute_device_key(g.primary_key, d.id),
@@ -90,7 +90,7 @@ BEGIN
                AND (template IS NULL OR d.template_id = template)
                AND (organization IS NULL
                     OR d.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[organization]))
-               AND (everything OR d.organization_id IN (SELECT fleet.organizations_for('administrator', caller)))) k;
+               AND (everything OR d.organization_id IN (SELECT fleet_internal.organizations_for('administrator', caller)))) k;
 END;
 $$;
 COMMENT ON FUNCTION fleet.export_devices(text, text, boolean) IS 'Devices in IoT Central''s export format (IOTC_DEVICEID, IOTC_DEVICENAME, SAS keys, X.509 thumbprints), optionally of one template and one organization subtree';

@@ -50,7 +50,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller name := fleet.calling_role();
+    caller name := fleet_internal.calling_role();
     -- every key a device document has, so a filter is tried on all of them
     sample jsonb := jsonb_build_object(
         'id', 'sample', 'displayName', 'sample', 'template', 'dtmi:sample:Sample;1',
@@ -58,12 +58,12 @@ DECLARE
         'properties', '{}'::jsonb, 'reported', '{}'::jsonb, 'cloudProperties', '{}'::jsonb);
     problem text;
 BEGIN
-    PERFORM fleet.check_new_object('device group', id, display_name, 255);
+    PERFORM fleet_internal.check_new_object('device group', id, display_name, 255);
     IF template IS NOT NULL THEN
-        PERFORM fleet.require_template(template);
+        PERFORM fleet_internal.require_template(template);
     END IF;
-    PERFORM fleet.require_organization(coalesce(organization, 'root'), caller);
-    PERFORM fleet.require_app_role(coalesce(organization, 'root'), 'operator', 'creating a device group', caller);
+    PERFORM fleet_internal.require_organization(coalesce(organization, 'root'), caller);
+    PERFORM fleet_internal.require_app_role(coalesce(organization, 'root'), 'operator', 'creating a device group', caller);
 
     -- A filter must be a predicate, true, false or unknown for every device,
     -- not a path that selects values: jsonb_path_match() refuses anything
@@ -100,7 +100,7 @@ $$;
 COMMENT ON FUNCTION fleet.create_device_group(text, text, text, jsonpath, text) IS 'Creates a device group; the filter is a jsonpath predicate over fleet.device_document()';
 
 -- The group, or an error when the role cannot see it.
-CREATE FUNCTION fleet.require_device_group(group_id text, role_name name DEFAULT fleet.calling_role())
+CREATE FUNCTION fleet_internal.require_device_group(group_id text, role_name name DEFAULT fleet_internal.calling_role())
 RETURNS fleet.device_groups
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -137,7 +137,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM fleet.require_device_group(group_id);
+    PERFORM fleet_internal.require_device_group(group_id);
     RETURN QUERY
     SELECT m.device_id FROM fleet.device_group_members m WHERE m.group_id = group_members.group_id
      ORDER BY m.device_id;

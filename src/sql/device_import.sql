@@ -106,10 +106,10 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller name := fleet.calling_role();
+    caller name := fleet_internal.calling_role();
     target record := fleet_internal.device_import_target(caller);
 BEGIN
-    PERFORM fleet.require_app_role(target.organization, 'operator', 'importing devices', caller);
+    PERFORM fleet_internal.require_app_role(target.organization, 'operator', 'importing devices', caller);
     PERFORM fleet_internal.device_import_begin(nextval('fleet.device_operations_id_seq'),
                                                target.template, target.organization);
     RETURN NULL;
@@ -133,7 +133,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller      name := fleet.calling_role();
+    caller      name := fleet_internal.calling_role();
     target      record := fleet_internal.device_import_target(caller);
     op_id       bigint := fleet_internal.device_import_operation_id();
     n_rows      bigint := fleet_internal.device_import_staged_count();
@@ -153,14 +153,14 @@ BEGIN
             SELECT s.device_id, coalesce(nullif(s.display_name, ''), s.device_id),
                    target.template, target.organization, op_id
               FROM fleet_internal.device_import_staged_rows() s
-             WHERE fleet.device_identity_problem(s.device_id, s.display_name) IS NULL;
+             WHERE fleet_internal.device_identity_problem(s.device_id, s.display_name) IS NULL;
             GET DIAGNOSTICS n_imported = ROW_COUNT;
         END IF;
     EXCEPTION WHEN unique_violation THEN
         WITH valid AS (
             SELECT s.line, s.device_id, s.display_name
               FROM fleet_internal.device_import_staged_rows() s
-             WHERE fleet.device_identity_problem(s.device_id, s.display_name) IS NULL
+             WHERE fleet_internal.device_identity_problem(s.device_id, s.display_name) IS NULL
         ),
         inserted AS (
             -- rows go in file order, so of repeated ids the first line wins
@@ -193,7 +193,7 @@ BEGIN
     IF n_imported + n_conflicts < n_rows THEN
         INSERT INTO fleet.device_operation_errors (operation_id, line, device_id, error)
         SELECT op_id, p.line, p.device_id, p.problem
-          FROM (SELECT s.line, s.device_id, fleet.device_identity_problem(s.device_id, s.display_name) AS problem
+          FROM (SELECT s.line, s.device_id, fleet_internal.device_identity_problem(s.device_id, s.display_name) AS problem
                   FROM fleet_internal.device_import_staged_rows() s) p
          WHERE p.problem IS NOT NULL;
         GET DIAGNOSTICS n_invalid = ROW_COUNT;

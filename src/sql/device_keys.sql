@@ -40,7 +40,7 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO fleet.enrollment_groups (id, primary_key, secondary_key, organization_id, edge)
-    SELECT k.name || '@' || organization, fleet.generate_group_key(), fleet.generate_group_key(), organization, k.edge
+    SELECT k.name || '@' || organization, fleet_internal.generate_group_key(), fleet_internal.generate_group_key(), organization, k.edge
       FROM (VALUES ('SAS-IoT-Devices', false), ('SAS-IoT-Edge-Devices', true)) k(name, edge)
 $$;
 
@@ -53,10 +53,10 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller name := fleet.calling_role();
+    caller name := fleet_internal.calling_role();
 BEGIN
-    PERFORM fleet.require_organization(organization, caller);
-    PERFORM fleet.require_app_role(organization, 'administrator', 'creating enrollment groups', caller);
+    PERFORM fleet_internal.require_organization(organization, caller);
+    PERFORM fleet_internal.require_app_role(organization, 'administrator', 'creating enrollment groups', caller);
     IF EXISTS (SELECT 1 FROM fleet.enrollment_groups g WHERE g.organization_id = create_enrollment_groups.organization) THEN
         RAISE EXCEPTION 'organization "%" already has its enrollment groups', organization
             USING ERRCODE = 'unique_violation',
@@ -99,9 +99,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller       name := fleet.calling_role();
+    caller       name := fleet_internal.calling_role();
     organization text;
-    new_key      text := fleet.generate_group_key();
+    new_key      text := fleet_internal.generate_group_key();
 BEGIN
     SELECT g.organization_id INTO organization FROM fleet.enrollment_groups g WHERE g.id = group_id;
     IF organization IS NULL OR NOT fleet_internal.sees(caller, organization) THEN
@@ -109,7 +109,7 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'Root''s groups are SAS-IoT-Devices and SAS-IoT-Edge-Devices; an organization''s end in @ and its id.';
     END IF;
-    PERFORM fleet.require_app_role(organization, 'administrator', 'rotating an enrollment group key', caller);
+    PERFORM fleet_internal.require_app_role(organization, 'administrator', 'rotating an enrollment group key', caller);
     IF which IS NULL OR which NOT IN ('primary', 'secondary') THEN
         RAISE EXCEPTION 'unknown key slot "%"', which
             USING ERRCODE = 'invalid_parameter_value',
@@ -136,16 +136,16 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller       name := fleet.calling_role();
+    caller       name := fleet_internal.calling_role();
     organization text;
 BEGIN
     SELECT d.organization_id INTO organization FROM fleet.devices d WHERE d.id = device_id;
     IF organization IS NULL
-       OR organization NOT IN (SELECT fleet.organizations_for('viewer', caller)) THEN
+       OR organization NOT IN (SELECT fleet_internal.organizations_for('viewer', caller)) THEN
         RAISE EXCEPTION 'device "%" does not exist', device_id
             USING ERRCODE = 'undefined_object';
     END IF;
-    PERFORM fleet.require_app_role(organization, 'administrator', 'reading device keys', caller);
+    PERFORM fleet_internal.require_app_role(organization, 'administrator', 'reading device keys', caller);
     SELECT fleet.compute_device_key(g.primary_key, d.id), fleet.compute_device_key(g.secondary_key, d.id)
       INTO primary_key, secondary_key
       FROM fleet.devices d

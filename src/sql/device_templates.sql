@@ -22,7 +22,7 @@ COMMENT ON VIEW fleet.template_capabilities IS 'Every telemetry, property, writa
 
 -- "@type" as DTDL allows it: a string, or an array of strings (the class
 -- plus semantic types such as "Temperature").
-CREATE FUNCTION fleet.dtdl_types(type jsonb, what text)
+CREATE FUNCTION fleet_internal.dtdl_types(type jsonb, what text)
 RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -48,7 +48,7 @@ $$;
 
 -- displayName and description: a string, or a language map such as
 -- {"en": "Thermostat"}; we keep English, else the first language.
-CREATE FUNCTION fleet.dtdl_text(value jsonb, what text)
+CREATE FUNCTION fleet_internal.dtdl_text(value jsonb, what text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -74,7 +74,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION fleet.dtdl_check_name(value jsonb, what text)
+CREATE FUNCTION fleet_internal.dtdl_check_name(value jsonb, what text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -91,7 +91,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION fleet.dtdl_is_dtmi(id text)
+CREATE FUNCTION fleet_internal.dtdl_is_dtmi(id text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -103,7 +103,7 @@ $$;
 -- Validates a schema and returns it with every nested schema resolved:
 -- primitives stay names, references to the interface's "schemas" are
 -- replaced by their definitions.
-CREATE FUNCTION fleet.dtdl_schema(schema jsonb, what text, local_schemas jsonb)
+CREATE FUNCTION fleet_internal.dtdl_schema(schema jsonb, what text, local_schemas jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -146,7 +146,7 @@ BEGIN
                   DETAIL = format('It is %s.', schema);
     END IF;
 
-    types := fleet.dtdl_types(schema -> '@type', 'the schema of ' || what);
+    types := fleet_internal.dtdl_types(schema -> '@type', 'the schema of ' || what);
 
     IF 'Enum' = ANY (types) THEN
         value_type := schema ->> 'valueSchema';
@@ -162,7 +162,7 @@ BEGIN
         END IF;
         FOR element IN SELECT e FROM jsonb_array_elements(schema -> 'enumValues') e LOOP
             i := i + 1;
-            label := fleet.dtdl_check_name(element -> 'name', format('enum value %s of %s', i, what));
+            label := fleet_internal.dtdl_check_name(element -> 'name', format('enum value %s of %s', i, what));
             IF label = ANY (names) THEN
                 RAISE EXCEPTION 'the Enum of % has two values named "%"', what, label
                     USING ERRCODE = 'invalid_parameter_value';
@@ -185,13 +185,13 @@ BEGIN
         END IF;
         FOR element IN SELECT e FROM jsonb_array_elements(schema -> 'fields') e LOOP
             i := i + 1;
-            label := fleet.dtdl_check_name(element -> 'name', format('field %s of %s', i, what));
+            label := fleet_internal.dtdl_check_name(element -> 'name', format('field %s of %s', i, what));
             IF label = ANY (names) THEN
                 RAISE EXCEPTION 'the Object of % has two fields named "%"', what, label
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             names := names || label;
-            resolved := fleet.dtdl_schema(element -> 'schema', format('field "%s" of %s', label, what), local_schemas);
+            resolved := fleet_internal.dtdl_schema(element -> 'schema', format('field "%s" of %s', label, what), local_schemas);
             elements := elements || jsonb_build_array(jsonb_set(element, '{schema}', resolved));
         END LOOP;
         RETURN jsonb_set(schema, '{fields}', elements);
@@ -200,17 +200,17 @@ BEGIN
             RAISE EXCEPTION 'the Map of % needs a mapKey with schema "string"', what
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        PERFORM fleet.dtdl_check_name(schema #> '{mapKey,name}', format('the mapKey of %s', what));
+        PERFORM fleet_internal.dtdl_check_name(schema #> '{mapKey,name}', format('the mapKey of %s', what));
         IF jsonb_typeof(schema -> 'mapValue') IS DISTINCT FROM 'object' THEN
             RAISE EXCEPTION 'the Map of % has no mapValue', what
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Add "mapValue": {"name": "value", "schema": "string"}.';
         END IF;
-        PERFORM fleet.dtdl_check_name(schema #> '{mapValue,name}', format('the mapValue of %s', what));
-        resolved := fleet.dtdl_schema(schema #> '{mapValue,schema}', format('the mapValue of %s', what), local_schemas);
+        PERFORM fleet_internal.dtdl_check_name(schema #> '{mapValue,name}', format('the mapValue of %s', what));
+        resolved := fleet_internal.dtdl_schema(schema #> '{mapValue,schema}', format('the mapValue of %s', what), local_schemas);
         RETURN jsonb_set(schema, '{mapValue,schema}', resolved);
     ELSIF 'Array' = ANY (types) THEN
-        resolved := fleet.dtdl_schema(schema -> 'elementSchema', format('the elements of %s', what), local_schemas);
+        resolved := fleet_internal.dtdl_schema(schema -> 'elementSchema', format('the elements of %s', what), local_schemas);
         RETURN jsonb_set(schema, '{elementSchema}', resolved);
     END IF;
 
@@ -222,7 +222,7 @@ $$;
 
 -- Validates one Interface and returns its contents as rows.  Component
 -- references are checked by the caller, which knows the whole model.
-CREATE FUNCTION fleet.dtdl_interface_contents(interface jsonb, what text)
+CREATE FUNCTION fleet_internal.dtdl_interface_contents(interface jsonb, what text)
 RETURNS SETOF fleet.template_contents
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -247,7 +247,7 @@ BEGIN
                   HINT = 'A device template is a DTDL v2 Interface object, or an array of them.';
     END IF;
 
-    types := fleet.dtdl_types(interface -> '@type', what);
+    types := fleet_internal.dtdl_types(interface -> '@type', what);
     IF NOT 'Interface' = ANY (types) THEN
         RAISE EXCEPTION '% is not a DTDL Interface', what
             USING ERRCODE = 'invalid_parameter_value',
@@ -256,7 +256,7 @@ BEGIN
     END IF;
 
     id := interface ->> '@id';
-    IF jsonb_typeof(interface -> '@id') IS DISTINCT FROM 'string' OR NOT fleet.dtdl_is_dtmi(id) THEN
+    IF jsonb_typeof(interface -> '@id') IS DISTINCT FROM 'string' OR NOT fleet_internal.dtdl_is_dtmi(id) THEN
         RAISE EXCEPTION '% has a malformed DTMI %', what, coalesce(interface -> '@id', '"(missing @id)"')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A DTMI looks like "dtmi:com:example:Thermostat;1": "dtmi:", segments of letters, digits and "_" separated by ":", then ";" and a version number.';
@@ -291,13 +291,13 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         FOR element IN SELECT e FROM jsonb_array_elements(interface -> 'schemas') e LOOP
-            IF jsonb_typeof(element -> '@id') IS DISTINCT FROM 'string' OR NOT fleet.dtdl_is_dtmi(element ->> '@id') THEN
+            IF jsonb_typeof(element -> '@id') IS DISTINCT FROM 'string' OR NOT fleet_internal.dtdl_is_dtmi(element ->> '@id') THEN
                 RAISE EXCEPTION 'a schema declared by % has a malformed DTMI %', what, coalesce(element -> '@id', '"(missing @id)"')
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             local_schemas := local_schemas || jsonb_build_object(
                 element ->> '@id',
-                fleet.dtdl_schema(element - '@id', format('schema "%s" of %s', element ->> '@id', what), local_schemas));
+                fleet_internal.dtdl_schema(element - '@id', format('schema "%s" of %s', element ->> '@id', what), local_schemas));
         END LOOP;
     END IF;
 
@@ -308,10 +308,10 @@ BEGIN
             RAISE EXCEPTION '% is not a JSON object', content_what
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        types := fleet.dtdl_types(element -> '@type', content_what);
+        types := fleet_internal.dtdl_types(element -> '@type', content_what);
         item := NULL;
         item.template_id := id;
-        item.name := fleet.dtdl_check_name(element -> 'name', content_what);
+        item.name := fleet_internal.dtdl_check_name(element -> 'name', content_what);
         content_what := format('content "%s" of %s', item.name, what);
         IF item.name = ANY (names) THEN
             RAISE EXCEPTION '% has two contents named "%"', what, item.name
@@ -320,7 +320,7 @@ BEGIN
         END IF;
         names := names || item.name;
 
-        IF element ? '@id' AND (jsonb_typeof(element -> '@id') <> 'string' OR NOT fleet.dtdl_is_dtmi(element ->> '@id')) THEN
+        IF element ? '@id' AND (jsonb_typeof(element -> '@id') <> 'string' OR NOT fleet_internal.dtdl_is_dtmi(element ->> '@id')) THEN
             RAISE EXCEPTION '% has a malformed DTMI %', content_what, element -> '@id'
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
@@ -335,7 +335,7 @@ BEGIN
         END IF;
         item.semantic_types := ARRAY(SELECT t FROM unnest(types) t
                                     WHERE t NOT IN ('Telemetry', 'Property', 'Command', 'Component', 'Relationship', 'Cloud'));
-        item.display_name := fleet.dtdl_text(element -> 'displayName', format('the displayName of %s', content_what));
+        item.display_name := fleet_internal.dtdl_text(element -> 'displayName', format('the displayName of %s', content_what));
 
         IF element ? 'writable' AND jsonb_typeof(element -> 'writable') <> 'boolean' THEN
             RAISE EXCEPTION '"writable" of % is not true or false', content_what
@@ -358,7 +358,7 @@ BEGIN
         END CASE;
 
         IF item.capability IN ('telemetry', 'property', 'writable_property', 'cloud_property') THEN
-            item.schema := fleet.dtdl_schema(element -> 'schema', content_what, local_schemas);
+            item.schema := fleet_internal.dtdl_schema(element -> 'schema', content_what, local_schemas);
         ELSIF item.capability = 'command' THEN
             FOREACH kind IN ARRAY ARRAY['request', 'response'] LOOP
                 CONTINUE WHEN NOT element ? kind;
@@ -366,17 +366,17 @@ BEGIN
                     RAISE EXCEPTION 'the % of command % is not an object', kind, content_what
                         USING ERRCODE = 'invalid_parameter_value';
                 END IF;
-                PERFORM fleet.dtdl_check_name(element -> kind -> 'name', format('the %s of command %s', kind, content_what));
+                PERFORM fleet_internal.dtdl_check_name(element -> kind -> 'name', format('the %s of command %s', kind, content_what));
                 IF kind = 'request' THEN
                     item.request := jsonb_set(element -> kind, '{schema}',
-                        fleet.dtdl_schema(element -> kind -> 'schema', format('the request of command %s', content_what), local_schemas));
+                        fleet_internal.dtdl_schema(element -> kind -> 'schema', format('the request of command %s', content_what), local_schemas));
                 ELSE
                     item.response := jsonb_set(element -> kind, '{schema}',
-                        fleet.dtdl_schema(element -> kind -> 'schema', format('the response of command %s', content_what), local_schemas));
+                        fleet_internal.dtdl_schema(element -> kind -> 'schema', format('the response of command %s', content_what), local_schemas));
                 END IF;
             END LOOP;
         ELSIF item.capability = 'component' THEN
-            IF jsonb_typeof(element -> 'schema') IS DISTINCT FROM 'string' OR NOT fleet.dtdl_is_dtmi(element ->> 'schema') THEN
+            IF jsonb_typeof(element -> 'schema') IS DISTINCT FROM 'string' OR NOT fleet_internal.dtdl_is_dtmi(element ->> 'schema') THEN
                 RAISE EXCEPTION '% does not name its component interface by DTMI', content_what
                     USING ERRCODE = 'invalid_parameter_value',
                           DETAIL = format('Its schema is %s.', coalesce(element -> 'schema', '"(missing)"')),
@@ -432,7 +432,7 @@ DECLARE
     problem     record;
     existing    jsonb;
 BEGIN
-    PERFORM fleet.require_app_role('root', 'administrator', 'importing a device template');
+    PERFORM fleet_internal.require_app_role('root', 'administrator', 'importing a device template');
     CASE jsonb_typeof(model)
     WHEN 'object' THEN
         interfaces := jsonb_build_array(model);
@@ -453,7 +453,7 @@ BEGIN
     FOR interface IN SELECT e FROM jsonb_array_elements(interfaces) e LOOP
         n_interface := n_interface + 1;
         contents := contents || ARRAY(
-            SELECT c FROM fleet.dtdl_interface_contents(
+            SELECT c FROM fleet_internal.dtdl_interface_contents(
                 interface,
                 CASE WHEN jsonb_typeof(model) = 'array' THEN format('element %s of the model array', n_interface)
                      ELSE 'the model' END) c);
@@ -517,8 +517,8 @@ BEGIN
 
     INSERT INTO fleet.device_templates (id, display_name, description, model)
     SELECT i ->> '@id',
-           fleet.dtdl_text(i -> 'displayName', format('the displayName of interface "%s"', i ->> '@id')),
-           fleet.dtdl_text(i -> 'description', format('the description of interface "%s"', i ->> '@id')),
+           fleet_internal.dtdl_text(i -> 'displayName', format('the displayName of interface "%s"', i ->> '@id')),
+           fleet_internal.dtdl_text(i -> 'description', format('the description of interface "%s"', i ->> '@id')),
            i
       FROM jsonb_array_elements(interfaces) i
     ON CONFLICT (id) DO NOTHING;

@@ -34,7 +34,7 @@ CREATE TRIGGER refuse_delete_in_use BEFORE DELETE ON fleet.organizations
 CREATE TRIGGER refuse_delete_in_use BEFORE DELETE ON fleet.edge_manifests
     FOR EACH ROW EXECUTE FUNCTION fleet_internal.refuse_delete_in_use('manifest_id', 'edge manifest');
 
-CREATE FUNCTION fleet.require_template(template text)
+CREATE FUNCTION fleet_internal.require_template(template text)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -60,20 +60,20 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller  name := fleet.calling_role();
+    caller  name := fleet_internal.calling_role();
     problem text;
 BEGIN
-    problem := fleet.device_identity_problem(id, display_name);
+    problem := fleet_internal.device_identity_problem(id, display_name);
     IF problem IS NOT NULL THEN
         RAISE EXCEPTION '%', problem
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A device id has 1 to 128 letters, digits or "-", and no spaces; a device name at most 148 characters.';
     END IF;
     IF template IS NOT NULL THEN
-        PERFORM fleet.require_template(template);
+        PERFORM fleet_internal.require_template(template);
     END IF;
-    PERFORM fleet.require_organization(coalesce(organization, 'root'), caller);
-    PERFORM fleet.require_app_role(coalesce(organization, 'root'), 'operator', 'creating a device', caller);
+    PERFORM fleet_internal.require_organization(coalesce(organization, 'root'), caller);
+    PERFORM fleet_internal.require_app_role(coalesce(organization, 'root'), 'operator', 'creating a device', caller);
     IF simulated IS NULL OR edge IS NULL THEN
         RAISE EXCEPTION 'simulated and edge must be true or false, not NULL'
             USING ERRCODE = 'null_value_not_allowed';
@@ -99,7 +99,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller       name := fleet.calling_role();
+    caller       name := fleet_internal.calling_role();
     organization text;
 BEGIN
     -- a device the caller cannot see "does not exist"; one it only views is refused
@@ -108,7 +108,7 @@ BEGIN
         RAISE EXCEPTION 'device "%" does not exist', id
             USING ERRCODE = 'undefined_object';
     END IF;
-    PERFORM fleet.require_app_role(organization, 'operator', 'deleting a device', caller);
+    PERFORM fleet_internal.require_app_role(organization, 'operator', 'deleting a device', caller);
     DELETE FROM fleet.devices d WHERE d.id = delete_device.id;
 END;
 $$;

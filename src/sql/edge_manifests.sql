@@ -12,8 +12,8 @@ AS $$
 DECLARE
     module text;
 BEGIN
-    PERFORM fleet.require_app_role('root', 'administrator', 'creating an edge manifest');
-    PERFORM fleet.check_new_object('edge manifest', id, display_name, 255);
+    PERFORM fleet_internal.require_app_role('root', 'administrator', 'creating an edge manifest');
+    PERFORM fleet_internal.check_new_object('edge manifest', id, display_name, 255);
     IF jsonb_typeof(manifest -> 'modulesContent') IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'edge manifest "%" has no "modulesContent" object', id
             USING ERRCODE = 'invalid_parameter_value',

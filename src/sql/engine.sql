@@ -26,19 +26,19 @@
 -- Wakes the engine when the current transaction commits: queued, stopped
 -- and resumed jobs are seen at once, not at the next poll.  C: it looks no
 -- names up.
-CREATE FUNCTION fleet.wake_engine()
+CREATE FUNCTION fleet_internal.wake_engine()
 RETURNS void
 LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'wake_engine';
-COMMENT ON FUNCTION fleet.wake_engine() IS 'Wakes the job engine when the current transaction commits';
+COMMENT ON FUNCTION fleet_internal.wake_engine() IS 'Wakes the job engine when the current transaction commits';
 
-CREATE FUNCTION fleet.engine_pid()
+CREATE FUNCTION fleet_internal.engine_pid()
 RETURNS int
 LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'engine_pid';
-COMMENT ON FUNCTION fleet.engine_pid() IS 'The process id of the job engine serving this database, or NULL when none does';
+COMMENT ON FUNCTION fleet_internal.engine_pid() IS 'The process id of the job engine serving this database, or NULL when none does';
 
 -- The engine as its shared memory shows it (src/engine_shared.c).
 CREATE FUNCTION fleet_internal.engine_activity(OUT pid int, OUT database text, OUT state text, OUT note text,

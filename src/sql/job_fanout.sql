@@ -46,7 +46,7 @@ BEGIN
     END IF;
     IF job.started_at IS NULL THEN
         IF job.job_type = 'command' THEN
-            delivery_base := nextval('fleet.delivery_blocks') * 4294967296;
+            delivery_base := nextval('fleet_internal.delivery_blocks') * 4294967296;
         END IF;
         -- one pass over the members: numbered in id order, counted for a
         -- percentage batch size, each row tagged with its batch

@@ -4,13 +4,13 @@
 -- progress is a row of fleet.job_batches.
 --
 -- The functions that write are SECURITY DEFINER (src/sql/access.sql): they
--- act for fleet.calling_role(), check its rights, and find only the
+-- act for fleet_internal.calling_role(), check its rights, and find only the
 -- groups, templates and jobs it sees.  A deleted job (fleet.delete_job, or
 -- past fleet.job_retention) is gone from the API at once; the engine
 -- purges its rows in small steps (src/sql/retention.sql).
 
 -- The capability a job data entry refers to, or an error naming it.
-CREATE FUNCTION fleet.job_capability(template text, path text, wanted text)
+CREATE FUNCTION fleet_internal.job_capability(template text, path text, wanted text)
 RETURNS fleet.template_capabilities
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -144,7 +144,7 @@ BEGIN
         RAISE EXCEPTION '% needs a "group": the id of a device group', label
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    grp := fleet.require_device_group(definition ->> 'group', actor);
+    grp := fleet_internal.require_device_group(definition ->> 'group', actor);
     job.group_id := grp.id;
 
     -- IoT Central takes the organization as a one-element array
@@ -155,7 +155,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = format('It is %s.', definition -> 'organizations');
         END IF;
-        job.organization_id := fleet.require_organization(definition -> 'organizations' ->> 0, actor);
+        job.organization_id := fleet_internal.require_organization(definition -> 'organizations' ->> 0, actor);
         IF NOT EXISTS (SELECT 1 FROM fleet.organizations o
                         WHERE o.id = grp.organization_id AND o.path @> ARRAY[job.organization_id]) THEN
             RAISE EXCEPTION 'device group "%" is not in organization "%"', grp.id, job.organization_id
@@ -165,7 +165,7 @@ BEGIN
     ELSE
         job.organization_id := grp.organization_id;
     END IF;
-    PERFORM fleet.require_app_role(job.organization_id, 'operator', 'creating a job', actor);
+    PERFORM fleet_internal.require_app_role(job.organization_id, 'operator', 'creating a job', actor);
 
     -- delivery options
     IF definition ? 'batch' THEN
@@ -241,20 +241,20 @@ BEGIN
                 RAISE EXCEPTION 'data entry % of % needs "target" (a template id) and "path"', n, label
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
-            PERFORM fleet.require_template(entry ->> 'target');
-            capability := fleet.job_capability(entry ->> 'target', entry ->> 'path',
+            PERFORM fleet_internal.require_template(entry ->> 'target');
+            capability := fleet_internal.job_capability(entry ->> 'target', entry ->> 'path',
                 CASE job.job_type WHEN 'property' THEN 'writable_property'
                                   WHEN 'cloudProperty' THEN 'cloud_property' ELSE 'command' END);
             IF job.job_type = 'command' THEN
                 IF capability.request IS NOT NULL THEN
-                    problem := fleet.schema_value_problem(entry -> 'value', capability.request -> 'schema', NULL, NULL,
+                    problem := fleet_internal.schema_value_problem(entry -> 'value', capability.request -> 'schema', NULL, NULL,
                                                           format('the request of command "%s"', entry ->> 'path'));
                 ELSIF entry ? 'value' AND jsonb_typeof(entry -> 'value') <> 'null' THEN
                     problem := format('command "%s" takes no request payload', entry ->> 'path');
                 END IF;
             ELSE
                 PERFORM fleet_internal.check_document_value(entry -> 'value', format('the value of "%s"', entry ->> 'path'));
-                problem := fleet.schema_value_problem(entry -> 'value', capability.schema,
+                problem := fleet_internal.schema_value_problem(entry -> 'value', capability.schema,
                                                       capability.min_value, capability.max_value,
                                                       format('the value of "%s"', entry ->> 'path'));
             END IF;
@@ -269,7 +269,7 @@ BEGIN
                 RAISE EXCEPTION '% needs "template": the device template to assign', label
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
-            PERFORM fleet.require_template(entry ->> 'template');
+            PERFORM fleet_internal.require_template(entry ->> 'template');
         WHEN 'deviceManifestMigration' THEN
             IF jsonb_typeof(entry -> 'manifest') IS DISTINCT FROM 'string' THEN
                 RAISE EXCEPTION '% needs "manifest": the edge manifest to assign', label
@@ -310,7 +310,7 @@ DECLARE
 BEGIN
     SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = get_job.id AND j.deleted_at IS NULL;
     IF NOT FOUND THEN
-        PERFORM fleet.require_job(id);
+        PERFORM fleet_internal.require_job(id);
     END IF;
     SELECT jsonb_build_object(
                'total', count(*),
@@ -340,7 +340,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    job fleet.jobs := fleet_internal.job_from_definition(definition, fleet.calling_role());
+    job fleet.jobs := fleet_internal.job_from_definition(definition, fleet_internal.calling_role());
 BEGIN
     job.status := 'saved';
     INSERT INTO fleet.jobs SELECT job.*;
@@ -359,11 +359,11 @@ DECLARE
     job fleet.jobs;
 BEGIN
     PERFORM fleet_internal.require_engine_database('creating a job');
-    job := fleet_internal.job_from_definition(definition, fleet.calling_role());
+    job := fleet_internal.job_from_definition(definition, fleet_internal.calling_role());
     job.status := 'pending';
     job.queued_at := clock_timestamp();
     INSERT INTO fleet.jobs SELECT job.*;
-    PERFORM fleet.wake_engine();
+    PERFORM fleet_internal.wake_engine();
     RETURN fleet.get_job(job.id);
 END;
 $$;
@@ -378,15 +378,15 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller name := fleet.calling_role();
+    caller name := fleet_internal.calling_role();
     job    fleet.jobs;
 BEGIN
     -- NO KEY UPDATE: waits for the engine's step, not for foreign key checks
     SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = lock_job.id AND j.deleted_at IS NULL FOR NO KEY UPDATE;
     IF NOT FOUND OR NOT fleet_internal.sees(caller, job.organization_id) THEN
-        PERFORM fleet.require_job(id);
+        PERFORM fleet_internal.require_job(id);
     END IF;
-    PERFORM fleet.require_app_role(job.organization_id, 'operator', acting || ' a job', caller);
+    PERFORM fleet_internal.require_app_role(job.organization_id, 'operator', acting || ' a job', caller);
     IF job.status <> ALL (allowed) THEN
         RAISE EXCEPTION 'cannot % job "%": it is %', action, id, job.status
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -410,7 +410,7 @@ BEGIN
     PERFORM fleet_internal.require_engine_database('running a job');
     PERFORM fleet_internal.lock_job(id, '{saved}', 'run', 'running');
     UPDATE fleet.jobs j SET status = 'pending', queued_at = clock_timestamp() WHERE j.id = run_job.id;
-    PERFORM fleet.wake_engine();
+    PERFORM fleet_internal.wake_engine();
     RETURN fleet.get_job(id);
 END;
 $$;
@@ -428,7 +428,7 @@ AS $$
 BEGIN
     PERFORM fleet_internal.lock_job(id, '{pending,running}', 'stop', 'stopping');
     UPDATE fleet.jobs j SET status = 'stopped' WHERE j.id = stop_job.id;
-    PERFORM fleet.wake_engine();
+    PERFORM fleet_internal.wake_engine();
     RETURN fleet.get_job(id);
 END;
 $$;
@@ -458,7 +458,7 @@ BEGIN
        SET status = 'pending', queued_at = clock_timestamp(), finished_at = NULL, error = NULL, last_step_at = NULL
      WHERE j.id = resume_job.id;
     DELETE FROM fleet_internal.job_engine_state s WHERE s.job_id = resume_job.id;
-    PERFORM fleet.wake_engine();
+    PERFORM fleet_internal.wake_engine();
     RETURN fleet.get_job(id);
 END;
 $$;
@@ -476,13 +476,13 @@ AS $$
 BEGIN
     PERFORM fleet_internal.lock_job(id, '{saved,stopped,completed,failed,cancelled}', 'delete', 'deleting');
     UPDATE fleet.jobs j SET deleted_at = clock_timestamp() WHERE j.id = delete_job.id;
-    PERFORM fleet.wake_engine();
+    PERFORM fleet_internal.wake_engine();
 END;
 $$;
 COMMENT ON FUNCTION fleet.delete_job(text) IS 'Deletes a job that is not running (stop it first) with its devices'' outcomes and batches';
 
 -- A free id: base, else base-2, base-3, ...
-CREATE FUNCTION fleet.free_job_id(base text)
+CREATE FUNCTION fleet_internal.free_job_id(base text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -503,7 +503,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     source  fleet.jobs := fleet_internal.visible_job(id);
-    copy_id text := fleet.free_job_id(source.id || '-copy');
+    copy_id text := fleet_internal.free_job_id(source.id || '-copy');
 BEGIN
     RETURN fleet.save_job(source.definition
                           || jsonb_build_object('id', copy_id, 'displayName', source.display_name || ' Copy'));
@@ -533,14 +533,14 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     job := fleet_internal.job_from_definition(source.definition
-             || jsonb_build_object('id', coalesce(rerun_id, fleet.free_job_id(source.id || '-rerun')),
+             || jsonb_build_object('id', coalesce(rerun_id, fleet_internal.free_job_id(source.id || '-rerun')),
                                    'displayName', source.display_name || ' Rerun'),
-             fleet.calling_role());
+             fleet_internal.calling_role());
     job.rerun_of := source.id;
     job.status := 'pending';
     job.queued_at := clock_timestamp();
     INSERT INTO fleet.jobs SELECT job.*;
-    PERFORM fleet.wake_engine();
+    PERFORM fleet_internal.wake_engine();
     RETURN fleet.get_job(job.id);
 END;
 $$;
@@ -569,7 +569,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller name := fleet.calling_role();
+    caller name := fleet_internal.calling_role();
     path   text;
 BEGIN
     FOREACH path IN ARRAY coalesce(columns, '{}') LOOP
@@ -590,7 +590,7 @@ COMMENT ON FUNCTION fleet.set_job_device_list_columns(text[]) IS 'Chooses the ex
 
 -- The one "job does not exist" refusal: unless the calling role sees the
 -- job, and it is not deleted.
-CREATE FUNCTION fleet.require_job(job_id text)
+CREATE FUNCTION fleet_internal.require_job(job_id text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -610,7 +610,7 @@ DECLARE
     job fleet.jobs;
 BEGIN
     SELECT j.* INTO job FROM fleet.jobs j WHERE j.id = job_id AND j.deleted_at IS NULL;
-    IF NOT FOUND OR NOT fleet_internal.sees(fleet.calling_role(), job.organization_id) THEN
+    IF NOT FOUND OR NOT fleet_internal.sees(fleet_internal.calling_role(), job.organization_id) THEN
         RAISE EXCEPTION 'job "%" does not exist', job_id
             USING ERRCODE = 'undefined_object',
                   HINT = 'See the jobs of the last 30 days in fleet.recent_jobs.';
@@ -629,7 +629,7 @@ DECLARE
     paths text[] := ARRAY(SELECT c.path FROM fleet.job_device_list_columns c
                            WHERE c.role_name = current_user ORDER BY c.position);
 BEGIN
-    PERFORM fleet.require_job(job_id);
+    PERFORM fleet_internal.require_job(job_id);
     IF status_filter IS NOT NULL AND status_filter NOT IN ('pending', 'completed', 'failed') THEN
         RAISE EXCEPTION 'unknown device status "%"', status_filter
             USING ERRCODE = 'invalid_parameter_value',
@@ -660,15 +660,15 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM fleet.require_job(job_results.job_id);
+    PERFORM fleet_internal.require_job(job_results.job_id);
     -- (the cells are neutralised only when asked: a call per cell costs)
     RETURN QUERY
-    SELECT CASE WHEN spreadsheet_safe THEN fleet.spreadsheet_cell(jd.job_id, true) ELSE jd.job_id END,
-           CASE WHEN spreadsheet_safe THEN fleet.spreadsheet_cell(jd.device_id, true) ELSE jd.device_id END,
-           CASE WHEN spreadsheet_safe THEN fleet.spreadsheet_cell(coalesce(d.display_name, 'deleted'), true)
+    SELECT CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(jd.job_id, true) ELSE jd.job_id END,
+           CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(jd.device_id, true) ELSE jd.device_id END,
+           CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(coalesce(d.display_name, 'deleted'), true)
                 ELSE coalesce(d.display_name, 'deleted') END,
            jd.batch, jd.status,
-           CASE WHEN spreadsheet_safe THEN fleet.spreadsheet_cell(jd.error, true) ELSE jd.error END,
+           CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(jd.error, true) ELSE jd.error END,
            jd.started_at, jd.finished_at
       FROM fleet.job_devices jd
       LEFT JOIN fleet.devices d ON d.id = jd.device_id
@@ -690,7 +690,7 @@ DECLARE
     give_up timestamptz := clock_timestamp() + timeout;
     current text;
 BEGIN
-    PERFORM fleet.require_job(id);
+    PERFORM fleet_internal.require_job(id);
     LOOP
         SELECT j.status INTO current FROM fleet.jobs j WHERE j.id = wait_for_job.id;
         EXIT WHEN current = ANY (statuses) OR clock_timestamp() > give_up;

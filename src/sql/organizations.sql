@@ -5,7 +5,7 @@
 -- Refuses unless the organization exists and the role sees it: one it does
 -- not see does not exist for it.  Used by every function that takes an
 -- organization argument, so the message is the same everywhere.
-CREATE FUNCTION fleet.require_organization(organization text, role_name name DEFAULT fleet.calling_role())
+CREATE FUNCTION fleet_internal.require_organization(organization text, role_name name DEFAULT fleet_internal.calling_role())
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -31,13 +31,13 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller      name := fleet.calling_role();
+    caller      name := fleet_internal.calling_role();
     parent_org  text := coalesce(parent, 'root');
     parent_path text[];
 BEGIN
-    PERFORM fleet.check_new_object('organization', id, display_name, 128);
-    PERFORM fleet.require_organization(parent_org, caller);
-    PERFORM fleet.require_app_role(parent_org, 'administrator', 'creating an organization', caller);
+    PERFORM fleet_internal.check_new_object('organization', id, display_name, 128);
+    PERFORM fleet_internal.require_organization(parent_org, caller);
+    PERFORM fleet_internal.require_app_role(parent_org, 'administrator', 'creating an organization', caller);
     SELECT o.path INTO parent_path FROM fleet.organizations o WHERE o.id = parent_org;
     IF EXISTS (SELECT 1 FROM fleet.organizations o WHERE o.id = create_organization.id) THEN
         RAISE EXCEPTION 'organization "%" already exists', id

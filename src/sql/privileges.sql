@@ -92,7 +92,7 @@ CREATE POLICY everyone_reads ON fleet.edge_manifests FOR SELECT USING (true);
 ALTER TABLE fleet.enrollment_groups ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.enrollment_groups FORCE ROW LEVEL SECURITY;
 CREATE POLICY administrators_read ON fleet.enrollment_groups FOR SELECT
-    USING (organization_id IN (SELECT fleet.organizations_for('administrator')));
+    USING (organization_id IN (SELECT fleet_internal.organizations_for('administrator')));
 
 -- each role's own device list columns
 ALTER TABLE fleet.job_device_list_columns ENABLE ROW LEVEL SECURITY;
@@ -116,13 +116,21 @@ GRANT INSERT ON fleet.device_import TO PUBLIC;
 REVOKE SELECT ON fleet.engine_status FROM PUBLIC;
 GRANT SELECT ON fleet.engine_status TO pg_monitor;
 
--- The internals: PUBLIC may use what the API's invoker functions and views
--- call with the caller's rights (lookups that see what the caller sees,
--- and the retry state of jobs the caller sees), nothing else.
+-- The internals: PUBLIC may use what the API's invoker functions, views
+-- and policies call with the caller's rights, nothing else: lookups that
+-- see what the caller sees and refuse what it does not, the schedule
+-- calendar and the spreadsheet-safe cell (pure functions), and the retry
+-- state of jobs the caller sees.  None of them writes.
 GRANT USAGE ON SCHEMA fleet_internal TO PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA fleet_internal FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fleet_internal.sees(name, text), fleet_internal.visible_organizations(name),
-      fleet_internal.visible_job(text), fleet_internal.visible_scheduled_job(text, name)
+      fleet_internal.visible_job(text), fleet_internal.visible_scheduled_job(text, name),
+      fleet_internal.calling_role(), fleet_internal.role_sees_everything(name),
+      fleet_internal.app_role_rank(text), fleet_internal.organizations_for(text, name),
+      fleet_internal.require_job(text), fleet_internal.require_device_group(text, name),
+      fleet_internal.require_time_zone(text), fleet_internal.parse_schedule(jsonb),
+      fleet_internal.schedule_occurrences(fleet_internal.schedule, timestamptz, int),
+      fleet_internal.spreadsheet_cell(text, boolean)
    TO PUBLIC;
 GRANT SELECT ON fleet_internal.job_engine_state TO PUBLIC;
 -- what fleet.engine_status calls, for its readers

@@ -17,7 +17,7 @@
 -- test loads the zone; abbreviations ("CET") and POSIX strings ("UTC+3")
 -- load too but shift with no daylight saving rules, so anything that looks
 -- like one must be in pg_timezone_names, which takes a directory scan.
-CREATE FUNCTION fleet.require_time_zone(time_zone text)
+CREATE FUNCTION fleet_internal.require_time_zone(time_zone text)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -60,13 +60,13 @@ $$;
 -- and returns it parsed.  Each refusal names the value and what to do.
 -- "start" is a local date and time in "timeZone" (default UTC); a start
 -- with an offset or "Z" is converted to that zone's wall clock.
-CREATE FUNCTION fleet.parse_schedule(schedule jsonb)
-RETURNS fleet.schedule
+CREATE FUNCTION fleet_internal.parse_schedule(schedule jsonb)
+RETURNS fleet_internal.schedule
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    parsed   fleet.schedule;
+    parsed   fleet_internal.schedule;
     start    text;
     end_spec jsonb;
     n        numeric;
@@ -91,7 +91,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use an IANA time zone name such as "Europe/Berlin".';
     END IF;
-    parsed.time_zone := fleet.require_time_zone(coalesce(schedule ->> 'timeZone', 'UTC'));
+    parsed.time_zone := fleet_internal.require_time_zone(coalesce(schedule ->> 'timeZone', 'UTC'));
 
     IF jsonb_typeof(schedule -> 'start') IS DISTINCT FROM 'string' THEN
         RAISE EXCEPTION 'a schedule needs a "start" date and time'
@@ -178,7 +178,7 @@ END;
 $$;
 
 -- The schedule in its normal JSON form, as fleet.get_scheduled_job shows it.
-CREATE FUNCTION fleet.schedule_json(s fleet.schedule)
+CREATE FUNCTION fleet_internal.schedule_json(s fleet_internal.schedule)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -197,7 +197,7 @@ $$;
 -- in order.  Set-based: the candidate slots around "after" are computed in
 -- one statement (DST moves a slot by at most an hour, so starting one slot
 -- early is enough).
-CREATE FUNCTION fleet.schedule_occurrences(s fleet.schedule, after timestamptz, n int)
+CREATE FUNCTION fleet_internal.schedule_occurrences(s fleet_internal.schedule, after timestamptz, n int)
 RETURNS TABLE (slot int, occurrence timestamptz)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -242,7 +242,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Ask for 0 to 10000 occurrences.';
     END IF;
-    RETURN QUERY SELECT o.occurrence FROM fleet.schedule_occurrences(fleet.parse_schedule(schedule), after, n) o;
+    RETURN QUERY SELECT o.occurrence FROM fleet_internal.schedule_occurrences(fleet_internal.parse_schedule(schedule), after, n) o;
 END;
 $$;
 COMMENT ON FUNCTION fleet.next_occurrences(jsonb, timestamptz, int) IS 'The next n occurrences of a schedule ({"start", "timeZone", "recurrence", "end"}) strictly after a time';

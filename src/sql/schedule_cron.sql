@@ -63,7 +63,7 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE fleet_internal.engine_state SET cron_version = cron_version + 1;
-    SELECT fleet.wake_engine();
+    SELECT fleet_internal.wake_engine();
 $$;
 
 -- Refuses to enable a schedule without pg_cron, and warns when pg_cron is

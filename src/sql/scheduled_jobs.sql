@@ -31,7 +31,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF abs(extract(epoch FROM at - pg_catalog.clock_timestamp())) > 60
-       AND NOT fleet.role_sees_everything(fleet.calling_role()) THEN
+       AND NOT fleet_internal.role_sees_everything(fleet_internal.calling_role()) THEN
         RAISE EXCEPTION 'only a superuser may % at another time than now', action
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Leave the time out: pg_cron fires schedules at their time.';
@@ -51,7 +51,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s        fleet.scheduled_jobs;
-    parsed   fleet.schedule;
+    parsed   fleet_internal.schedule;
     grace    interval := current_setting('fleet.schedule_misfire_grace')::interval;
     since    timestamptz;
     span     int;
@@ -60,7 +60,7 @@ DECLARE
 BEGIN
     SELECT sj.* INTO s FROM fleet.scheduled_jobs sj WHERE sj.id = schedule_id;
     IF s.enabled THEN
-        parsed := fleet.parse_schedule(s.schedule);
+        parsed := fleet_internal.parse_schedule(s.schedule);
         since := greatest(s.effective_from - interval '1 microsecond', s.last_occurrence);
 
         -- every slot between "since" and the grace line, in one statement
@@ -69,7 +69,7 @@ BEGIN
                     ELSE least(ceil(extract(epoch FROM at - since)
                                     / (86400.0 * CASE parsed.recurrence WHEN 'daily' THEN 1 ELSE 7 END))::int + 2,
                                100000) END;
-            IF EXISTS (SELECT 1 FROM fleet.schedule_occurrences(parsed, since, span) o WHERE o.occurrence < at - grace) THEN
+            IF EXISTS (SELECT 1 FROM fleet_internal.schedule_occurrences(parsed, since, span) o WHERE o.occurrence < at - grace) THEN
                 -- what pg_cron's log says of its runs since then, if it keeps one
                 BEGIN
                     pg_cron_runs := fleet_internal.cron_runs(fleet_internal.schedule_cron_command(s.id),
@@ -91,7 +91,7 @@ BEGIN
                                           AND pg_cron_runs -> 0 ->> 'status' = 'failed'
                                           AND pg_cron_runs -> 0 ->> 'start' IS NULL
                                          THEN pg_cron_runs -> 0 END) AS cron_run
-                      FROM fleet.schedule_occurrences(parsed, since, span) o
+                      FROM fleet_internal.schedule_occurrences(parsed, since, span) o
                      WHERE o.occurrence < at - grace
                 )
                 INSERT INTO fleet.scheduled_job_runs (scheduled_job_id, occurrence, outcome, error)
@@ -104,13 +104,13 @@ BEGIN
                 ON CONFLICT DO NOTHING;
                 UPDATE fleet.scheduled_jobs sj
                    SET last_occurrence = greatest(sj.last_occurrence,
-                                                  (SELECT max(o.occurrence) FROM fleet.schedule_occurrences(parsed, since, span) o
+                                                  (SELECT max(o.occurrence) FROM fleet_internal.schedule_occurrences(parsed, since, span) o
                                                     WHERE o.occurrence < at - grace))
                  WHERE sj.id = s.id;
             END IF;
             since := greatest(since, at - grace - interval '1 microsecond');
         END IF;
-        SELECT o.occurrence INTO next_run FROM fleet.schedule_occurrences(parsed, since, 1) o;
+        SELECT o.occurrence INTO next_run FROM fleet_internal.schedule_occurrences(parsed, since, 1) o;
     END IF;
     UPDATE fleet.scheduled_jobs sj SET next_run_at = next_run WHERE sj.id = s.id AND sj.next_run_at IS DISTINCT FROM next_run;
     IF FOUND THEN
@@ -127,7 +127,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    s fleet.scheduled_jobs := fleet_internal.visible_scheduled_job(id, fleet.calling_role());
+    s fleet.scheduled_jobs := fleet_internal.visible_scheduled_job(id, fleet_internal.calling_role());
 BEGIN
     RETURN s.definition || jsonb_strip_nulls(jsonb_build_object(
         'id', s.id,
@@ -167,15 +167,15 @@ $$;
 -- A scheduled job's definition taken apart: the job, its schedule (NULL
 -- fields when not given) and "enabled" (NULL when not given).
 CREATE FUNCTION fleet_internal.scheduled_job_parts(definition jsonb)
-RETURNS fleet.scheduled_job_parts
+RETURNS fleet_internal.scheduled_job_parts
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    parts fleet.scheduled_job_parts;
+    parts fleet_internal.scheduled_job_parts;
 BEGIN
     IF definition ? 'schedule' THEN
-        parts.schedule := fleet.parse_schedule(definition -> 'schedule');
+        parts.schedule := fleet_internal.parse_schedule(definition -> 'schedule');
     END IF;
     IF definition ? 'enabled' AND jsonb_typeof(definition -> 'enabled') IS DISTINCT FROM 'boolean' THEN
         RAISE EXCEPTION '"enabled" must be true or false, not %', (definition -> 'enabled')::text
@@ -190,13 +190,13 @@ END;
 $$;
 
 -- Refuses a schedule none of whose occurrences is still to come.
-CREATE FUNCTION fleet_internal.require_future_occurrence(schedule fleet.schedule, label text)
+CREATE FUNCTION fleet_internal.require_future_occurrence(schedule fleet_internal.schedule, label text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM fleet.schedule_occurrences(schedule, pg_catalog.now(), 1)) THEN
+    IF NOT EXISTS (SELECT 1 FROM fleet_internal.schedule_occurrences(schedule, pg_catalog.now(), 1)) THEN
         IF schedule.recurrence = 'none' THEN
             RAISE EXCEPTION 'the start of % (% %) is in the past', label,
                             to_char(schedule.start_local, 'YYYY-MM-DD"T"HH24:MI:SS'), schedule.time_zone
@@ -217,8 +217,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller name := fleet.calling_role();
-    parts  fleet.scheduled_job_parts;
+    caller name := fleet_internal.calling_role();
+    parts  fleet_internal.scheduled_job_parts;
     job    fleet.jobs;
     new_id text;
     label  text;
@@ -260,7 +260,7 @@ BEGIN
     INSERT INTO fleet.scheduled_jobs (id, display_name, organization_id, group_id, definition, schedule,
                                       enabled, effective_from, created_by, changed_by)
     VALUES (new_id, job.display_name, job.organization_id, job.group_id, parts.job_definition,
-            fleet.schedule_json(parts.schedule), coalesce(parts.enabled, true), pg_catalog.now(), caller, caller);
+            fleet_internal.schedule_json(parts.schedule), coalesce(parts.enabled, true), pg_catalog.now(), caller, caller);
     PERFORM fleet_internal.schedule_advance(new_id, pg_catalog.now());
     PERFORM fleet_internal.schedules_changed();
     RETURN fleet.get_scheduled_job(new_id);
@@ -277,7 +277,7 @@ AS $$
 DECLARE
     s fleet.scheduled_jobs := fleet_internal.visible_scheduled_job(id, caller);
 BEGIN
-    PERFORM fleet.require_app_role(s.organization_id, 'operator', 'changing a scheduled job', caller);
+    PERFORM fleet_internal.require_app_role(s.organization_id, 'operator', 'changing a scheduled job', caller);
     SELECT sj.* INTO s FROM fleet.scheduled_jobs sj WHERE sj.id = lock_scheduled_job.id FOR UPDATE;
     RETURN s;
 END;
@@ -295,9 +295,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller  name := fleet.calling_role();
-    s       fleet.scheduled_jobs := fleet_internal.lock_scheduled_job(id, fleet.calling_role());
-    parts   fleet.scheduled_job_parts;
+    caller  name := fleet_internal.calling_role();
+    s       fleet.scheduled_jobs := fleet_internal.lock_scheduled_job(id, fleet_internal.calling_role());
+    parts   fleet_internal.scheduled_job_parts;
     job     fleet.jobs;
     label   text := format('scheduled job "%s"', id);
     new_schedule boolean;
@@ -332,7 +332,7 @@ BEGIN
     UPDATE fleet.scheduled_jobs sj
        SET display_name = job.display_name, group_id = job.group_id,
            definition = parts.job_definition,
-           schedule = CASE WHEN new_schedule THEN fleet.schedule_json(parts.schedule) ELSE sj.schedule END,
+           schedule = CASE WHEN new_schedule THEN fleet_internal.schedule_json(parts.schedule) ELSE sj.schedule END,
            enabled = coalesce(parts.enabled, sj.enabled),
            effective_from = CASE WHEN renewed THEN pg_catalog.now() ELSE sj.effective_from END,
            error = CASE WHEN renewed THEN NULL ELSE sj.error END,
@@ -366,7 +366,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    s fleet.scheduled_jobs := fleet_internal.lock_scheduled_job(id, fleet.calling_role());
+    s fleet.scheduled_jobs := fleet_internal.lock_scheduled_job(id, fleet_internal.calling_role());
 BEGIN
     DELETE FROM fleet.scheduled_jobs sj WHERE sj.id = s.id;
     PERFORM fleet_internal.schedules_changed();
@@ -387,7 +387,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller  name := fleet.calling_role();
+    caller  name := fleet_internal.calling_role();
     s       fleet.scheduled_jobs;
     due     timestamptz;
     job     fleet.jobs;
@@ -407,7 +407,7 @@ BEGIN
     IF due IS NOT NULL AND due <= fired_at + interval '59 seconds' THEN
         BEGIN
             job := fleet_internal.job_from_definition(s.definition || jsonb_build_object(
-                       'id', fleet.free_job_id(left(s.id, 220) || '-' || to_char(due AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MI"Z"'))),
+                       'id', fleet_internal.free_job_id(left(s.id, 220) || '-' || to_char(due AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MI"Z"'))),
                        s.changed_by);
             IF job.organization_id <> s.organization_id THEN
                 RAISE EXCEPTION 'the job would run in organization "%", not the schedule''s "%"',
@@ -421,7 +421,7 @@ BEGIN
             INSERT INTO fleet.scheduled_job_runs (scheduled_job_id, occurrence, outcome, job_id)
             VALUES (s.id, due, 'started', job_id);
             UPDATE fleet.scheduled_jobs sj SET runs_started = sj.runs_started + 1 WHERE sj.id = s.id;
-            PERFORM fleet.wake_engine();
+            PERFORM fleet_internal.wake_engine();
         EXCEPTION WHEN OTHERS THEN
             -- the job no longer validates (a group or template changed, its
             -- last changer lost the right): the occurrence is recorded with
@@ -447,7 +447,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM fleet_internal.visible_scheduled_job(id, fleet.calling_role());
+    PERFORM fleet_internal.visible_scheduled_job(id, fleet_internal.calling_role());
     RETURN QUERY
     SELECT r.occurrence, r.outcome, r.job_id, j.status, j.started_at, j.finished_at, coalesce(r.error, j.error)
       FROM fleet.scheduled_job_runs r

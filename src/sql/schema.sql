@@ -3,7 +3,7 @@
 -- Refuses an id or display name for a new object of the given kind
 -- ("organization", "device group", ...): ids are 1 to max_length letters,
 -- digits, "-" or "_", names are not blank.  Jobs will use it too.
-CREATE FUNCTION fleet.check_new_object(kind text, id text, display_name text, max_length int)
+CREATE FUNCTION fleet_internal.check_new_object(kind text, id text, display_name text, max_length int)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -27,8 +27,8 @@ $$;
 -- changes, never what is stored.  C (src/spreadsheet_cell.c), and it
 -- carries no SET search_path: it looks no names up, and exports call it for
 -- every cell (the clause would cost a configuration save and restore each).
-CREATE FUNCTION fleet.spreadsheet_cell(value text, neutralize boolean)
+CREATE FUNCTION fleet_internal.spreadsheet_cell(value text, neutralize boolean)
 RETURNS text
 LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'spreadsheet_cell';
-COMMENT ON FUNCTION fleet.spreadsheet_cell(text, boolean) IS 'The value, with a leading single quote when neutralize is true and a spreadsheet would read it as a formula';
+COMMENT ON FUNCTION fleet_internal.spreadsheet_cell(text, boolean) IS 'The value, with a leading single quote when neutralize is true and a spreadsheet would read it as a formula';

@@ -4,7 +4,7 @@
 
 -- NULL when value matches schema (and IoT Central's min/max), else what is
 -- wrong, naming where inside the value.
-CREATE FUNCTION fleet.schema_value_problem(value jsonb, schema jsonb, min_value numeric DEFAULT NULL,
+CREATE FUNCTION fleet_internal.schema_value_problem(value jsonb, schema jsonb, min_value numeric DEFAULT NULL,
                                            max_value numeric DEFAULT NULL, place text DEFAULT 'the value')
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
@@ -89,7 +89,7 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    types := fleet.dtdl_types(schema -> '@type', 'a stored schema');
+    types := fleet_internal.dtdl_types(schema -> '@type', 'a stored schema');
     IF 'Enum' = ANY (types) THEN
         IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(schema -> 'enumValues') e WHERE e -> 'enumValue' = schema_value_problem.value) THEN
             RETURN format('%s must be one of %s, not %s', place,
@@ -108,7 +108,7 @@ BEGIN
         END IF;
         FOR field IN SELECT f ->> 'name' AS name, f -> 'schema' AS schema FROM jsonb_array_elements(schema -> 'fields') f LOOP
             CONTINUE WHEN NOT value ? field.name;
-            problem := fleet.schema_value_problem(value -> field.name, field.schema, NULL, NULL,
+            problem := fleet_internal.schema_value_problem(value -> field.name, field.schema, NULL, NULL,
                                                   format('field "%s" of %s', field.name, place));
             IF problem IS NOT NULL THEN
                 RETURN problem;
@@ -119,7 +119,7 @@ BEGIN
             RETURN format('%s must be an object (a map), not %s', place, value);
         END IF;
         FOR field IN SELECT e.key AS name, e.value AS value FROM jsonb_each(value) e LOOP
-            problem := fleet.schema_value_problem(field.value, schema #> '{mapValue,schema}', NULL, NULL,
+            problem := fleet_internal.schema_value_problem(field.value, schema #> '{mapValue,schema}', NULL, NULL,
                                                   format('entry "%s" of %s', field.name, place));
             IF problem IS NOT NULL THEN
                 RETURN problem;
@@ -131,7 +131,7 @@ BEGIN
         END IF;
         FOR element IN SELECT e FROM jsonb_array_elements(value) e LOOP
             n := n + 1;
-            problem := fleet.schema_value_problem(element, schema -> 'elementSchema', NULL, NULL,
+            problem := fleet_internal.schema_value_problem(element, schema -> 'elementSchema', NULL, NULL,
                                                   format('element %s of %s', n, place));
             IF problem IS NOT NULL THEN
                 RETURN problem;
@@ -141,4 +141,4 @@ BEGIN
     RETURN NULL;
 END;
 $$;
-COMMENT ON FUNCTION fleet.schema_value_problem(jsonb, jsonb, numeric, numeric, text) IS 'NULL when the JSON value matches the DTDL schema and range, else what is wrong';
+COMMENT ON FUNCTION fleet_internal.schema_value_problem(jsonb, jsonb, numeric, numeric, text) IS 'NULL when the JSON value matches the DTDL schema and range, else what is wrong';

@@ -70,7 +70,7 @@ $node->safe_psql('postgres', q{
 	  "data": [{"type": "property", "target": "dtmi:com:example:Thermostat;1", "path": "targetTemperature", "value": 22}]}');
 });
 wait_mid_job('property-job');
-my $pid = $node->safe_psql('postgres', 'SELECT fleet.engine_pid()');
+my $pid = $node->safe_psql('postgres', 'SELECT fleet_internal.engine_pid()');
 ok($pid =~ /^\d+$/, 'the engine runs');
 kill 'KILL', $pid;
 wait_finished('property-job', 'completed');
@@ -95,7 +95,7 @@ $node->safe_psql('postgres', q{
 	            "value": "2027-01-01T00:00:00Z"}]}');
 });
 wait_mid_job('command-job');
-$pid = $node->safe_psql('postgres', 'SELECT fleet.engine_pid()');
+$pid = $node->safe_psql('postgres', 'SELECT fleet_internal.engine_pid()');
 kill 'KILL', $pid;
 wait_finished('command-job', 'completed');
 is( $node->safe_psql('postgres', q{
@@ -126,12 +126,12 @@ my @gateways = ('fleet-sim', '-d', $node->connstr('postgres'), '--connections', 
 my ($sim_out, $sim_err) = ('', '');
 my $sim = IPC::Run::start(\@gateways, '<', \undef, '>', \$sim_out, '2>', \$sim_err);
 wait_mid_job('gateway-job');
-$pid = $node->safe_psql('postgres', 'SELECT fleet.engine_pid()');
+$pid = $node->safe_psql('postgres', 'SELECT fleet_internal.engine_pid()');
 kill 'KILL', $pid;
 $sim->finish;
 like($sim_err, qr/could not (claim commands|report answers)/, 'the crash cut the gateways off');
 my ($before) = $sim_out =~ /answered (\d+) commands/;
-ok($node->poll_query_until('postgres', 'SELECT fleet.engine_pid() IS NOT NULL'), 'the server is back');
+ok($node->poll_query_until('postgres', 'SELECT fleet_internal.engine_pid() IS NOT NULL'), 'the server is back');
 ($sim_out, $sim_err) = ('', '');
 IPC::Run::run(\@gateways, '<', \undef, '>', \$sim_out, '2>', \$sim_err);
 my ($after) = $sim_out =~ /answered (\d+) commands/;

@@ -230,14 +230,17 @@ $node->safe_psql('sweep', q{
 	    message text;
 	BEGIN
 	    FOR f IN
-	        SELECT p.oid, p.proname, p.proargtypes::oid[]::regtype[] AS types
+	        SELECT p.oid, p.pronamespace::regnamespace::text AS schema, p.proname, p.proargtypes::oid[]::regtype[] AS types
 	          FROM pg_proc p
-	         WHERE p.pronamespace = 'fleet'::regnamespace AND p.prorettype <> 'trigger'::regtype
-	           AND p.proname NOT IN ('wait_for_job', 'engine_step')   -- they wait / do the engine's work
-	         ORDER BY p.proname, p.oid
+	         WHERE p.pronamespace IN ('fleet'::regnamespace, 'fleet_internal'::regnamespace)
+	           AND p.prorettype <> 'trigger'::regtype
+	           -- (they wait, or do the engine's work)
+	           AND p.proname NOT IN ('wait_for_job', 'purge', 'check_schedules', 'expire_commands', 'record_failed_imports')
+	           AND p.proname NOT LIKE 'engine\_%' AND p.proname NOT LIKE '%cron%'
+	         ORDER BY 2, p.proname, p.oid
 	    LOOP
 	        FOR i IN 0..9 LOOP
-	            SELECT format('SELECT fleet.%I(%s)', f.proname,
+	            SELECT format('SELECT %I.%I(%s)', f.schema, f.proname,
 	                          coalesce(string_agg(public.junk(t, i + n::int), ', ' ORDER BY n), ''))
 	              INTO call FROM unnest(f.types) WITH ORDINALITY u(t, n);
 	            BEGIN

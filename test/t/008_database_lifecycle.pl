@@ -67,7 +67,7 @@ my $schedule = qq{SELECT fleet.create_scheduled_job('{"id": "nightly", "displayN
 my $entries = q{SELECT coalesce(string_agg(jobname, ',' ORDER BY jobname), 'none') FROM cron.job};
 
 fleet_db('fleet');
-ok($node->poll_query_until('fleet', 'SELECT fleet.engine_pid() IS NOT NULL'), 'once created, the engine starts in it');
+ok($node->poll_query_until('fleet', 'SELECT fleet_internal.engine_pid() IS NOT NULL'), 'once created, the engine starts in it');
 
 # 2. another database: nothing there would ever run a job
 fleet_db('other');
@@ -76,7 +76,7 @@ like($err, qr/creating a job needs the job engine, which runs in database "fleet
 like($err, qr/HINT:  Set fleet.database_name = 'other'/, 'with a hint naming the setting');
 ($rc, $out, $err) = $node->psql('other', $schedule);
 like($err, qr/scheduling a job needs the job engine/, 'so is a schedule');
-is($node->safe_psql('other', 'SELECT fleet.engine_pid() IS NULL'), 't', 'no engine answers for it');
+is($node->safe_psql('other', 'SELECT fleet_internal.engine_pid() IS NULL'), 't', 'no engine answers for it');
 
 # 3. DROP EXTENSION while a property job runs, twice
 for my $try (1, 2)
@@ -111,7 +111,7 @@ is($node->safe_psql('postgres', $entries), 'none', 'and its pg_cron entries go')
 sleep(2);
 is(log_since($missing), 1, 'after it, the missing database is said once');
 fleet_db('fleet');
-ok($node->poll_query_until('fleet', 'SELECT fleet.engine_pid() IS NOT NULL'), 'created again, the engine is back');
+ok($node->poll_query_until('fleet', 'SELECT fleet_internal.engine_pid() IS NOT NULL'), 'created again, the engine is back');
 ($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE fleet WITH (FORCE)');
 is($rc, 0, 'DROP DATABASE ... WITH (FORCE) succeeds') or diag($err);
 sleep(2);
@@ -123,7 +123,7 @@ $node->safe_psql('postgres', q{ALTER SYSTEM SET fleet.database_name = 'flet'; SE
 sleep(3);
 is(log_since(qr/pg_fleet: database "flet" named by fleet.database_name does not exist/), 1, 'a typo is said once');
 $node->safe_psql('postgres', q{ALTER SYSTEM RESET fleet.database_name; SELECT pg_reload_conf()});
-ok($node->poll_query_until('fleet', 'SELECT fleet.engine_pid() IS NOT NULL'), 'the right name brings the engine back');
+ok($node->poll_query_until('fleet', 'SELECT fleet_internal.engine_pid() IS NOT NULL'), 'the right name brings the engine back');
 
 # 6. a copy restored beside the original
 $node->safe_psql('fleet', $schedule);

@@ -2,7 +2,7 @@
 
 -- The job's number, times 2^32, is the base of its delivery ids: ids are
 -- unique and contiguous per job without a sequence call per device.
-CREATE SEQUENCE fleet.delivery_blocks;
+CREATE SEQUENCE fleet_internal.delivery_blocks;
 
 CREATE TABLE fleet.command_windows (
     job_id         text NOT NULL REFERENCES fleet.jobs (id) ON DELETE CASCADE,

@@ -3,11 +3,11 @@
 -- NULL when a device id and name follow IoT Central's rules, else what is
 -- wrong with them.  C, without SET search_path: it looks no names up and
 -- checks every row of an import.
-CREATE FUNCTION fleet.device_identity_problem(device_id text, display_name text DEFAULT NULL)
+CREATE FUNCTION fleet_internal.device_identity_problem(device_id text, display_name text DEFAULT NULL)
 RETURNS text
 LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'device_identity_problem';
-COMMENT ON FUNCTION fleet.device_identity_problem(text, text) IS 'NULL when the device id (letters, digits, "-", at most 128) and name (at most 148 characters) are acceptable, else the reason';
+COMMENT ON FUNCTION fleet_internal.device_identity_problem(text, text) IS 'NULL when the device id (letters, digits, "-", at most 128) and name (at most 148 characters) are acceptable, else the reason';
 
 CREATE TABLE fleet.devices (
     id                        text PRIMARY KEY,
@@ -24,7 +24,7 @@ CREATE TABLE fleet.devices (
     x509_thumbprint_secondary text,
     import_operation_id       bigint,                        -- the import that registered it
     created_at                timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    CONSTRAINT devices_identity_check CHECK (fleet.device_identity_problem(id, display_name) IS NULL),
+    CONSTRAINT devices_identity_check CHECK (fleet_internal.device_identity_problem(id, display_name) IS NULL),
     CONSTRAINT devices_x509_primary_check CHECK (x509_thumbprint_primary ~ '^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$'),
     CONSTRAINT devices_x509_secondary_check CHECK (x509_thumbprint_secondary ~ '^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$')
 );

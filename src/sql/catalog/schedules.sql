@@ -2,7 +2,7 @@
 -- scheduled_jobs.sql).
 
 -- A schedule as given in a definition, checked and normalised.
-CREATE TYPE fleet.schedule AS (
+CREATE TYPE fleet_internal.schedule AS (
     start_local     timestamp,   -- wall-clock start in time_zone
     time_zone       text,
     recurrence      text,        -- 'none', 'daily' or 'weekly'
@@ -16,7 +16,7 @@ CREATE TABLE fleet.scheduled_jobs (
     organization_id text NOT NULL REFERENCES fleet.organizations (id),
     group_id        text NOT NULL REFERENCES fleet.device_groups (id),
     definition      jsonb NOT NULL,        -- the job each occurrence creates, without id
-    schedule        jsonb NOT NULL,        -- normalised: fleet.schedule_json()
+    schedule        jsonb NOT NULL,        -- normalised: fleet_internal.schedule_json()
     enabled         boolean NOT NULL DEFAULT true,
     effective_from  timestamptz NOT NULL,  -- occurrences before this are not this calendar's
     next_run_at     timestamptz,           -- what the pg_cron entry points at; NULL: none
@@ -46,8 +46,8 @@ COMMENT ON TABLE fleet.scheduled_job_runs IS 'Every occurrence of every schedule
 
 -- A scheduled job's definition taken apart: the job, its schedule (NULL
 -- fields when not given) and "enabled" (NULL when not given).
-CREATE TYPE fleet.scheduled_job_parts AS (
+CREATE TYPE fleet_internal.scheduled_job_parts AS (
     job_definition jsonb,
-    schedule       fleet.schedule,
+    schedule       fleet_internal.schedule,
     enabled        boolean
 );

@@ -65,6 +65,38 @@ DROP FUNCTION fleet.scheduled_job_parts(jsonb);
 DROP FUNCTION fleet.require_future_occurrence(fleet.schedule, text);
 DROP FUNCTION fleet.lock_scheduled_job(text);
 
+-- Internals that stay, moved out of the API schema (what depends on them,
+-- such as the devices table's CHECK, follows them).
+ALTER FUNCTION fleet.app_role_rank(text) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.calling_role() SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.check_new_object(text, text, text, integer) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.device_identity_problem(text, text) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.dtdl_check_name(jsonb, text) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.dtdl_interface_contents(jsonb, text) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.dtdl_is_dtmi(text) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.dtdl_schema(jsonb, text, jsonb) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.dtdl_text(jsonb, text) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.dtdl_types(jsonb, text) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.engine_pid() SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.free_job_id(text) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.generate_group_key() SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.job_capability(text, text, text) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.organizations_for(text, name) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.parse_schedule(jsonb) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.require_app_role(text, text, text, name) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.require_job(text) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.require_template(text) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.require_time_zone(text) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.role_sees_everything(name) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.schedule_json(fleet.schedule) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.schedule_occurrences(fleet.schedule, timestamptz, integer) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.schema_value_problem(jsonb, jsonb, numeric, numeric, text) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.spreadsheet_cell(text, boolean) SET SCHEMA fleet_internal;
+ALTER FUNCTION fleet.wake_engine() SET SCHEMA fleet_internal;
+ALTER TYPE fleet.schedule SET SCHEMA fleet_internal;
+ALTER TYPE fleet.scheduled_job_parts SET SCHEMA fleet_internal;
+ALTER SEQUENCE fleet.delivery_blocks SET SCHEMA fleet_internal;
+
 -- Jobs: deleted ones are purged by the engine; a rerun outlives its source.
 ALTER TABLE fleet.jobs ADD COLUMN deleted_at timestamptz;
 ALTER TABLE fleet.jobs DROP CONSTRAINT jobs_rerun_of_fkey,
