@@ -65,9 +65,11 @@ CODE_SOURCES = \
 	src/sql/device_import.sql \
 	src/sql/device_export.sql \
 	src/sql/schema_values.sql \
+	src/sql/job_definitions.sql \
 	src/sql/jobs.sql \
-	src/sql/commands.sql \
-	src/sql/job_fanout.sql \
+	src/sql/job_results.sql \
+	src/sql/command_claims.sql \
+	src/sql/job_batches.sql \
 	src/sql/job_steps.sql \
 	src/sql/command_windows.sql \
 	src/sql/engine.sql \
@@ -95,7 +97,7 @@ ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/fleet_isolatio
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-EXTRA_CLEAN = $(TOOLS) tmp_check_regress tmp_check_iso test/output_iso test/results \
+EXTRA_CLEAN = tmp_check_regress tmp_check_iso test/output_iso test/results \
 	test/regression.diffs test/regression.out
 
 # PostgreSQL 15's pg_config: Debian's /usr/bin/pg_config picks the newest
@@ -114,27 +116,35 @@ $(EXTENSION)--$(EXTVERSION).sql: $(CATALOG_SOURCES) $(CODE_SOURCES) tools/build-
 $(UPDATE_SCRIPTS): $(EXTENSION)--%--$(EXTVERSION).sql: $(CODE_SOURCES) $(wildcard src/sql/updates/*.sql) tools/build-sql.sh
 	tools/build-sql.sh update $* $(EXTVERSION) $(CODE_SOURCES) > $@
 
-# The tools, libpq clients: the device simulator (tools/fleet-sim.c) and
-# the command-line client (tools/fleetctl/).
-PG_INCLUDEDIR = $(shell $(PG_CONFIG) --includedir 2>/dev/null)
-PG_LIBDIR = $(shell $(PG_CONFIG) --libdir 2>/dev/null)
-TOOLS = tools/fleet-sim tools/fleetctl/fleetctl
-TOOL_CFLAGS = -O2 -g -Wall -Wextra -Wno-unused-parameter -I$(PG_INCLUDEDIR)
-FLEETCTL_SOURCES = $(wildcard tools/fleetctl/*.c)
+# The tools, libpq clients built by their own PGXS makefiles: the device
+# simulator (tools/fleet-sim/) and the command-line client (tools/fleetctl/).
+# PGXS installs them beside psql, in PostgreSQL's bindir, which Debian does
+# not put on PATH: they are linked into TOOLS_LINK_DIR too, so that typing
+# their names works ("make install TOOLS_LINK_DIR=" links nothing).
+TOOL_DIRS = tools/fleet-sim tools/fleetctl
+TOOLS_LINK_DIR ?= /usr/local/bin
 
-all: $(TOOLS)
-
-tools/fleet-sim: tools/fleet-sim.c
-	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq -lpthread
-
-tools/fleetctl/fleetctl: $(FLEETCTL_SOURCES) tools/fleetctl/fleetctl.h
-	$(CC) $(TOOL_CFLAGS) -o $@ $(FLEETCTL_SOURCES) -L$(PG_LIBDIR) -lpq
+all: tools
+.PHONY: tools install-tools clean-tools
+tools:
+	$(foreach d,$(TOOL_DIRS),$(MAKE) -C $(d) PG_CONFIG=$(PG_CONFIG) &&) true
 
 install: install-tools
-.PHONY: install-tools
-install-tools: $(TOOLS)
-	$(INSTALL_PROGRAM) tools/fleet-sim '$(DESTDIR)$(bindir)/fleet-sim'
-	$(INSTALL_PROGRAM) tools/fleetctl/fleetctl '$(DESTDIR)$(bindir)/fleetctl'
+install-tools: tools
+	$(foreach d,$(TOOL_DIRS),$(MAKE) -C $(d) PG_CONFIG=$(PG_CONFIG) install &&) true
+ifneq ($(TOOLS_LINK_DIR),)
+	@if $(MKDIR_P) '$(DESTDIR)$(TOOLS_LINK_DIR)' 2>/dev/null && \
+	    ln -sf '$(bindir)/fleet-sim' '$(DESTDIR)$(TOOLS_LINK_DIR)/fleet-sim' && \
+	    ln -sf '$(bindir)/fleetctl' '$(DESTDIR)$(TOOLS_LINK_DIR)/fleetctl'; then \
+	    echo "fleetctl and fleet-sim linked into $(DESTDIR)$(TOOLS_LINK_DIR)"; \
+	else \
+	    echo "note: cannot link fleetctl and fleet-sim into $(DESTDIR)$(TOOLS_LINK_DIR); they are in $(bindir)" >&2; \
+	fi
+endif
+
+clean: clean-tools
+clean-tools:
+	$(foreach d,$(TOOL_DIRS),$(MAKE) -C $(d) PG_CONFIG=$(PG_CONFIG) clean &&) true
 
 .PHONY: test demo bench deps
 deps:

@@ -1,5 +1,4 @@
 \set SHOW_CONTEXT never
-\set VERBOSITY terse
 SELECT current_user AS superuser \gset
 -- Organizations and access control, with real login roles: an Acme parent
 -- organization and two sibling children, East and West.  Each role connects
@@ -7,9 +6,9 @@ SELECT current_user AS superuser \gset
 -- set-returning function; then cross-organization reads, writes, jobs and
 -- key exports are tried and refused.
 
-SELECT fleet.create_organization('acme', 'Acme');
-SELECT fleet.create_organization('acme-east', 'Acme East', 'acme');
-SELECT fleet.create_organization('acme-west', 'Acme West', 'acme');
+SELECT fleet.create_organization('acme', 'Acme') ->> 'id';
+SELECT fleet.create_organization('acme-east', 'Acme East', 'acme') ->> 'id';
+SELECT fleet.create_organization('acme-west', 'Acme West', 'acme') ->> 'id';
 CREATE ROLE regress_acme_admin LOGIN;
 CREATE ROLE regress_east_admin LOGIN;
 CREATE ROLE regress_east_operator LOGIN;
@@ -30,13 +29,15 @@ SELECT fleet.grant_organization('acme-east', 'regress_east_viewer', 'owner');
 -- each organization's fleet: a template shared by all, three lamps each,
 -- a group, a completed property job, a command job waiting for a gateway,
 -- and a schedule
+SELECT fleet.create_edge_manifest('acme-edge', 'Acme edge', '{"modulesContent": {"$edgeAgent": {"properties.desired": {}},
+                                                                    "$edgeHub": {"properties.desired": {}}}}') ->> 'id';
 SELECT fleet.import_template('{"@id": "dtmi:acme:Lamp;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2",
   "displayName": "Lamp",
   "contents": [{"@type": "Property", "name": "level", "schema": "integer", "writable": true},
-               {"@type": "Command", "name": "blink"}]}');
+               {"@type": "Command", "name": "blink"}]}') ->> 'id';
 SELECT count(fleet.create_device(o || '-lamp-' || i, template => 'dtmi:acme:Lamp;1', organization => 'acme-' || o))
   FROM unnest(ARRAY['east', 'west']) o, generate_series(1, 3) i;
-SELECT fleet.create_device_group(o || '-lamps', initcap(o) || ' lamps', 'dtmi:acme:Lamp;1', organization => 'acme-' || o)
+SELECT fleet.create_device_group(o || '-lamps', initcap(o) || ' lamps', 'dtmi:acme:Lamp;1', organization => 'acme-' || o) ->> 'id'
   FROM unnest(ARRAY['east', 'west']) o;
 SELECT fleet.create_job(jsonb_build_object('id', o || '-dim', 'displayName', 'Dim', 'group', o || '-lamps',
          'data', jsonb_build_array(jsonb_build_object('type', 'property', 'target', 'dtmi:acme:Lamp;1',
@@ -70,12 +71,12 @@ BEGIN
           FROM pg_class c WHERE c.relnamespace = 'fleet'::regnamespace AND c.relkind IN ('r', 'v')
         UNION ALL
         SELECT format('SELECT count(*) FROM %s', f), f
-          FROM unnest(ARRAY['fleet.group_members(''east-lamps'')', 'fleet.group_members(''west-lamps'')',
+          FROM unnest(ARRAY['fleet.list_device_group_members(''east-lamps'')', 'fleet.list_device_group_members(''west-lamps'')',
                             'fleet.job_results(''east-dim'')', 'fleet.job_results(''west-dim'')',
-                            'fleet.job_device_list(''east-dim'')', 'fleet.scheduled_job_instances(''east-nightly'')',
+                            'fleet.list_job_devices(''east-dim'')', 'fleet.list_scheduled_job_runs(''east-nightly'')',
                             'fleet.export_devices()', 'fleet.export_devices(organization => ''acme-west'')',
-                            'fleet.organization_member_list()', 'fleet_internal.organizations_for(''viewer'')',
-                            'fleet.organization_subtree(''acme'')', 'fleet.organization_subtree(''acme-west'')',
+                            'fleet.list_organization_members()', 'fleet_internal.organizations_for(''viewer'')',
+                            'fleet.list_organizations(''acme'')', 'fleet.list_organizations(''acme-west'')',
                             'fleet_internal.organizations_for(''administrator'')']) f
     LOOP
         BEGIN
@@ -190,7 +191,7 @@ UPDATE fleet.devices SET display_name = 'mine' WHERE id = 'west-lamp-1';
 DELETE FROM fleet.jobs WHERE id = 'west-dim';
 INSERT INTO fleet.devices (id, display_name, organization_id) VALUES ('sneaky-1', 'Sneaky', 'acme-west');
 UPDATE fleet.devices SET organization_id = 'acme-west' WHERE id = 'east-lamp-1';
-SELECT fleet.create_device('sneaky-2', organization => 'acme-west');
+SELECT fleet.create_device('sneaky-2', organization => 'acme-west') ->> 'id';
 SELECT fleet.create_job('{"displayName": "Theirs", "group": "west-lamps",
   "data": [{"type": "property", "target": "dtmi:acme:Lamp;1", "path": "level", "value": 9}]}');
 SELECT fleet.create_job('{"displayName": "Mine for them", "group": "east-lamps", "organizations": ["acme-west"],
@@ -199,6 +200,29 @@ SELECT fleet.stop_job('west-blink');
 SELECT fleet.get_job('west-dim');
 SELECT fleet.delete_device('west-lamp-1');
 SELECT fleet.delete_scheduled_job('west-nightly');
+-- West's objects do not exist for it through get_, update_ and delete_
+SELECT fleet.get_device('west-lamp-1');
+SELECT fleet.update_device('west-lamp-1', '{"displayName": "mine"}');
+SELECT fleet.update_device('east-lamp-1', '{"organization": "acme-west"}');
+SELECT fleet.get_device_group('west-lamps');
+SELECT fleet.update_device_group('west-lamps', '{"filter": "$.id == \"x\""}');
+SELECT fleet.delete_device_group('west-lamps');
+SELECT fleet.get_organization('acme-west');
+SELECT fleet.update_organization('acme-west', '{"displayName": "Mine"}');
+SELECT fleet.delete_organization('acme-west');
+SELECT fleet.get_enrollment_group('SAS-IoT-Devices@acme-west');
+SELECT fleet.delete_enrollment_groups('acme-west');
+-- shared objects are root administrators' to change
+SELECT fleet.update_template('dtmi:acme:Lamp;1', '{"displayName": "Mine"}');
+SELECT fleet.delete_template('dtmi:acme:Lamp;1');
+SELECT fleet.update_edge_manifest('acme-edge', '{"displayName": "Mine"}');
+SELECT fleet.delete_edge_manifest('acme-edge');
+-- and its own: an operator changes devices and groups, not its organization
+SELECT fleet.update_device('east-lamp-1', '{"displayName": "East lamp one"}') ->> 'displayName';
+SELECT fleet.update_device_group('east-lamps', '{"displayName": "East lamps"}') ->> 'displayName';
+SELECT fleet.delete_device_group('east-lamps');
+SELECT fleet.update_organization('acme-east', '{"displayName": "Mine"}');
+SELECT fleet.get_enrollment_group('SAS-IoT-Devices@acme-east');
 SET fleet.import_organization = 'acme-west';
 INSERT INTO fleet.device_import VALUES ('sneaky-3', NULL);
 RESET fleet.import_organization;
@@ -207,9 +231,9 @@ SELECT * FROM fleet.export_devices();
 SELECT * FROM fleet.device_keys('east-lamp-1');
 SELECT * FROM fleet.device_keys('west-lamp-1');
 SELECT count(*) FROM fleet.enrollment_groups;
-SELECT fleet.rotate_group_key('SAS-IoT-Devices');
+SELECT fleet.rotate_enrollment_group_key('SAS-IoT-Devices') ->> 'id';
 -- templates are shared: read by all, written by root administrators
-SELECT fleet.import_template('{"@id": "dtmi:acme:Mine;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2", "contents": []}');
+SELECT fleet.import_template('{"@id": "dtmi:acme:Mine;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2", "contents": []}') ->> 'id';
 -- a gateway of East claims East's commands only
 SELECT job_id, count(*) FROM fleet.claim_commands('east-gateway', 100) GROUP BY job_id;
 SELECT fleet.complete_command(d.delivery_id, 200) FROM fleet.command_deliveries d WHERE d.job_id = 'east-blink';
@@ -246,8 +270,8 @@ SELECT fleet.fire_scheduled_job('east-hourly') AS nothing_due;
 SELECT fleet.disable_scheduled_job('east-hourly') ->> 'enabled' AS enabled;
 SELECT fleet.enable_scheduled_job('east-hourly') ->> 'enabled' AS enabled;
 -- its own organization works as before
-SELECT fleet.create_device('east-lamp-4', template => 'dtmi:acme:Lamp;1', organization => 'acme-east');
-SELECT fleet.create_organization('east-lab', 'Lab', 'acme-east');
+SELECT fleet.create_device('east-lamp-4', template => 'dtmi:acme:Lamp;1', organization => 'acme-east') ->> 'id';
+SELECT fleet.create_organization('east-lab', 'Lab', 'acme-east') ->> 'id';
 
 -- East's viewer reads but changes nothing
 \c - regress_east_viewer
@@ -260,13 +284,16 @@ INSERT INTO fleet.device_import VALUES ('viewer-1', NULL);
 SELECT fleet.update_scheduled_job('east-nightly', '{"enabled": false}');
 SELECT * FROM fleet.export_devices(organization => 'acme-east');
 SELECT fleet.grant_organization('acme-east', 'regress_outsider', 'viewer');
+SELECT fleet.get_device('east-lamp-1') ->> 'displayName';
+SELECT fleet.update_device('east-lamp-1', '{"displayName": "x"}');
+SELECT fleet.update_device_group('east-lamps', '{"displayName": "x"}');
 
 -- East's administrator: its keys, its members, organizations below it
 \c - regress_east_admin
 SELECT "IOTC_DEVICEID", length("IOTC_SASKEY_PRIMARY") AS key_length FROM fleet.export_devices() ORDER BY 1;
 SELECT * FROM fleet.export_devices(organization => 'acme-west');
 SELECT length(primary_key) FROM fleet.device_keys('east-lamp-1');
-SELECT fleet.create_organization('east-annex', 'Annex', 'acme-east');
+SELECT fleet.create_organization('east-annex', 'Annex', 'acme-east') ->> 'id';
 -- a path is computed, never taken: an organization cannot be written
 -- into West's subtree
 INSERT INTO fleet.organizations (id, display_name, parent_id, path)
@@ -275,14 +302,14 @@ SELECT id, path FROM fleet.organizations WHERE id IN ('east-annex', 'east-forged
 -- keys of a device another organization will own cannot be learnt: a
 -- device registered, read and deleted here gets other keys when West
 -- registers the same id (each organization has its own enrollment groups)
-SELECT fleet.create_device('pump-0042', organization => 'acme-east');
+SELECT fleet.create_device('pump-0042', organization => 'acme-east') ->> 'id';
 INSERT INTO public.regress_keys SELECT 'acme-east', * FROM fleet.device_keys('pump-0042');
 SELECT fleet.delete_device('pump-0042');
 SELECT id FROM fleet.enrollment_groups ORDER BY id;
-SELECT fleet.create_organization('acme-south', 'South', 'acme');
+SELECT fleet.create_organization('acme-south', 'South', 'acme') ->> 'id';
 SELECT fleet.grant_organization('east-annex', 'regress_outsider', 'viewer');
 SELECT fleet.grant_organization('acme-west', 'regress_outsider', 'viewer');
-SELECT organization_id, member, app_role FROM fleet.organization_member_list() ORDER BY 1, 2;
+SELECT organization_id, member, app_role FROM fleet.list_organization_members() ORDER BY 1, 2;
 SELECT fleet.revoke_organization('east-annex', 'regress_outsider');
 SELECT count(*) FROM fleet.enrollment_groups;
 
@@ -290,7 +317,7 @@ SELECT count(*) FROM fleet.enrollment_groups;
 \c - regress_acme_admin
 SELECT d.organization_id, count(*) FROM fleet.export_devices() e JOIN fleet.devices d ON d.id = e."IOTC_DEVICEID"
  GROUP BY 1 ORDER BY 1;
-SELECT fleet.create_device('pump-0042', organization => 'acme-west');
+SELECT fleet.create_device('pump-0042', organization => 'acme-west') ->> 'id';
 INSERT INTO public.regress_keys SELECT 'acme-west', * FROM fleet.device_keys('pump-0042');
 SELECT fleet.delete_device('pump-0042');
 -- a schedule an administrator of Acme made for East: East's operator may
@@ -313,14 +340,14 @@ SELECT fleet.fire_scheduled_job('acme-for-east', '2099-07-01 06:00:00+00') IS NO
 SELECT created_by, organization_id, data -> 0 -> 'value' AS value FROM fleet.jobs WHERE scheduled_job_id = 'acme-for-east';
 SELECT fleet.revoke_organization('acme-east', 'regress_east_operator');
 SELECT fleet.fire_scheduled_job('acme-for-east', '2099-07-02 06:00:00+00') AS not_ran;
-SELECT occurrence, outcome, error FROM fleet.scheduled_job_instances('acme-for-east') ORDER BY 1;
+SELECT occurrence, outcome, error FROM fleet.list_scheduled_job_runs('acme-for-east') ORDER BY 1;
 SELECT fleet.grant_organization('acme-east', 'regress_east_operator', 'operator');
 SELECT fleet.delete_scheduled_job('acme-for-east');
 
 -- the engine keeps a job to its organization, whatever the group's filter
 -- says: an East group whose filter names West's devices has no members
 \c - regress_east_operator
-SELECT fleet.create_device_group('east-greedy', 'Greedy', filter => '$.organization == "acme-west"', organization => 'acme-east');
+SELECT fleet.create_device_group('east-greedy', 'Greedy', filter => '$.organization == "acme-west"', organization => 'acme-east') ->> 'id';
 SELECT fleet.create_job('{"id": "east-greedy-job", "displayName": "Greedy", "group": "east-greedy",
   "data": [{"type": "deviceTemplateMigration", "template": "dtmi:acme:Lamp;1"}]}') ->> 'status';
 -- how a job runs is the engine's to write: a finished job cannot be queued

@@ -4,12 +4,12 @@
 -- fleet.job_max_retries = 1, test/fleet.conf), its devices that never ran
 -- still pending; once the cause is gone it resumes and completes.  Jobs
 -- are deleted, and purged past fleet.job_retention, by the engine.
-SELECT fleet.create_organization('works', 'Works');
+SELECT fleet.create_organization('works', 'Works') ->> 'id';
 SELECT fleet.import_template('{"@id": "dtmi:test:Valve;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2",
-  "contents": [{"@type": "Property", "name": "open", "schema": "boolean", "writable": true}]}');
+  "contents": [{"@type": "Property", "name": "open", "schema": "boolean", "writable": true}]}') ->> 'id';
 INSERT INTO fleet.device_import SELECT 'valve-' || lpad(i::text, 2, '0'), NULL FROM generate_series(1, 12) i;
 UPDATE fleet.devices SET template_id = 'dtmi:test:Valve;1', organization_id = 'works' WHERE id LIKE 'valve-%';
-SELECT fleet.create_device_group('valves', 'Valves', 'dtmi:test:Valve;1', organization => 'works');
+SELECT fleet.create_device_group('valves', 'Valves', 'dtmi:test:Valve;1', organization => 'works') ->> 'id';
 
 -- a cause outside the devices: a trigger of someone else's that fails
 -- every change of valve-08 (batch 2 of 3)
@@ -41,7 +41,7 @@ SELECT count(*) AS open FROM fleet.devices WHERE id LIKE 'valve-%' AND (properti
 SELECT step_failures, next_retry_at FROM fleet.job_overview WHERE job_id = 'open-valves';
 -- a job that ran every device and failed some is for rerun_job, not resume
 SELECT fleet.create_edge_manifest('works-edge', 'Works edge',
-  '{"modulesContent": {"$edgeAgent": {"properties.desired": {}}, "$edgeHub": {"properties.desired": {}}}}');
+  '{"modulesContent": {"$edgeAgent": {"properties.desired": {}}, "$edgeHub": {"properties.desired": {}}}}') ->> 'id';
 SELECT fleet.create_job('{"id": "misfit", "displayName": "Misfit", "group": "valves",
   "data": [{"type": "deviceManifestMigration", "manifest": "works-edge"}]}') ->> 'status' AS status;
 SELECT fleet.wait_for_job('misfit');

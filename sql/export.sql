@@ -7,7 +7,7 @@ UPDATE fleet.enrollment_groups
    SET primary_key = encode(sha512(convert_to(id || ' primary', 'UTF8')), 'base64'),
        secondary_key = encode(sha512(convert_to(id || ' secondary', 'UTF8')), 'base64');
 SELECT id, primary_key FROM fleet.enrollment_groups ORDER BY id;
-SELECT fleet.create_device('edge-exp-1', 'Edge export', edge => true);
+SELECT fleet.create_device('edge-exp-1', 'Edge export', edge => true) ->> 'id';
 UPDATE fleet.devices SET x509_thumbprint_primary = repeat('AB', 20), x509_thumbprint_secondary = repeat('cd', 32)
  WHERE id = 'thermo-1';
 
@@ -53,7 +53,7 @@ SELECT fleet.device_keys('no-such-device');
 -- rotating a group key rotates the derived keys of its devices only: root's
 -- edge group is not that of the edge device in contoso, which has its own
 CREATE TEMP TABLE exported AS SELECT * FROM fleet.export_devices();
-SELECT fleet.rotate_group_key('SAS-IoT-Edge-Devices');
+SELECT fleet.rotate_enrollment_group_key('SAS-IoT-Edge-Devices') ->> 'id';
 SELECT d.edge, d.organization_id = 'root' AS in_root,
        count(*) FILTER (WHERE x."IOTC_SASKEY_PRIMARY" <> e."IOTC_SASKEY_PRIMARY") AS changed, count(*)
   FROM fleet.export_devices() x JOIN exported e USING ("IOTC_DEVICEID")
@@ -78,12 +78,12 @@ SELECT count(*) AS differences FROM (
 -- spreadsheet-safe CSV: cells a spreadsheet would run as formulas (leading
 -- =, +, -, @, tab, carriage return) get a leading quote; what is stored
 -- does not change, and other cells are left alone
-SELECT fleet.create_device('formula-1', '=HYPERLINK("http://evil.example","x")', organization => 'contoso');
-SELECT fleet.create_device('formula-2', '+SUM(A1:A9)', organization => 'contoso');
-SELECT fleet.create_device('formula-3', '@cmd', organization => 'contoso');
-SELECT fleet.create_device('formula-4', E'\tTab', organization => 'contoso');
-SELECT fleet.create_device('-5', 'Minus id', organization => 'contoso');
-SELECT fleet.create_device('formula-6', 'plain = fine', organization => 'contoso');
+SELECT fleet.create_device('formula-1', '=HYPERLINK("http://evil.example","x")', organization => 'contoso') ->> 'id';
+SELECT fleet.create_device('formula-2', '+SUM(A1:A9)', organization => 'contoso') ->> 'id';
+SELECT fleet.create_device('formula-3', '@cmd', organization => 'contoso') ->> 'id';
+SELECT fleet.create_device('formula-4', E'\tTab', organization => 'contoso') ->> 'id';
+SELECT fleet.create_device('-5', 'Minus id', organization => 'contoso') ->> 'id';
+SELECT fleet.create_device('formula-6', 'plain = fine', organization => 'contoso') ->> 'id';
 SELECT "IOTC_DEVICEID", "IOTC_DEVICENAME" FROM fleet.export_devices(organization => 'contoso', spreadsheet_safe => true)
  WHERE "IOTC_DEVICEID" LIKE 'formula-%' OR "IOTC_DEVICEID" = '''-5' ORDER BY 1;
 -- keys are base64 and may start with "+": quoted exactly then, else unchanged

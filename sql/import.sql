@@ -63,6 +63,8 @@ SELECT id, display_name FROM fleet.devices WHERE id LIKE 'rev-%' ORDER BY id;
 SELECT * FROM pg_temp.last_operation();
 
 -- an unknown template or organization refuses the whole file before any row
+-- (once the failed import above is recorded: the engine writes its row)
+SELECT pg_temp.wait_recorded() AS recorded;
 SELECT count(*) AS operations_before FROM fleet.device_operations \gset
 SET fleet.import_template = 'dtmi:no:Such;1';
 \copy fleet.device_import FROM 'test/data/id_only.csv' WITH (FORMAT csv, HEADER)

@@ -3,11 +3,11 @@
 -- resume, copy, rerun, the running-jobs limit, the device list.
 \set env_sensor `cat test/data/iotc_env_sensor.json`
 SELECT fleet.import_template(:'env_sensor') IS NOT NULL AS imported;
-SELECT fleet.create_organization('lab', 'Lab');
+SELECT fleet.create_organization('lab', 'Lab') ->> 'id';
 INSERT INTO fleet.device_import SELECT 'lab-' || lpad(i::text, 2, '0'), 'Lab ' || i FROM generate_series(1, 10) i;
 UPDATE fleet.devices SET template_id = 'dtmi:contoso:EnvSensor;1', organization_id = 'lab' WHERE id LIKE 'lab-%';
-SELECT fleet.create_device_group('lab', 'Lab devices', 'dtmi:contoso:EnvSensor;1', organization => 'lab');
-SELECT fleet.create_device_group('lab-any', 'Lab devices, any template', filter => '$.id starts with "lab-"', organization => 'lab');
+SELECT fleet.create_device_group('lab', 'Lab devices', 'dtmi:contoso:EnvSensor;1', organization => 'lab') ->> 'id';
+SELECT fleet.create_device_group('lab-any', 'Lab devices, any template', filter => '$.id starts with "lab-"', organization => 'lab') ->> 'id';
 
 CREATE FUNCTION pg_temp.summary(job_id text) RETURNS TABLE (status text, total int, pending int, completed int, failed int)
 LANGUAGE sql AS $$
@@ -69,7 +69,7 @@ UPDATE fleet.job_devices SET deadline = clock_timestamp() - interval '1 second'
 UPDATE fleet.command_windows SET next_check = clock_timestamp() - interval '1 second' WHERE job_id = 'reboot-real';
 SELECT fleet.wait_for_job('reboot-real');
 SELECT * FROM pg_temp.summary('reboot-real');
-SELECT device_id, status, error FROM fleet.job_device_list('reboot-real', status_filter => 'failed');
+SELECT device_id, status, error FROM fleet.list_job_devices('reboot-real', status_filter => 'failed');
 -- a late answer after the timeout changes nothing
 SELECT fleet.complete_command(d.delivery_id, 200) AS late FROM fleet.command_deliveries d
  WHERE d.job_id = 'reboot-real' AND d.status = 'timed_out' LIMIT 1;
@@ -99,7 +99,7 @@ SELECT pg_temp.wait_queued('reboot-deleted', 4);
 SELECT fleet.complete_command(delivery_id, 200) FROM fleet.claim_commands('gateway-1', 10) ORDER BY delivery_id;
 SELECT fleet.wait_for_job('reboot-deleted');
 SELECT device_id, device_name, batch, status, error FROM fleet.job_results('reboot-deleted') WHERE status <> 'completed';
-SELECT fleet.create_device('lab-10', 'Lab 10', 'dtmi:contoso:EnvSensor;1', 'lab');
+SELECT fleet.create_device('lab-10', 'Lab 10', 'dtmi:contoso:EnvSensor;1', 'lab') ->> 'id';
 
 -- stop: queued commands are withdrawn, claimed ones still count; resume
 -- sends the withdrawn ones again
@@ -176,9 +176,9 @@ SELECT fleet.stop_job(id) ->> 'status' FROM unnest(ARRAY['order-big', 'order-sma
 -- organization's job still gets a slot
 SELECT pg_temp.reboot_job('limit-' || i) FROM generate_series(1, 7) i;
 SELECT fleet.wait_for_job('limit-' || i, '{running}') FROM generate_series(1, 4) i;
-SELECT fleet.create_organization('lab-2', 'Second lab');
-SELECT fleet.create_device('second-lab-01', template => 'dtmi:contoso:EnvSensor;1', organization => 'lab-2');
-SELECT fleet.create_device_group('lab-2', 'Second lab devices', 'dtmi:contoso:EnvSensor;1', organization => 'lab-2');
+SELECT fleet.create_organization('lab-2', 'Second lab') ->> 'id';
+SELECT fleet.create_device('second-lab-01', template => 'dtmi:contoso:EnvSensor;1', organization => 'lab-2') ->> 'id';
+SELECT fleet.create_device_group('lab-2', 'Second lab devices', 'dtmi:contoso:EnvSensor;1', organization => 'lab-2') ->> 'id';
 SELECT pg_temp.reboot_job('limit-other', grp => 'lab-2');
 SELECT fleet.wait_for_job('limit-other', '{running}');
 SELECT id, status FROM fleet.jobs WHERE id LIKE 'limit-%' ORDER BY id;
@@ -191,10 +191,10 @@ SELECT id, fleet.stop_job(id) ->> 'status' FROM fleet.jobs
 -- the device list: filter by id and status, and extra columns per role
 UPDATE fleet.devices SET reported = jsonb_build_object('firmware', '1.' || right(id, 1)) WHERE id LIKE 'lab-%';
 SELECT fleet.set_job_device_list_columns(ARRAY['$.reported.firmware', '$.displayName']);
-SELECT device_id, status, columns FROM fleet.job_device_list('reboot-real', device_filter => 'LAB-0');
-SELECT device_id, status FROM fleet.job_device_list('reboot-real', 'lab', 'completed');
+SELECT device_id, status, columns FROM fleet.list_job_devices('reboot-real', device_filter => 'LAB-0');
+SELECT device_id, status FROM fleet.list_job_devices('reboot-real', 'lab', 'completed');
 SELECT role_name = current_user AS mine, position, path FROM fleet.job_device_list_columns ORDER BY position;
-SELECT fleet.job_device_list('reboot-real', status_filter => 'done');
+SELECT fleet.list_job_devices('reboot-real', status_filter => 'done');
 SELECT fleet.set_job_device_list_columns(ARRAY['$.reported.']);
 SELECT fleet.set_job_device_list_columns(NULL);
 SELECT count(*) FROM fleet.job_device_list_columns;

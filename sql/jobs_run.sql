@@ -4,14 +4,14 @@
 -- fleet.wait_for_job() waits for it with a timeout, never a bare sleep.
 \set env_sensor `cat test/data/iotc_env_sensor.json`
 SELECT fleet.import_template(:'env_sensor') IS NOT NULL AS imported;
-SELECT fleet.create_organization('plant', 'Plant');
+SELECT fleet.create_organization('plant', 'Plant') ->> 'id';
 -- ten sensors, one thermostat (another template), one edge gateway
 INSERT INTO fleet.device_import SELECT 'sensor-' || lpad(i::text, 2, '0'), 'Sensor ' || i FROM generate_series(1, 10) i;
 UPDATE fleet.devices SET template_id = 'dtmi:contoso:EnvSensor;1', organization_id = 'plant' WHERE id LIKE 'sensor-%';
-SELECT fleet.create_device('plant-thermostat', template => 'dtmi:com:example:Thermostat;1', organization => 'plant');
-SELECT fleet.create_device('plant-gateway', template => 'dtmi:contoso:EnvSensor;1', organization => 'plant', edge => true);
-SELECT fleet.create_device_group('plant-all', 'Everything in the plant', organization => 'plant');
-SELECT fleet.create_device_group('plant-sensors', 'Plant sensors', 'dtmi:contoso:EnvSensor;1', organization => 'plant');
+SELECT fleet.create_device('plant-thermostat', template => 'dtmi:com:example:Thermostat;1', organization => 'plant') ->> 'id';
+SELECT fleet.create_device('plant-gateway', template => 'dtmi:contoso:EnvSensor;1', organization => 'plant', edge => true) ->> 'id';
+SELECT fleet.create_device_group('plant-all', 'Everything in the plant', organization => 'plant') ->> 'id';
+SELECT fleet.create_device_group('plant-sensors', 'Plant sensors', 'dtmi:contoso:EnvSensor;1', organization => 'plant') ->> 'id';
 
 CREATE FUNCTION pg_temp.summary(job_id text) RETURNS TABLE (status text, total int, pending int, completed int, failed int)
 LANGUAGE sql AS $$
@@ -56,7 +56,7 @@ SELECT * FROM pg_temp.batches('cloud-level');
 SELECT DISTINCT cloud_properties FROM fleet.devices WHERE template_id = 'dtmi:contoso:EnvSensor;1';
 
 -- a manifest job: only IoT Edge devices take it
-SELECT fleet.create_edge_manifest('plant-edge', 'Plant edge', '{"modulesContent": {"$edgeAgent": {"properties.desired": {}}, "$edgeHub": {"properties.desired": {}}}}');
+SELECT fleet.create_edge_manifest('plant-edge', 'Plant edge', '{"modulesContent": {"$edgeAgent": {"properties.desired": {}}, "$edgeHub": {"properties.desired": {}}}}') ->> 'id';
 SELECT fleet.create_job('{"id": "edge-manifest", "displayName": "Edge manifest", "group": "plant-all",
   "data": [{"type": "deviceManifestMigration", "manifest": "plant-edge"}]}') IS NOT NULL AS created;
 SELECT fleet.wait_for_job('edge-manifest');
@@ -66,7 +66,7 @@ SELECT DISTINCT error FROM fleet.job_results('edge-manifest') WHERE status = 'fa
 
 -- a device deleted after the job started fails as deleted, and the results
 -- log names it "deleted"; a template migration moves the others
-SELECT fleet.import_template(jsonb_set(:'env_sensor'::jsonb, '{0,@id}', '"dtmi:contoso:EnvSensor;2"')) AS new_version;
+SELECT fleet.import_template(jsonb_set(:'env_sensor'::jsonb, '{0,@id}', '"dtmi:contoso:EnvSensor;2"')) ->> 'id' AS new_version;
 SELECT fleet.save_job('{"id": "migrate", "displayName": "Migrate", "group": "plant-sensors",
   "batch": {"type": "number", "value": 5},
   "data": [{"type": "deviceTemplateMigration", "template": "dtmi:contoso:EnvSensor;2"}]}') ->> 'status' AS status;
@@ -77,7 +77,7 @@ SELECT fleet.delete_device('sensor-10');
 SELECT job, device_id, device_name, batch, status FROM fleet.job_results('migrate') WHERE device_id IN ('sensor-09', 'sensor-10');
 
 -- a group without devices: the job completes at once
-SELECT fleet.create_device_group('nobody', 'Nobody', 'dtmi:com:example:Thermostat;1', '$.displayName == "no one"');
+SELECT fleet.create_device_group('nobody', 'Nobody', 'dtmi:com:example:Thermostat;1', '$.displayName == "no one"') ->> 'id';
 SELECT fleet.create_job('{"id": "empty", "displayName": "Empty", "group": "nobody",
   "data": [{"type": "deviceTemplateMigration", "template": "dtmi:contoso:EnvSensor;2"}]}') IS NOT NULL AS created;
 SELECT fleet.wait_for_job('empty');

@@ -2,10 +2,10 @@
 -- Jobs are validated at creation: a job that can never succeed is refused,
 -- naming the value and what to do.
 \set env_sensor `cat test/data/iotc_env_sensor.json`
-SELECT fleet.import_template(:'env_sensor');
-SELECT fleet.create_edge_manifest('edge-v2', 'Edge v2', '{"modulesContent": {"$edgeAgent": {"properties.desired": {}}, "$edgeHub": {"properties.desired": {}}}}');
-SELECT fleet.create_organization('validation-org', 'Validation');
-SELECT fleet.create_device_group('sensors', 'Sensors', 'dtmi:contoso:EnvSensor;1');
+SELECT fleet.import_template(:'env_sensor') ->> 'id';
+SELECT fleet.create_edge_manifest('edge-v2', 'Edge v2', '{"modulesContent": {"$edgeAgent": {"properties.desired": {}}, "$edgeHub": {"properties.desired": {}}}}') ->> 'id';
+SELECT fleet.create_organization('validation-org', 'Validation') ->> 'id';
+SELECT fleet.create_device_group('sensors', 'Sensors', 'dtmi:contoso:EnvSensor;1') ->> 'id';
 
 CREATE FUNCTION pg_temp.job(data jsonb, extra jsonb DEFAULT '{}') RETURNS jsonb
 LANGUAGE sql AS $$

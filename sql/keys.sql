@@ -37,24 +37,24 @@ SELECT length(decode(fleet_internal.generate_group_key(), 'base64')) AS bytes,
 
 -- rotation replaces one slot and keeps the other
 CREATE TEMP TABLE before AS SELECT * FROM fleet.enrollment_groups;
-SELECT fleet.rotate_group_key('SAS-IoT-Devices', 'secondary');
+SELECT fleet.rotate_enrollment_group_key('SAS-IoT-Devices', 'secondary') ->> 'id';
 SELECT g.id, g.primary_key = b.primary_key AS primary_kept,
        g.secondary_key = b.secondary_key AS secondary_kept, g.rotated_at IS NOT NULL AS rotated
   FROM fleet.enrollment_groups g JOIN before b USING (id) ORDER BY g.id;
-SELECT fleet.rotate_group_key('SAS-IoT-Devices');
+SELECT fleet.rotate_enrollment_group_key('SAS-IoT-Devices') ->> 'id';
 SELECT primary_key <> (SELECT primary_key FROM before WHERE id = 'SAS-IoT-Devices') AS primary_rotated
   FROM fleet.enrollment_groups WHERE id = 'SAS-IoT-Devices';
-SELECT fleet.rotate_group_key('SAS-IoT-Devices', 'tertiary');
-SELECT fleet.rotate_group_key('no-such-group');
+SELECT fleet.rotate_enrollment_group_key('SAS-IoT-Devices', 'tertiary') ->> 'id';
+SELECT fleet.rotate_enrollment_group_key('no-such-group') ->> 'id';
 
 -- every organization made since 0.2 has its own pair of groups, and a
 -- device's keys derive from the nearest pair up its organization's path
-SELECT fleet.create_organization('keys-a', 'Keys A');
-SELECT fleet.create_organization('keys-a-east', 'Keys A East', 'keys-a');
+SELECT fleet.create_organization('keys-a', 'Keys A') ->> 'id';
+SELECT fleet.create_organization('keys-a-east', 'Keys A East', 'keys-a') ->> 'id';
 SELECT id, organization_id, edge, length(decode(primary_key, 'base64')) AS bytes
   FROM fleet.enrollment_groups WHERE organization_id LIKE 'keys-%' ORDER BY id;
-SELECT fleet.create_device('keys-dev', organization => 'keys-a-east');
-SELECT fleet.create_device('keys-edge', organization => 'keys-a-east', edge => true);
+SELECT fleet.create_device('keys-dev', organization => 'keys-a-east') ->> 'id';
+SELECT fleet.create_device('keys-edge', organization => 'keys-a-east', edge => true) ->> 'id';
 SELECT d.id, (fleet.device_keys(d.id)).primary_key = fleet.compute_device_key(g.primary_key, d.id) AS from_own_group
   FROM fleet.devices d
   JOIN fleet.enrollment_groups g ON g.id = CASE WHEN d.edge THEN 'SAS-IoT-Edge-Devices@keys-a-east'
@@ -62,7 +62,7 @@ SELECT d.id, (fleet.device_keys(d.id)).primary_key = fleet.compute_device_key(g.
  WHERE d.id LIKE 'keys-%' ORDER BY d.id;
 -- the same id elsewhere gets other keys
 SELECT fleet.delete_device('keys-dev');
-SELECT fleet.create_device('keys-dev', organization => 'keys-a');
+SELECT fleet.create_device('keys-dev', organization => 'keys-a') ->> 'id';
 SELECT (fleet.device_keys('keys-dev')).primary_key
        = fleet.compute_device_key((SELECT primary_key FROM fleet.enrollment_groups WHERE id = 'SAS-IoT-Devices@keys-a'), 'keys-dev')
        AS from_parent_group;
@@ -72,9 +72,25 @@ DELETE FROM fleet.enrollment_groups WHERE organization_id = 'keys-a';
 SELECT (fleet.device_keys('keys-dev')).primary_key
        = fleet.compute_device_key((SELECT primary_key FROM fleet.enrollment_groups WHERE id = 'SAS-IoT-Devices'), 'keys-dev')
        AS from_root_group;
-SELECT * FROM fleet.create_enrollment_groups('keys-a');
+SELECT g ->> 'id' AS id, g ->> 'type' AS type, g ->> 'organization' AS organization FROM fleet.create_enrollment_groups('keys-a') g;
 SELECT fleet.create_enrollment_groups('keys-a');
-SELECT fleet.rotate_group_key('SAS-IoT-Edge-Devices@keys-a', 'secondary');
+SELECT fleet.rotate_enrollment_group_key('SAS-IoT-Edge-Devices@keys-a', 'secondary') ->> 'id';
+-- an enrollment group as IoT Central's REST API shows it, keys included
+SELECT g - 'attestation' - 'rotatedAt' AS enrollment_group, g #>> '{attestation,type}' AS attestation,
+       g #>> '{attestation,symmetricKey,primaryKey}' = e.primary_key AS primary_key_matches
+  FROM fleet.get_enrollment_group('SAS-IoT-Devices@keys-a') g, fleet.enrollment_groups e
+ WHERE e.id = 'SAS-IoT-Devices@keys-a';
+SELECT fleet.get_enrollment_group('no-such-group');
+-- the 0.1 name still rotates, for one version
+SELECT fleet.rotate_group_key('SAS-IoT-Devices@keys-a', 'secondary');
+-- an organization's own pair goes only when no device's keys derive from it
+SELECT fleet.delete_enrollment_groups('keys-a');
+SELECT fleet.delete_enrollment_groups('root');
+SELECT fleet.delete_enrollment_groups('nowhere');
+SELECT fleet.delete_device('keys-dev');
+SELECT fleet.delete_enrollment_groups('keys-a');
+SELECT count(*) AS groups_left FROM fleet.enrollment_groups WHERE organization_id = 'keys-a';
+SELECT fleet.delete_enrollment_groups('keys-a');
 SELECT fleet.delete_device(id) FROM fleet.devices WHERE id LIKE 'keys-%';
 DELETE FROM fleet.organizations WHERE id = 'keys-a-east';
 DELETE FROM fleet.organizations WHERE id = 'keys-a';

@@ -56,7 +56,7 @@ SELECT sum(devices) = (SELECT count(*) FROM fleet.devices) AS every_device_count
 
 -- the results log, spreadsheet-safe: a device name that is a formula is
 -- quoted in the log, not in the registry
-SELECT fleet.create_device('formula-sensor', '=1+2', template => 'dtmi:contoso:EnvSensor;1', organization => 'plant');
+SELECT fleet.create_device('formula-sensor', '=1+2', template => 'dtmi:contoso:EnvSensor;1', organization => 'plant') ->> 'id';
 SELECT fleet.create_job('{"id": "report-formula", "displayName": "Formula", "group": "plant-sensors",
   "data": [{"type": "cloudProperty", "target": "dtmi:contoso:EnvSensor;1", "path": "serviceLevel", "value": 2}]}') IS NOT NULL AS created;
 SELECT fleet.wait_for_job('report-formula');

@@ -111,10 +111,10 @@ SELECT fleet.next_occurrences('{"start": "2027-03-01T09:00:00"}', '2027-01-01', 
 
 -- Scheduled jobs.  Without pg_cron in its database there is no scheduling
 -- (immediate jobs keep working, see jobs_run)
-SELECT fleet.create_organization('warehouse', 'Warehouse');
+SELECT fleet.create_organization('warehouse', 'Warehouse') ->> 'id';
 SELECT count(fleet.create_device('warehouse-' || i, template => 'dtmi:contoso:EnvSensor;1', organization => 'warehouse'))
   FROM generate_series(1, 3) i;
-SELECT fleet.create_device_group('schedule-sensors', 'Warehouse sensors', 'dtmi:contoso:EnvSensor;1', organization => 'warehouse');
+SELECT fleet.create_device_group('schedule-sensors', 'Warehouse sensors', 'dtmi:contoso:EnvSensor;1', organization => 'warehouse') ->> 'id';
 SELECT fleet.create_scheduled_job('{"id": "no-cron", "displayName": "No cron", "group": "schedule-sensors",
   "data": [{"type": "property", "target": "dtmi:contoso:EnvSensor;1", "path": "reportInterval", "value": 30}],
   "schedule": {"start": "2099-03-02T09:00:00", "timeZone": "Europe/Berlin", "recurrence": "weekly"}}');
@@ -161,7 +161,7 @@ SELECT fleet.fire_scheduled_job('weekly-interval', '2099-03-23 08:00:00+00') AS 
 SELECT * FROM pg_temp.cron_entries();
 SELECT fleet.fire_scheduled_job('weekly-interval', '2099-03-30 07:00:00+00') AS summer;
 SELECT occurrence, occurrence AT TIME ZONE 'Europe/Berlin' AS berlin, outcome, job_id, error
-  FROM fleet.scheduled_job_instances('weekly-interval');
+  FROM fleet.list_scheduled_job_runs('weekly-interval');
 SELECT fleet.get_scheduled_job('weekly-interval') - 'createdBy' - 'data';
 -- the instances are jobs of the last 30 days like any other
 SELECT count(*) FROM fleet.jobs WHERE scheduled_job_id = 'weekly-interval';
@@ -200,7 +200,7 @@ SELECT fleet.create_scheduled_job('{"id": "doomed", "displayName": "Doomed", "gr
   "schedule": {"start": "2099-05-01T10:00:00", "recurrence": "daily"}}') ->> 'nextRun' AS next_run;
 UPDATE fleet.scheduled_jobs SET definition = jsonb_set(definition, '{group}', '"no-such-group"') WHERE id = 'doomed';
 SELECT fleet.fire_scheduled_job('doomed', '2099-05-01 10:00:00+00') AS run;
-SELECT occurrence, outcome, job_id, error FROM fleet.scheduled_job_instances('doomed');
+SELECT occurrence, outcome, job_id, error FROM fleet.list_scheduled_job_runs('doomed');
 SELECT jobname, schedule FROM pg_temp.cron_entries();
 SELECT fleet.delete_scheduled_job('doomed');
 
@@ -228,7 +228,7 @@ SELECT fleet.create_scheduled_job('{"id": "flag", "displayName": "Flag", "group"
 SELECT fleet.create_scheduled_job('[]');
 SELECT fleet.update_scheduled_job('nope', '{"enabled": false}');
 SELECT fleet.delete_scheduled_job('nope');
-SELECT fleet.scheduled_job_instances('nope');
+SELECT fleet.list_scheduled_job_runs('nope');
 SELECT fleet.create_scheduled_job('{"id": "twice", "displayName": "Twice", "group": "schedule-sensors", "enabled": false,
   "data": [{"type": "property", "target": "dtmi:contoso:EnvSensor;1", "path": "reportInterval", "value": 30}],
   "schedule": {"start": "2099-01-01T09:00:00"}}') ->> 'enabled' AS enabled;

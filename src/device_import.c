@@ -257,19 +257,9 @@ Datum
 device_import_staged_rows(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	MemoryContext oldcxt;
-	Tuplestorestate *copy;
 
-	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
-		(rsinfo->allowedModes & SFRM_Materialize) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("set-valued function called in context that cannot accept a set")));
-
-	oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
-	rsinfo->returnMode = SFRM_Materialize;
-	rsinfo->setDesc = staged_rows_desc();
-	copy = tuplestore_begin_heap(false, false, work_mem);
+	/* the result's tuple store and descriptor, from the SQL declaration */
+	InitMaterializedSRF(fcinfo, 0);
 	if (staged != NULL)
 	{
 		TupleTableSlot *slot = MakeSingleTupleTableSlot(staged->desc,
@@ -277,13 +267,11 @@ device_import_staged_rows(PG_FUNCTION_ARGS)
 
 		tuplestore_rescan(staged->rows);
 		while (tuplestore_gettupleslot(staged->rows, true, false, slot))
-			tuplestore_puttupleslot(copy, slot);
+			tuplestore_puttupleslot(rsinfo->setResult, slot);
 		ExecDropSingleTupleTableSlot(slot);
 	}
-	rsinfo->setResult = copy;
-	MemoryContextSwitchTo(oldcxt);
 
-	PG_RETURN_NULL();
+	return (Datum) 0;
 }
 
 /*

@@ -68,7 +68,7 @@ for connections in 2 8; do
 	psql_bench -c "VACUUM fleet.job_devices"
 	psql_bench -c "SELECT fleet.create_job(jsonb_build_object('id', 'commands-$connections', 'displayName', 'Commands',
 	    'group', 'bench-commands', 'data', '[{\"type\": \"command\", \"target\": \"dtmi:bench:Commands;1\", \"path\": \"reboot\"}]'::jsonb))" >/dev/null
-	as_pg "$TOP/tools/fleet-sim" -d "host=$bench port=$port user=postgres dbname=postgres" \
+	as_pg "$TOP/tools/fleet-sim/fleet-sim" -d "host=$bench port=$port user=postgres dbname=postgres" \
 		-c "$connections" -i 3 -q > "$bench/fleet-sim-$connections.log"
 	psql_bench -c "SELECT fleet.wait_for_job('commands-$connections', timeout => '10 minutes')" >/dev/null
 	# the job's start (its deliveries are in place, as the raw queue's rows

@@ -24,7 +24,7 @@ demo_psql() {
 	(cd "$out" && cluster_psql "$demo" "$port" "$@")
 }
 fleet_sim() {
-	as_pg "$TOP/tools/fleet-sim" -d "host=$demo port=$port user=postgres dbname=postgres" "$@"
+	as_pg "$TOP/tools/fleet-sim/fleet-sim" -d "host=$demo port=$port user=postgres dbname=postgres" "$@"
 }
 for step in "$TOP"/tools/demo/*; do
 	echo

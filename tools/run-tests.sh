@@ -6,6 +6,17 @@ source "$(dirname "$0")/lib/common.sh"
 
 build_and_install
 
+# make install makes the tools callable by name, also where PostgreSQL's
+# bindir is not on PATH (Debian)
+if [ "$(id -u)" -eq 0 ]; then
+	for tool in fleetctl fleet-sim; do
+		if ! env -i PATH=/usr/local/bin:/usr/bin:/bin "$tool" --version >/dev/null 2>&1; then
+			echo "make install did not make $tool callable by name" >&2
+			exit 1
+		fi
+	done
+fi
+
 # The suites run as the cluster user in a copy it owns.
 work=${PG_FLEET_TEST_DIR:-/tmp/pg_fleet-test}
 fresh_dir "$work"

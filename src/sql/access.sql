@@ -108,7 +108,7 @@ $$;
 -- Granting and revoking.  SECURITY DEFINER: members cannot write the
 -- membership table (they would grant themselves); these functions check
 -- that the calling role administers the organization, then write it.
-CREATE FUNCTION fleet.grant_organization(organization text, member regrole, app_role text)
+CREATE FUNCTION fleet.grant_organization(organization_id text, member regrole, app_role text)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -117,7 +117,7 @@ AS $$
 DECLARE
     caller name := fleet_internal.calling_role();
 BEGIN
-    IF organization IS NULL OR member IS NULL THEN
+    IF organization_id IS NULL OR member IS NULL THEN
         RAISE EXCEPTION 'grant_organization needs an organization and a member'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -126,17 +126,17 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Grant ''administrator'', ''operator'' or ''viewer''.';
     END IF;
-    PERFORM fleet_internal.require_organization(organization, caller);
-    PERFORM fleet_internal.require_app_role(organization, 'administrator', 'granting roles', caller);
+    PERFORM fleet_internal.require_organization(organization_id, caller);
+    PERFORM fleet_internal.require_app_role(organization_id, 'administrator', 'granting roles', caller);
     INSERT INTO fleet.organization_members AS m (organization_id, member, app_role, granted_by)
-    VALUES (organization, member, app_role, caller)
+    VALUES (grant_organization.organization_id, member, app_role, caller)
     ON CONFLICT ON CONSTRAINT organization_members_pkey DO UPDATE
        SET app_role = excluded.app_role, granted_by = excluded.granted_by, granted_at = pg_catalog.now();
 END;
 $$;
 COMMENT ON FUNCTION fleet.grant_organization(text, regrole, text) IS 'Grants a database role an application role (administrator, operator, viewer) in an organization and those below it; for administrators of it';
 
-CREATE FUNCTION fleet.revoke_organization(organization text, member regrole)
+CREATE FUNCTION fleet.revoke_organization(organization_id text, member regrole)
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -145,10 +145,10 @@ AS $$
 DECLARE
     caller name := fleet_internal.calling_role();
 BEGIN
-    PERFORM fleet_internal.require_organization(organization, caller);
-    PERFORM fleet_internal.require_app_role(organization, 'administrator', 'revoking roles', caller);
+    PERFORM fleet_internal.require_organization(organization_id, caller);
+    PERFORM fleet_internal.require_app_role(organization_id, 'administrator', 'revoking roles', caller);
     DELETE FROM fleet.organization_members m
-     WHERE m.organization_id = organization AND m.member = revoke_organization.member;
+     WHERE m.organization_id = revoke_organization.organization_id AND m.member = revoke_organization.member;
     RETURN FOUND;
 END;
 $$;
@@ -156,7 +156,7 @@ COMMENT ON FUNCTION fleet.revoke_organization(text, regrole) IS 'Removes a role'
 
 -- The members of the organizations the caller administers.  SECURITY
 -- DEFINER: a member sees only its own membership rows through the table.
-CREATE FUNCTION fleet.organization_member_list(organization text DEFAULT NULL)
+CREATE FUNCTION fleet.list_organization_members(organization text DEFAULT NULL)
 RETURNS TABLE (organization_id text, member regrole, app_role text, granted_by name, granted_at timestamptz)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
@@ -174,11 +174,19 @@ BEGIN
       FROM fleet.organization_members m
       JOIN fleet.organizations o ON o.id = m.organization_id
      WHERE m.organization_id IN (SELECT fleet_internal.organizations_for('administrator', caller))
-       AND (organization_member_list.organization IS NULL OR o.path @> ARRAY[organization_member_list.organization])
+       AND (list_organization_members.organization IS NULL OR o.path @> ARRAY[list_organization_members.organization])
      ORDER BY o.path, m.member::text;
 END;
 $$;
-COMMENT ON FUNCTION fleet.organization_member_list(text) IS 'The members of the organizations the caller administers (or of one of them and those below it)';
+COMMENT ON FUNCTION fleet.list_organization_members(text) IS 'The members of the organizations the caller administers (or of one of them and those below it)';
+
+-- Deprecated name (0.1); goes in 0.3.
+CREATE FUNCTION fleet.organization_member_list(organization text DEFAULT NULL)
+RETURNS TABLE (organization_id text, member regrole, app_role text, granted_by name, granted_at timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM fleet.list_organization_members(organization) $$;
+COMMENT ON FUNCTION fleet.organization_member_list(text) IS 'Deprecated: use fleet.list_organization_members(); goes in pg_fleet 0.3';
 
 -- Jobs and schedules live where the engine runs: elsewhere they would wait
 -- for ever.  Refuses in any other database.

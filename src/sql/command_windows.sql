@@ -2,7 +2,7 @@
 -- gateways a window at a time (fleet.command_windows: a range of delivery
 -- ids, at most fleet.command_window outstanding), counts a window once all
 -- of it has an outcome, and times out what nobody answered.  Gateways
--- claim and answer through src/sql/commands.sql.  at is the engine's clock
+-- claim and answer through src/sql/command_claims.sql.  at is the engine's clock
 -- (NULL: the real one).
 
 -- Opens the next window of a command batch: its next devices (at most

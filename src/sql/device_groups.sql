@@ -41,66 +41,73 @@ BEGIN
 END;
 $$;
 
+-- Refuses a filter that does not compile into a predicate the engine can
+-- evaluate in bounded time: jsonb_path_match() refuses anything but a
+-- single boolean, so it is tried on a document with every device key.
+CREATE FUNCTION fleet_internal.require_group_filter(filter jsonpath)
+RETURNS jsonpath
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sample jsonb := jsonb_build_object(
+        'id', 'sample', 'displayName', 'sample', 'template', 'dtmi:sample:Sample;1',
+        'organization', 'root', 'simulated', false, 'edge', false, 'manifest', NULL,
+        'properties', '{}'::jsonb, 'reported', '{}'::jsonb, 'cloudProperties', '{}'::jsonb);
+    problem text := fleet_internal.filter_problem(filter);
+BEGIN
+    IF filter IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'device group filter % is too complex: %',
+                        left(filter::text, 80) || CASE WHEN length(filter::text) > 80 THEN '...' ELSE '' END, problem
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Filter on named properties (''$.reported.firmware == "1.2"''), with at most one "**" and expressions nested at most 8 deep.';
+    END IF;
+    BEGIN
+        PERFORM jsonb_path_match(sample, filter);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;
+        RAISE EXCEPTION 'device group filter % does not return true or false', filter
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('On a device it fails with: %s.', problem),
+                  HINT = 'Write the filter as a predicate, for example ''$.reported.firmware == "1.2"'' or ''$.displayName like_regex "^lab"''.';
+    END;
+    RETURN filter;
+END;
+$$;
+
 -- SECURITY DEFINER, as every function that writes (src/sql/access.sql).
-CREATE FUNCTION fleet.create_device_group(id text, display_name text, template text DEFAULT NULL,
+CREATE FUNCTION fleet.create_device_group(device_group_id text, display_name text, template text DEFAULT NULL,
                                           filter jsonpath DEFAULT NULL, organization text DEFAULT NULL)
-RETURNS text
+RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     caller name := fleet_internal.calling_role();
-    -- every key a device document has, so a filter is tried on all of them
-    sample jsonb := jsonb_build_object(
-        'id', 'sample', 'displayName', 'sample', 'template', 'dtmi:sample:Sample;1',
-        'organization', 'root', 'simulated', false, 'edge', false, 'manifest', NULL,
-        'properties', '{}'::jsonb, 'reported', '{}'::jsonb, 'cloudProperties', '{}'::jsonb);
-    problem text;
 BEGIN
-    PERFORM fleet_internal.check_new_object('device group', id, display_name, 255);
+    PERFORM fleet_internal.check_new_object('device group', device_group_id, display_name, 255);
     IF template IS NOT NULL THEN
         PERFORM fleet_internal.require_template(template);
     END IF;
     PERFORM fleet_internal.require_organization(coalesce(organization, 'root'), caller);
     PERFORM fleet_internal.require_app_role(coalesce(organization, 'root'), 'operator', 'creating a device group', caller);
-
-    -- A filter must be a predicate, true, false or unknown for every device,
-    -- not a path that selects values: jsonb_path_match() refuses anything
-    -- but a single boolean, so try it on a document with every device key.
-    IF filter IS NOT NULL THEN
-        problem := fleet_internal.filter_problem(filter);
-        IF problem IS NOT NULL THEN
-            RAISE EXCEPTION 'device group filter % is too complex: %',
-                            left(filter::text, 80) || CASE WHEN length(filter::text) > 80 THEN '...' ELSE '' END, problem
-                USING ERRCODE = 'program_limit_exceeded',
-                      HINT = 'Filter on named properties (''$.reported.firmware == "1.2"''), with at most one "**" and expressions nested at most 8 deep.';
-        END IF;
-        BEGIN
-            PERFORM jsonb_path_match(sample, filter);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;
-            RAISE EXCEPTION 'device group filter % does not return true or false', filter
-                USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = format('On a device it fails with: %s.', problem),
-                      HINT = 'Write the filter as a predicate, for example ''$.reported.firmware == "1.2"'' or ''$.displayName like_regex "^lab"''.';
-        END;
-    END IF;
-
-    IF EXISTS (SELECT 1 FROM fleet.device_groups g WHERE g.id = create_device_group.id) THEN
-        RAISE EXCEPTION 'device group "%" already exists', id
-            USING ERRCODE = 'unique_violation',
-                  HINT = 'Choose another id.';
+    PERFORM fleet_internal.require_group_filter(filter);
+    IF EXISTS (SELECT 1 FROM fleet.device_groups g WHERE g.id = create_device_group.device_group_id) THEN
+        PERFORM fleet_internal.refuse_existing('device group', device_group_id);
     END IF;
     INSERT INTO fleet.device_groups (id, display_name, template_id, filter, organization_id)
-    VALUES (id, display_name, template, filter, coalesce(organization, 'root'));
-    RETURN id;
+    VALUES (device_group_id, display_name, template, filter, coalesce(organization, 'root'));
+    RETURN fleet.get_device_group(device_group_id);
 END;
 $$;
-COMMENT ON FUNCTION fleet.create_device_group(text, text, text, jsonpath, text) IS 'Creates a device group; the filter is a jsonpath predicate over fleet.device_document()';
+COMMENT ON FUNCTION fleet.create_device_group(text, text, text, jsonpath, text) IS 'Creates a device group and returns it; the filter is a jsonpath predicate over fleet.device_document()';
 
--- The group, or an error when the role cannot see it.
-CREATE FUNCTION fleet_internal.require_device_group(group_id text, role_name name DEFAULT fleet_internal.calling_role())
+-- The group, or "does not exist" unless the role sees it.
+CREATE FUNCTION fleet_internal.require_device_group(device_group_id text, role_name name DEFAULT fleet_internal.calling_role())
 RETURNS fleet.device_groups
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -108,20 +115,126 @@ AS $$
 DECLARE
     found_group fleet.device_groups;
 BEGIN
-    SELECT g.* INTO found_group FROM fleet.device_groups g WHERE g.id = group_id;
+    SELECT g.* INTO found_group FROM fleet.device_groups g WHERE g.id = require_device_group.device_group_id;
     IF NOT FOUND OR NOT fleet_internal.sees(role_name, found_group.organization_id) THEN
-        RAISE EXCEPTION 'device group "%" does not exist', group_id
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'Create it with fleet.create_device_group(), or see the existing ones in fleet.device_groups.';
+        PERFORM fleet_internal.refuse_missing('device group', device_group_id,
+            'Create it with fleet.create_device_group(), or see the existing ones in fleet.device_groups.');
     END IF;
     RETURN found_group;
 END;
 $$;
 
+-- The group as IoT Central's REST API shows it (its filter is a jsonpath).
+CREATE FUNCTION fleet.get_device_group(device_group_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g fleet.device_groups := fleet_internal.require_device_group(device_group_id);
+BEGIN
+    RETURN jsonb_build_object('id', g.id, 'displayName', g.display_name, 'template', g.template_id,
+                              'filter', g.filter::text, 'organizations', jsonb_build_array(g.organization_id));
+END;
+$$;
+COMMENT ON FUNCTION fleet.get_device_group(text) IS 'The device group as JSON: id, displayName, template, filter, organizations';
+
+-- Changes a group's name, template or filter ({"displayName", "template",
+-- "filter"}; null clears the template or the filter).  Jobs already
+-- started keep the devices they resolved; new jobs and scheduled runs see
+-- the new membership.
+CREATE FUNCTION fleet.update_device_group(device_group_id text, changes jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller name := fleet_internal.calling_role();
+    g      fleet.device_groups := fleet_internal.require_device_group(device_group_id, fleet_internal.calling_role());
+    label  text := format('device group "%s"', device_group_id);
+BEGIN
+    PERFORM fleet_internal.require_changes(changes, '{displayName,template,filter}', label);
+    PERFORM fleet_internal.require_app_role(g.organization_id, 'operator', 'changing a device group', caller);
+    IF changes ? 'displayName' THEN
+        IF jsonb_typeof(changes -> 'displayName') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'the display name of % must be a string', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM fleet_internal.check_new_object('device group', g.id, changes ->> 'displayName', 255);
+        g.display_name := changes ->> 'displayName';
+    END IF;
+    IF changes ? 'template' THEN
+        IF jsonb_typeof(changes -> 'template') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION 'the template of % must be a template id or null', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        g.template_id := CASE WHEN changes ->> 'template' IS NOT NULL
+                              THEN fleet_internal.require_template(changes ->> 'template') END;
+    END IF;
+    IF changes ? 'filter' THEN
+        IF jsonb_typeof(changes -> 'filter') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION 'the filter of % must be a jsonpath string or null', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        BEGIN
+            g.filter := (changes ->> 'filter')::jsonpath;
+        EXCEPTION WHEN syntax_error OR invalid_text_representation THEN
+            RAISE EXCEPTION 'the filter of % is not a jsonpath: %', label, changes ->> 'filter'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write the filter as a predicate, for example ''$.reported.firmware == "1.2"''.';
+        END;
+        PERFORM fleet_internal.require_group_filter(g.filter);
+    END IF;
+    UPDATE fleet.device_groups dg
+       SET display_name = g.display_name, template_id = g.template_id, filter = g.filter
+     WHERE dg.id = g.id;
+    RETURN fleet.get_device_group(g.id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.update_device_group(text, jsonb) IS 'Changes a device group''s displayName, template or filter; returns the group';
+
+-- Deletes a group no job or schedule uses: jobs keep the group they ran on
+-- (their results name it), so they go first (fleet.delete_job, or
+-- fleet.job_retention), and schedules are deleted or moved to another group.
+CREATE FUNCTION fleet.delete_device_group(device_group_id text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller    name := fleet_internal.calling_role();
+    g         fleet.device_groups := fleet_internal.require_device_group(device_group_id, fleet_internal.calling_role());
+    jobs      bigint;
+    purging   bigint;
+    schedules bigint;
+BEGIN
+    PERFORM fleet_internal.require_app_role(g.organization_id, 'operator', 'deleting a device group', caller);
+    -- (locked first, so that no job or schedule takes it meanwhile)
+    PERFORM 1 FROM fleet.device_groups dg WHERE dg.id = g.id FOR UPDATE;
+    SELECT count(*) FILTER (WHERE j.deleted_at IS NULL), count(*) FILTER (WHERE j.deleted_at IS NOT NULL)
+      INTO jobs, purging FROM fleet.jobs j WHERE j.group_id = g.id;
+    SELECT count(*) INTO schedules FROM fleet.scheduled_jobs s WHERE s.group_id = g.id;
+    IF jobs > 0 OR schedules > 0 THEN
+        PERFORM fleet_internal.refuse_in_use('device group', g.id,
+            format('%s jobs and %s scheduled jobs use it.', jobs, schedules),
+            'Delete those jobs (fleet.delete_job) and scheduled jobs first; finished jobs also go by themselves after fleet.job_retention.');
+    END IF;
+    IF purging > 0 THEN
+        PERFORM fleet_internal.refuse_in_use('device group', g.id,
+            format('%s deleted jobs that used it are being purged.', purging),
+            'Try again once the engine has purged them (fleet.engine_status.jobs_being_purged).');
+    END IF;
+    DELETE FROM fleet.device_groups dg WHERE dg.id = g.id;
+END;
+$$;
+COMMENT ON FUNCTION fleet.delete_device_group(text) IS 'Deletes a device group that no job or scheduled job uses';
+
 -- Who is in which group, now: the one definition of membership, a view so
--- that jobs and group_members() plan it as part of their own queries.
--- Template and organization narrow the scan; the filter is evaluated only on
--- what is left.
+-- that jobs and list_device_group_members() plan it as part of their own
+-- queries.  Template and organization narrow the scan; the filter is
+-- evaluated only on what is left.
 CREATE VIEW fleet.device_group_members WITH (security_invoker = true) AS
     SELECT g.id AS group_id, d.id AS device_id
       FROM fleet.device_groups g
@@ -131,25 +244,40 @@ CREATE VIEW fleet.device_group_members WITH (security_invoker = true) AS
        AND (g.filter IS NULL OR jsonb_path_match(fleet.device_document(d), g.filter, silent => true));
 COMMENT ON VIEW fleet.device_group_members IS 'The devices of each device group now: template, organization subtree and filter applied';
 
-CREATE FUNCTION fleet.group_members(group_id text)
-RETURNS SETOF text
+CREATE FUNCTION fleet.list_device_group_members(device_group_id text)
+RETURNS TABLE (device_id text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM fleet_internal.require_device_group(group_id);
+    PERFORM fleet_internal.require_device_group(list_device_group_members.device_group_id);
     RETURN QUERY
-    SELECT m.device_id FROM fleet.device_group_members m WHERE m.group_id = group_members.group_id
+    SELECT m.device_id FROM fleet.device_group_members m WHERE m.group_id = list_device_group_members.device_group_id
      ORDER BY m.device_id;
 END;
 $$;
-COMMENT ON FUNCTION fleet.group_members(text) IS 'The ids of the devices in a device group now';
+COMMENT ON FUNCTION fleet.list_device_group_members(text) IS 'The ids of the devices in a device group now';
+
+CREATE FUNCTION fleet.count_device_group_members(device_group_id text)
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*) FROM fleet.list_device_group_members(device_group_id)
+$$;
+COMMENT ON FUNCTION fleet.count_device_group_members(text) IS 'How many devices a job on this group would apply to now, as IoT Central shows under the group selection';
+
+-- Deprecated names (0.1); they go in 0.3.
+CREATE FUNCTION fleet.group_members(group_id text)
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT m.device_id FROM fleet.list_device_group_members(group_id) m $$;
+COMMENT ON FUNCTION fleet.group_members(text) IS 'Deprecated: use fleet.list_device_group_members(); goes in pg_fleet 0.3';
 
 CREATE FUNCTION fleet.group_member_count(group_id text)
 RETURNS bigint
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT count(*) FROM fleet.group_members(group_id)
-$$;
-COMMENT ON FUNCTION fleet.group_member_count(text) IS 'How many devices a job on this group would apply to now, as IoT Central shows under the group selection';
+AS $$ SELECT fleet.count_device_group_members(group_id) $$;
+COMMENT ON FUNCTION fleet.group_member_count(text) IS 'Deprecated: use fleet.count_device_group_members(); goes in pg_fleet 0.3';

@@ -47,7 +47,7 @@ $$;
 -- Gives an organization that has none (one made by pg_fleet 0.1) its own
 -- pair of groups.  Every key of its devices changes: export them again.
 CREATE FUNCTION fleet.create_enrollment_groups(organization text)
-RETURNS SETOF text
+RETURNS SETOF jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -58,16 +58,102 @@ BEGIN
     PERFORM fleet_internal.require_organization(organization, caller);
     PERFORM fleet_internal.require_app_role(organization, 'administrator', 'creating enrollment groups', caller);
     IF EXISTS (SELECT 1 FROM fleet.enrollment_groups g WHERE g.organization_id = create_enrollment_groups.organization) THEN
-        RAISE EXCEPTION 'organization "%" already has its enrollment groups', organization
-            USING ERRCODE = 'unique_violation',
-                  HINT = 'Rotate their keys with fleet.rotate_group_key().';
+        RAISE EXCEPTION 'organization "%" already has enrollment groups', organization
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Rotate their keys with fleet.rotate_enrollment_group_key().';
     END IF;
     PERFORM fleet_internal.create_enrollment_groups(organization);
-    RETURN QUERY SELECT g.id FROM fleet.enrollment_groups g
+    RETURN QUERY SELECT fleet.get_enrollment_group(g.id) FROM fleet.enrollment_groups g
                   WHERE g.organization_id = create_enrollment_groups.organization ORDER BY g.edge;
 END;
 $$;
-COMMENT ON FUNCTION fleet.create_enrollment_groups(text) IS 'Gives an organization its own pair of enrollment groups (its devices'' keys change); returns their ids';
+COMMENT ON FUNCTION fleet.create_enrollment_groups(text) IS 'Gives an organization its own pair of enrollment groups (its devices'' keys change); returns them';
+
+-- The group, or "does not exist" unless the role administers its
+-- organization (its keys derive every device key).
+CREATE FUNCTION fleet_internal.require_enrollment_group(enrollment_group_id text, role_name name, action text)
+RETURNS fleet.enrollment_groups
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g fleet.enrollment_groups;
+BEGIN
+    SELECT eg.* INTO g FROM fleet.enrollment_groups eg WHERE eg.id = require_enrollment_group.enrollment_group_id;
+    IF NOT FOUND OR NOT fleet_internal.sees(role_name, g.organization_id) THEN
+        PERFORM fleet_internal.refuse_missing('enrollment group', enrollment_group_id,
+            'Root''s groups are SAS-IoT-Devices and SAS-IoT-Edge-Devices; an organization''s end in @ and its id.');
+    END IF;
+    PERFORM fleet_internal.require_app_role(g.organization_id, 'administrator', action, role_name);
+    RETURN g;
+END;
+$$;
+
+-- The group as IoT Central's REST API shows one, keys included: for
+-- administrators of its organization.
+CREATE FUNCTION fleet.get_enrollment_group(enrollment_group_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g fleet.enrollment_groups := fleet_internal.require_enrollment_group(enrollment_group_id, fleet_internal.calling_role(),
+                                                                         'reading an enrollment group');
+BEGIN
+    RETURN jsonb_build_object(
+        'id', g.id, 'displayName', g.id, 'enabled', true,
+        'type', CASE WHEN g.edge THEN 'iotEdge' ELSE 'iot' END,
+        'organization', g.organization_id,
+        'attestation', jsonb_build_object('type', 'symmetricKey',
+                                          'symmetricKey', jsonb_build_object('primaryKey', g.primary_key,
+                                                                             'secondaryKey', g.secondary_key)),
+        'rotatedAt', g.rotated_at);
+END;
+$$;
+COMMENT ON FUNCTION fleet.get_enrollment_group(text) IS 'The enrollment group as JSON, its keys included (attestation.symmetricKey); for administrators of its organization';
+
+-- Removes an organization's own pair of groups: its devices' keys derive
+-- from the groups above it again (and change).  Refused while it has
+-- devices, whose keys would change under them.
+CREATE FUNCTION fleet.delete_enrollment_groups(organization text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller  name := fleet_internal.calling_role();
+    devices bigint;
+BEGIN
+    PERFORM fleet_internal.require_organization(organization, caller);
+    PERFORM fleet_internal.require_app_role(organization, 'administrator', 'deleting enrollment groups', caller);
+    IF organization = 'root' THEN
+        RAISE EXCEPTION 'the enrollment groups of organization "root" cannot be deleted'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Rotate their keys with fleet.rotate_enrollment_group_key().';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM fleet.enrollment_groups g WHERE g.organization_id = delete_enrollment_groups.organization) THEN
+        RAISE EXCEPTION 'organization "%" has no enrollment groups of its own', organization
+            USING ERRCODE = 'undefined_object',
+                  DETAIL = 'Its devices'' keys derive from the groups of an organization above it.';
+    END IF;
+    PERFORM 1 FROM fleet.enrollment_groups g WHERE g.organization_id = delete_enrollment_groups.organization FOR UPDATE;
+    SELECT count(*) INTO devices
+      FROM fleet.devices d JOIN fleet_internal.organization_enrollment_groups k
+        ON k.organization_id = d.organization_id AND k.edge = d.edge
+      JOIN fleet.enrollment_groups g ON g.id = k.group_id
+     WHERE g.organization_id = delete_enrollment_groups.organization;
+    IF devices > 0 THEN
+        RAISE EXCEPTION 'the enrollment groups of organization "%" are in use', organization
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = format('The keys of %s devices derive from them.', devices),
+                  HINT = 'Move or delete those devices first: their keys would change.';
+    END IF;
+    DELETE FROM fleet.enrollment_groups g WHERE g.organization_id = delete_enrollment_groups.organization;
+END;
+$$;
+COMMENT ON FUNCTION fleet.delete_enrollment_groups(text) IS 'Removes an organization''s own enrollment groups (refused while devices derive their keys from them)';
 
 -- pg_restore loads the dumped keys after CREATE EXTENSION made new ones:
 -- keep the dumped keys, or every device key would change with a restore.
@@ -92,38 +178,39 @@ CREATE TRIGGER keep_restored_keys BEFORE INSERT ON fleet.enrollment_groups
 -- Rotation: a new random key for one slot of one group.  Devices keep their
 -- other key working meanwhile, as with IoT Central's regenerate.  For
 -- administrators of the group's organization; root's groups are root's.
-CREATE FUNCTION fleet.rotate_group_key(group_id text, which text DEFAULT 'primary')
-RETURNS text
+CREATE FUNCTION fleet.rotate_enrollment_group_key(enrollment_group_id text, which text DEFAULT 'primary')
+RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller       name := fleet_internal.calling_role();
-    organization text;
-    new_key      text := fleet_internal.generate_group_key();
+    g       fleet.enrollment_groups := fleet_internal.require_enrollment_group(enrollment_group_id, fleet_internal.calling_role(),
+                                                                               'rotating an enrollment group key');
+    new_key text := fleet_internal.generate_group_key();
 BEGIN
-    SELECT g.organization_id INTO organization FROM fleet.enrollment_groups g WHERE g.id = group_id;
-    IF organization IS NULL OR NOT fleet_internal.sees(caller, organization) THEN
-        RAISE EXCEPTION 'enrollment group "%" does not exist', group_id
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'Root''s groups are SAS-IoT-Devices and SAS-IoT-Edge-Devices; an organization''s end in @ and its id.';
-    END IF;
-    PERFORM fleet_internal.require_app_role(organization, 'administrator', 'rotating an enrollment group key', caller);
     IF which IS NULL OR which NOT IN ('primary', 'secondary') THEN
         RAISE EXCEPTION 'unknown key slot "%"', which
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Rotate the ''primary'' or the ''secondary'' key.';
     END IF;
-    UPDATE fleet.enrollment_groups g
-       SET primary_key = CASE WHEN which = 'primary' THEN new_key ELSE g.primary_key END,
-           secondary_key = CASE WHEN which = 'secondary' THEN new_key ELSE g.secondary_key END,
+    UPDATE fleet.enrollment_groups eg
+       SET primary_key = CASE WHEN which = 'primary' THEN new_key ELSE eg.primary_key END,
+           secondary_key = CASE WHEN which = 'secondary' THEN new_key ELSE eg.secondary_key END,
            rotated_at = pg_catalog.now()
-     WHERE g.id = group_id;
-    RETURN group_id;
+     WHERE eg.id = g.id;
+    RETURN fleet.get_enrollment_group(g.id);
 END;
 $$;
-COMMENT ON FUNCTION fleet.rotate_group_key(text, text) IS 'Regenerates the primary or secondary key of an enrollment group, and so every device key derived from it';
+COMMENT ON FUNCTION fleet.rotate_enrollment_group_key(text, text) IS 'Regenerates the primary or secondary key of an enrollment group, and so every device key derived from it; returns the group';
+
+-- Deprecated name (0.1); goes in 0.3.
+CREATE FUNCTION fleet.rotate_group_key(group_id text, which text DEFAULT 'primary')
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT fleet.rotate_enrollment_group_key(group_id, which) ->> 'id' $$;
+COMMENT ON FUNCTION fleet.rotate_group_key(text, text) IS 'Deprecated: use fleet.rotate_enrollment_group_key(); goes in pg_fleet 0.3';
 
 -- One device's keys, derived from its enrollment group.
 CREATE FUNCTION fleet.device_keys(device_id text, OUT primary_key text, OUT secondary_key text)
@@ -139,12 +226,7 @@ DECLARE
     caller       name := fleet_internal.calling_role();
     organization text;
 BEGIN
-    SELECT d.organization_id INTO organization FROM fleet.devices d WHERE d.id = device_id;
-    IF organization IS NULL
-       OR organization NOT IN (SELECT fleet_internal.organizations_for('viewer', caller)) THEN
-        RAISE EXCEPTION 'device "%" does not exist', device_id
-            USING ERRCODE = 'undefined_object';
-    END IF;
+    organization := (fleet_internal.visible_device(device_id, caller)).organization_id;
     PERFORM fleet_internal.require_app_role(organization, 'administrator', 'reading device keys', caller);
     SELECT fleet.compute_device_key(g.primary_key, d.id), fleet.compute_device_key(g.secondary_key, d.id)
       INTO primary_key, secondary_key

@@ -415,7 +415,7 @@ END;
 $$;
 
 CREATE FUNCTION fleet.import_template(model jsonb)
-RETURNS text
+RETURNS jsonb
 LANGUAGE plpgsql
 -- SECURITY DEFINER, as every function that writes (src/sql/access.sql);
 -- for root's administrators, checked first.
@@ -527,7 +527,108 @@ BEGIN
     SELECT c.* FROM unnest(contents) c
     ON CONFLICT (template_id, name) DO NOTHING;
 
-    RETURN root;
+    RETURN fleet.get_template(root);
 END;
 $$;
-COMMENT ON FUNCTION fleet.import_template(jsonb) IS 'Imports a DTDL v2 Interface, or an array of Interfaces joined by Components; returns the root interface''s id';
+COMMENT ON FUNCTION fleet.import_template(jsonb) IS 'Imports a DTDL v2 Interface, or an array of Interfaces joined by Components; returns the root interface as fleet.get_template() shows it';
+
+-- The template, or "does not exist".  Templates are shared by the whole
+-- application: everyone sees them.
+CREATE FUNCTION fleet_internal.require_template(template text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM fleet.device_templates t WHERE t.id = template) THEN
+        PERFORM fleet_internal.refuse_missing('device template', template,
+            'Import it with fleet.import_template(), or see the existing ones in fleet.device_templates.');
+    END IF;
+    RETURN template;
+END;
+$$;
+
+-- The template as IoT Central's REST API shows one: its DTDL model as
+-- imported in capabilityModel.
+CREATE FUNCTION fleet.get_template(template_id text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object('id', t.id, 'displayName', t.display_name,
+                                                'description', t.description, 'capabilityModel', t.model))
+      FROM fleet.device_templates t
+     WHERE t.id = fleet_internal.require_template(template_id)
+$$;
+COMMENT ON FUNCTION fleet.get_template(text) IS 'The device template as JSON: id, displayName, description, and its DTDL model as capabilityModel';
+
+-- Changes how a template is named ({"displayName", "description"}).  Its
+-- model is immutable, as DTDL's are: import a new version to change it.
+CREATE FUNCTION fleet.update_template(template_id text, changes jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    label text := format('device template "%s"', template_id);
+    field text;
+BEGIN
+    PERFORM fleet_internal.require_app_role('root', 'administrator', 'changing a device template');
+    PERFORM fleet_internal.require_template(template_id);
+    PERFORM fleet_internal.require_changes(changes, '{displayName,description}', label);
+    FOREACH field IN ARRAY ARRAY['displayName', 'description'] LOOP
+        IF changes ? field AND jsonb_typeof(changes -> field) NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION 'the % of % must be a string', field, label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    UPDATE fleet.device_templates t
+       SET display_name = CASE WHEN changes ? 'displayName' THEN changes ->> 'displayName' ELSE t.display_name END,
+           description = CASE WHEN changes ? 'description' THEN changes ->> 'description' ELSE t.description END
+     WHERE t.id = update_template.template_id;
+    RETURN fleet.get_template(template_id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.update_template(text, jsonb) IS 'Changes a device template''s displayName or description (its model is immutable); returns it';
+
+-- Deletes a template nothing uses: no device, device group, other
+-- template (as a component), unfinished job or scheduled job.
+CREATE FUNCTION fleet.delete_template(template_id text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    uses text[];
+BEGIN
+    PERFORM fleet_internal.require_app_role('root', 'administrator', 'deleting a device template');
+    PERFORM fleet_internal.require_template(template_id);
+    PERFORM 1 FROM fleet.device_templates t WHERE t.id = delete_template.template_id FOR UPDATE;
+    SELECT array_remove(ARRAY[
+               (SELECT format('%s devices', count(*)) FROM fleet.devices d
+                 WHERE d.template_id = delete_template.template_id HAVING count(*) > 0),
+               (SELECT format('%s device groups', count(*)) FROM fleet.device_groups g
+                 WHERE g.template_id = delete_template.template_id HAVING count(*) > 0),
+               (SELECT format('%s templates, as a component', count(*)) FROM fleet.template_contents c
+                 WHERE c.component_interface = delete_template.template_id
+                   AND c.template_id <> delete_template.template_id HAVING count(*) > 0),
+               (SELECT format('%s unfinished jobs', count(*)) FROM fleet.jobs j
+                 WHERE j.deleted_at IS NULL AND j.status IN ('saved', 'pending', 'running', 'stopped')
+                   AND (j.data @> jsonb_build_array(jsonb_build_object('target', delete_template.template_id))
+                        OR j.data @> jsonb_build_array(jsonb_build_object('template', delete_template.template_id)))
+                HAVING count(*) > 0),
+               (SELECT format('%s scheduled jobs', count(*)) FROM fleet.scheduled_jobs s
+                 WHERE s.definition -> 'data' @> jsonb_build_array(jsonb_build_object('target', delete_template.template_id))
+                    OR s.definition -> 'data' @> jsonb_build_array(jsonb_build_object('template', delete_template.template_id))
+                HAVING count(*) > 0)], NULL)
+      INTO uses;
+    IF cardinality(uses) > 0 THEN
+        PERFORM fleet_internal.refuse_in_use('device template', template_id,
+            format('It is used by %s.', array_to_string(uses, ', ')), 'Delete or change those first.');
+    END IF;
+    DELETE FROM fleet.device_templates t WHERE t.id = delete_template.template_id;
+END;
+$$;
+COMMENT ON FUNCTION fleet.delete_template(text) IS 'Deletes a device template that no device, group, other template, unfinished job or scheduled job uses';

@@ -19,10 +19,8 @@ BEGIN
     EXECUTE format('SELECT count(*) FROM fleet.devices WHERE %I = $1', TG_ARGV[0])
        INTO in_use USING OLD.id;
     IF in_use > 0 THEN
-        RAISE EXCEPTION '% "%" is still in use', TG_ARGV[1], OLD.id
-            USING ERRCODE = 'foreign_key_violation',
-                  DETAIL = format('%s devices refer to it.', in_use),
-                  HINT = 'Move or delete those devices first.';
+        PERFORM fleet_internal.refuse_in_use(TG_ARGV[1], OLD.id, format('%s devices refer to it.', in_use),
+                                             'Move or delete those devices first.');
     END IF;
     RETURN OLD;
 END;
@@ -34,27 +32,38 @@ CREATE TRIGGER refuse_delete_in_use BEFORE DELETE ON fleet.organizations
 CREATE TRIGGER refuse_delete_in_use BEFORE DELETE ON fleet.edge_manifests
     FOR EACH ROW EXECUTE FUNCTION fleet_internal.refuse_delete_in_use('manifest_id', 'edge manifest');
 
-CREATE FUNCTION fleet_internal.require_template(template text)
-RETURNS text
+-- The device, or "does not exist" unless the role sees it.
+CREATE FUNCTION fleet_internal.visible_device(device_id text, role_name name)
+RETURNS fleet.devices
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    device fleet.devices;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM fleet.device_templates t WHERE t.id = template) THEN
-        RAISE EXCEPTION 'device template "%" does not exist', template
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'Import it with fleet.import_template(), or see the existing ones in fleet.device_templates.';
+    SELECT d.* INTO device FROM fleet.devices d WHERE d.id = visible_device.device_id;
+    IF NOT FOUND OR NOT fleet_internal.sees(role_name, device.organization_id) THEN
+        PERFORM fleet_internal.refuse_missing('device', device_id);
     END IF;
-    RETURN template;
+    RETURN device;
 END;
 $$;
 
+-- The device as IoT Central's REST API shows it, with its twin-shaped
+-- properties: fleet.device_document().
+CREATE FUNCTION fleet.get_device(device_id text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT fleet.device_document(fleet_internal.visible_device(device_id, fleet_internal.calling_role())) $$;
+COMMENT ON FUNCTION fleet.get_device(text) IS 'The device as JSON: id, displayName, template, organization, simulated, edge, manifest, properties, reported, cloudProperties';
+
 -- SECURITY DEFINER, as every function that writes: members hold no write
 -- privilege on the tables (src/sql/access.sql).
-CREATE FUNCTION fleet.create_device(id text, display_name text DEFAULT NULL, template text DEFAULT NULL,
+CREATE FUNCTION fleet.create_device(device_id text, display_name text DEFAULT NULL, template text DEFAULT NULL,
                                     organization text DEFAULT NULL, simulated boolean DEFAULT false,
                                     edge boolean DEFAULT false)
-RETURNS text
+RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -63,7 +72,7 @@ DECLARE
     caller  name := fleet_internal.calling_role();
     problem text;
 BEGIN
-    problem := fleet_internal.device_identity_problem(id, display_name);
+    problem := fleet_internal.device_identity_problem(device_id, display_name);
     IF problem IS NOT NULL THEN
         RAISE EXCEPTION '%', problem
             USING ERRCODE = 'invalid_parameter_value',
@@ -80,36 +89,83 @@ BEGIN
     END IF;
 
     INSERT INTO fleet.devices (id, display_name, template_id, organization_id, simulated, edge)
-    VALUES (id, coalesce(nullif(display_name, ''), id), template, coalesce(organization, 'root'), simulated, edge)
+    VALUES (device_id, coalesce(nullif(display_name, ''), device_id), template, coalesce(organization, 'root'),
+            simulated, edge)
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'device "%" already exists', id
-            USING ERRCODE = 'unique_violation',
-                  HINT = 'Device ids are unique across the application; choose another id.';
+        PERFORM fleet_internal.refuse_existing('device', device_id,
+                                               'Device ids are unique across the application; choose another id.');
     END IF;
-    RETURN id;
+    RETURN fleet.get_device(device_id);
 END;
 $$;
-COMMENT ON FUNCTION fleet.create_device(text, text, text, text, boolean, boolean) IS 'Registers one device; the name defaults to the id, the organization to root';
+COMMENT ON FUNCTION fleet.create_device(text, text, text, text, boolean, boolean) IS 'Registers one device and returns it; the name defaults to the id, the organization to root';
 
-CREATE FUNCTION fleet.delete_device(id text)
+-- Changes a device's name, organization or simulated flag ({"displayName",
+-- "organization", "simulated"}).  Its template changes through a template
+-- migration job, its manifest through a manifest job.  A device moved to an
+-- organization with enrollment groups of its own gets keys derived from
+-- them.
+CREATE FUNCTION fleet.update_device(device_id text, changes jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller  name := fleet_internal.calling_role();
+    device  fleet.devices := fleet_internal.visible_device(device_id, fleet_internal.calling_role());
+    label   text := format('device "%s"', device_id);
+    problem text;
+BEGIN
+    PERFORM fleet_internal.require_changes(changes, '{displayName,organization,simulated}', label);
+    PERFORM fleet_internal.require_app_role(device.organization_id, 'operator', 'changing a device', caller);
+    IF changes ? 'displayName' THEN
+        device.display_name := coalesce(nullif(changes ->> 'displayName', ''), device.id);
+        problem := fleet_internal.device_identity_problem(device.id, device.display_name);
+        IF problem IS NOT NULL OR jsonb_typeof(changes -> 'displayName') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION 'invalid display name for %', label
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = coalesce(problem, 'It is not a string.'),
+                      HINT = 'A device name is a string of at most 148 characters.';
+        END IF;
+    END IF;
+    IF changes ? 'organization' THEN
+        IF jsonb_typeof(changes -> 'organization') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'the organization of % must be an organization id', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        device.organization_id := fleet_internal.require_organization(changes ->> 'organization', caller);
+        PERFORM fleet_internal.require_app_role(device.organization_id, 'operator', 'moving a device', caller);
+    END IF;
+    IF changes ? 'simulated' THEN
+        IF jsonb_typeof(changes -> 'simulated') IS DISTINCT FROM 'boolean' THEN
+            RAISE EXCEPTION '"simulated" of % must be true or false', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        device.simulated := (changes -> 'simulated')::boolean;
+    END IF;
+    UPDATE fleet.devices d
+       SET display_name = device.display_name, organization_id = device.organization_id, simulated = device.simulated
+     WHERE d.id = device.id;
+    RETURN fleet.get_device(device.id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.update_device(text, jsonb) IS 'Changes a device''s displayName, organization or simulated flag; returns the device';
+
+CREATE FUNCTION fleet.delete_device(device_id text)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    caller       name := fleet_internal.calling_role();
-    organization text;
-BEGIN
+    caller name := fleet_internal.calling_role();
     -- a device the caller cannot see "does not exist"; one it only views is refused
-    SELECT d.organization_id INTO organization FROM fleet.devices d WHERE d.id = delete_device.id;
-    IF organization IS NULL OR NOT fleet_internal.sees(caller, organization) THEN
-        RAISE EXCEPTION 'device "%" does not exist', id
-            USING ERRCODE = 'undefined_object';
-    END IF;
-    PERFORM fleet_internal.require_app_role(organization, 'operator', 'deleting a device', caller);
-    DELETE FROM fleet.devices d WHERE d.id = delete_device.id;
+    device fleet.devices := fleet_internal.visible_device(device_id, fleet_internal.calling_role());
+BEGIN
+    PERFORM fleet_internal.require_app_role(device.organization_id, 'operator', 'deleting a device', caller);
+    DELETE FROM fleet.devices d WHERE d.id = device.id;
 END;
 $$;
 COMMENT ON FUNCTION fleet.delete_device(text) IS 'Deletes a device; jobs that ran on it keep their rows and show it as deleted';

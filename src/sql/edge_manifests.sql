@@ -1,43 +1,151 @@
 -- IoT Edge deployment manifests, assigned to edge devices by manifest jobs.
+-- Shared by the whole application, as templates are: root's
+-- administrators write them, everyone reads them.
 
-
-CREATE FUNCTION fleet.create_edge_manifest(id text, display_name text, manifest jsonb)
-RETURNS text
-LANGUAGE plpgsql
--- SECURITY DEFINER, as every function that writes (src/sql/access.sql);
--- for root's administrators, checked first.
-SECURITY DEFINER
+-- Refuses a manifest IoT Edge would not deploy: it must configure the two
+-- system modules' desired properties.
+CREATE FUNCTION fleet_internal.require_manifest_content(manifest_id text, manifest jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     module text;
 BEGIN
-    PERFORM fleet_internal.require_app_role('root', 'administrator', 'creating an edge manifest');
-    PERFORM fleet_internal.check_new_object('edge manifest', id, display_name, 255);
     IF jsonb_typeof(manifest -> 'modulesContent') IS DISTINCT FROM 'object' THEN
-        RAISE EXCEPTION 'edge manifest "%" has no "modulesContent" object', id
+        RAISE EXCEPTION 'edge manifest "%" has no "modulesContent" object', manifest_id
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass an IoT Edge deployment manifest: {"modulesContent": {"$edgeAgent": {"properties.desired": {...}}, "$edgeHub": {"properties.desired": {...}}}}.';
     END IF;
     FOREACH module IN ARRAY ARRAY['$edgeAgent', '$edgeHub'] LOOP
         IF jsonb_typeof(manifest -> 'modulesContent' -> module) IS DISTINCT FROM 'object' THEN
-            RAISE EXCEPTION 'edge manifest "%" has no "%" module', id, module
+            RAISE EXCEPTION 'edge manifest "%" has no "%" module', manifest_id, module
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Every deployment manifest configures the $edgeAgent and $edgeHub system modules.';
         END IF;
         IF jsonb_typeof(manifest -> 'modulesContent' -> module -> 'properties.desired') IS DISTINCT FROM 'object' THEN
-            RAISE EXCEPTION 'module "%" of edge manifest "%" has no "properties.desired" object', module, id
+            RAISE EXCEPTION 'module "%" of edge manifest "%" has no "properties.desired" object', module, manifest_id
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Write the module''s desired properties as "properties.desired": {...}.';
         END IF;
     END LOOP;
-    IF EXISTS (SELECT 1 FROM fleet.edge_manifests m WHERE m.id = create_edge_manifest.id) THEN
-        RAISE EXCEPTION 'edge manifest "%" already exists', id
-            USING ERRCODE = 'unique_violation',
-                  HINT = 'Choose another id.';
-    END IF;
-    INSERT INTO fleet.edge_manifests (id, display_name, manifest) VALUES (id, display_name, manifest);
-    RETURN id;
+    RETURN manifest;
 END;
 $$;
-COMMENT ON FUNCTION fleet.create_edge_manifest(text, text, jsonb) IS 'Validates and stores an IoT Edge deployment manifest';
+
+-- The manifest, or "does not exist".
+CREATE FUNCTION fleet_internal.require_edge_manifest(manifest_id text)
+RETURNS fleet.edge_manifests
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m fleet.edge_manifests;
+BEGIN
+    SELECT em.* INTO m FROM fleet.edge_manifests em WHERE em.id = require_edge_manifest.manifest_id;
+    IF NOT FOUND THEN
+        PERFORM fleet_internal.refuse_missing('edge manifest', manifest_id,
+            'Create it with fleet.create_edge_manifest(), or see the existing ones in fleet.edge_manifests.');
+    END IF;
+    RETURN m;
+END;
+$$;
+
+CREATE FUNCTION fleet.get_edge_manifest(manifest_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m fleet.edge_manifests := fleet_internal.require_edge_manifest(manifest_id);
+BEGIN
+    RETURN jsonb_build_object('id', m.id, 'displayName', m.display_name, 'data', m.manifest);
+END;
+$$;
+COMMENT ON FUNCTION fleet.get_edge_manifest(text) IS 'The edge manifest as IoT Central''s REST API shows a deployment manifest: id, displayName, data';
+
+-- SECURITY DEFINER, as every function that writes (src/sql/access.sql);
+-- for root's administrators, checked first.
+CREATE FUNCTION fleet.create_edge_manifest(manifest_id text, display_name text, manifest jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM fleet_internal.require_app_role('root', 'administrator', 'creating an edge manifest');
+    PERFORM fleet_internal.check_new_object('edge manifest', manifest_id, display_name, 255);
+    PERFORM fleet_internal.require_manifest_content(manifest_id, manifest);
+    IF EXISTS (SELECT 1 FROM fleet.edge_manifests m WHERE m.id = create_edge_manifest.manifest_id) THEN
+        PERFORM fleet_internal.refuse_existing('edge manifest', manifest_id);
+    END IF;
+    INSERT INTO fleet.edge_manifests (id, display_name, manifest) VALUES (manifest_id, display_name, manifest);
+    RETURN fleet.get_edge_manifest(manifest_id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.create_edge_manifest(text, text, jsonb) IS 'Validates and stores an IoT Edge deployment manifest; returns it';
+
+-- Changes a manifest's name or content ({"displayName", "data"}).  Devices
+-- that run it keep their deployment until a manifest job assigns it again.
+CREATE FUNCTION fleet.update_edge_manifest(manifest_id text, changes jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m     fleet.edge_manifests;
+    label text := format('edge manifest "%s"', manifest_id);
+BEGIN
+    PERFORM fleet_internal.require_app_role('root', 'administrator', 'changing an edge manifest');
+    m := fleet_internal.require_edge_manifest(manifest_id);
+    PERFORM fleet_internal.require_changes(changes, '{displayName,data}', label);
+    IF changes ? 'displayName' THEN
+        IF jsonb_typeof(changes -> 'displayName') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'the display name of % must be a string', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM fleet_internal.check_new_object('edge manifest', m.id, changes ->> 'displayName', 255);
+        m.display_name := changes ->> 'displayName';
+    END IF;
+    IF changes ? 'data' THEN
+        m.manifest := fleet_internal.require_manifest_content(m.id, changes -> 'data');
+    END IF;
+    UPDATE fleet.edge_manifests em SET display_name = m.display_name, manifest = m.manifest WHERE em.id = m.id;
+    RETURN fleet.get_edge_manifest(m.id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.update_edge_manifest(text, jsonb) IS 'Changes an edge manifest''s displayName or content (data); returns it';
+
+-- Deletes a manifest no device runs and no unfinished job or schedule
+-- would assign.
+CREATE FUNCTION fleet.delete_edge_manifest(manifest_id text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m     fleet.edge_manifests;
+    users bigint;
+BEGIN
+    PERFORM fleet_internal.require_app_role('root', 'administrator', 'deleting an edge manifest');
+    m := fleet_internal.require_edge_manifest(manifest_id);
+    PERFORM 1 FROM fleet.edge_manifests em WHERE em.id = m.id FOR UPDATE;
+    SELECT (SELECT count(*) FROM fleet.jobs j
+             WHERE j.job_type = 'deviceManifestMigration' AND j.deleted_at IS NULL
+               AND j.status IN ('saved', 'pending', 'running', 'stopped')
+               AND j.data @> jsonb_build_array(jsonb_build_object('manifest', m.id)))
+         + (SELECT count(*) FROM fleet.scheduled_jobs s
+             WHERE s.definition -> 'data' @> jsonb_build_array(jsonb_build_object('manifest', m.id)))
+      INTO users;
+    IF users > 0 THEN
+        PERFORM fleet_internal.refuse_in_use('edge manifest', m.id,
+            format('%s unfinished jobs or scheduled jobs would assign it.', users),
+            'Delete or finish those jobs and scheduled jobs first.');
+    END IF;
+    -- (devices that run it: refused by fleet_internal.refuse_delete_in_use)
+    DELETE FROM fleet.edge_manifests em WHERE em.id = m.id;
+END;
+$$;
+COMMENT ON FUNCTION fleet.delete_edge_manifest(text) IS 'Deletes an edge manifest that no device runs and no unfinished job or scheduled job would assign';

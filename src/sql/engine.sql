@@ -3,7 +3,7 @@
 --
 --   fleet_internal.engine_plan()    housekeeping, then the job to serve next,
 --                                   its attempt marked and committed
---   fleet_internal.engine_run()     that job's step: its start (job_fanout.sql)
+--   fleet_internal.engine_run()     that job's step: its start (job_batches.sql)
 --                                   or one chunk (job_steps.sql)
 --   fleet_internal.engine_failed()  when the step failed: retry later, or
 --                                   give the job up

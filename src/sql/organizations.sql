@@ -13,19 +13,29 @@ AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM fleet.organizations o WHERE o.id = organization)
        OR NOT fleet_internal.sees(role_name, organization) THEN
-        RAISE EXCEPTION 'organization "%" does not exist', organization
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'Create it with fleet.create_organization(), or see the existing ones in fleet.organizations.';
+        PERFORM fleet_internal.refuse_missing('organization', organization,
+            'Create it with fleet.create_organization(), or see the existing ones in fleet.organizations.');
     END IF;
     RETURN organization;
 END;
 $$;
 
+CREATE FUNCTION fleet.get_organization(organization_id text)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object('id', o.id, 'displayName', o.display_name, 'parent', o.parent_id))
+      FROM fleet.organizations o
+     WHERE o.id = fleet_internal.require_organization(organization_id)
+$$;
+COMMENT ON FUNCTION fleet.get_organization(text) IS 'The organization as JSON: id, displayName, parent';
+
 -- SECURITY DEFINER: members write organizations only through here.  Its
 -- path is computed from its parent's; it gets enrollment groups of its own
 -- (src/sql/device_keys.sql).
-CREATE FUNCTION fleet.create_organization(id text, display_name text, parent text DEFAULT NULL)
-RETURNS text
+CREATE FUNCTION fleet.create_organization(organization_id text, display_name text, parent text DEFAULT NULL)
+RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -35,31 +45,121 @@ DECLARE
     parent_org  text := coalesce(parent, 'root');
     parent_path text[];
 BEGIN
-    PERFORM fleet_internal.check_new_object('organization', id, display_name, 128);
+    PERFORM fleet_internal.check_new_object('organization', organization_id, display_name, 128);
     PERFORM fleet_internal.require_organization(parent_org, caller);
     PERFORM fleet_internal.require_app_role(parent_org, 'administrator', 'creating an organization', caller);
     SELECT o.path INTO parent_path FROM fleet.organizations o WHERE o.id = parent_org;
-    IF EXISTS (SELECT 1 FROM fleet.organizations o WHERE o.id = create_organization.id) THEN
-        RAISE EXCEPTION 'organization "%" already exists', id
-            USING ERRCODE = 'unique_violation',
-                  HINT = 'Choose another id.';
+    IF EXISTS (SELECT 1 FROM fleet.organizations o WHERE o.id = create_organization.organization_id) THEN
+        PERFORM fleet_internal.refuse_existing('organization', organization_id);
     END IF;
     INSERT INTO fleet.organizations (id, display_name, parent_id, path)
-    VALUES (id, display_name, parent_org, parent_path || id);
-    PERFORM fleet_internal.create_enrollment_groups(id);
-    RETURN id;
+    VALUES (organization_id, display_name, parent_org, parent_path || organization_id);
+    PERFORM fleet_internal.create_enrollment_groups(organization_id);
+    RETURN fleet.get_organization(organization_id);
 END;
 $$;
-COMMENT ON FUNCTION fleet.create_organization(text, text, text) IS 'Creates an organization below parent (default: root) and returns its id';
+COMMENT ON FUNCTION fleet.create_organization(text, text, text) IS 'Creates an organization below parent (default: root) and returns it';
 
--- The organization and every organization below it.
+-- Renames an organization ({"displayName"}).  Moving one under another
+-- parent is not supported: it would change who sees its devices while
+-- their jobs run.
+CREATE FUNCTION fleet.update_organization(organization_id text, changes jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller name := fleet_internal.calling_role();
+    label  text := format('organization "%s"', organization_id);
+BEGIN
+    PERFORM fleet_internal.require_organization(organization_id, caller);
+    PERFORM fleet_internal.require_app_role(organization_id, 'administrator', 'changing an organization', caller);
+    IF jsonb_typeof(changes) = 'object' AND changes ? 'parent' THEN
+        RAISE EXCEPTION 'the parent of % cannot change', label
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Create an organization under the new parent and move the devices to it with fleet.update_device().';
+    END IF;
+    PERFORM fleet_internal.require_changes(changes, '{displayName}', label);
+    IF jsonb_typeof(changes -> 'displayName') IS DISTINCT FROM 'string' THEN
+        RAISE EXCEPTION 'the display name of % must be a string', label
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM fleet_internal.check_new_object('organization', organization_id, changes ->> 'displayName', 128);
+    UPDATE fleet.organizations o SET display_name = changes ->> 'displayName'
+     WHERE o.id = update_organization.organization_id;
+    RETURN fleet.get_organization(organization_id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.update_organization(text, jsonb) IS 'Renames an organization (displayName); returns it';
+
+-- Deletes an organization with nothing in it: no organization below it,
+-- no device, group, job or scheduled job.  Its members' grants and its
+-- enrollment groups go with it.  For administrators of its parent, as
+-- creating it was; root stays.
+CREATE FUNCTION fleet.delete_organization(organization_id text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller name := fleet_internal.calling_role();
+    org    fleet.organizations;
+    uses   text[];
+BEGIN
+    PERFORM fleet_internal.require_organization(organization_id, caller);
+    SELECT o.* INTO org FROM fleet.organizations o WHERE o.id = delete_organization.organization_id FOR UPDATE;
+    IF org.parent_id IS NULL THEN
+        RAISE EXCEPTION 'organization "root" cannot be deleted'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM fleet_internal.require_app_role(org.parent_id, 'administrator', 'deleting an organization', caller);
+    SELECT array_remove(ARRAY[
+               (SELECT format('%s organizations below it', count(*)) FROM fleet.organizations o
+                 WHERE o.parent_id = org.id HAVING count(*) > 0),
+               (SELECT format('%s devices', count(*)) FROM fleet.devices d
+                 WHERE d.organization_id = org.id HAVING count(*) > 0),
+               (SELECT format('%s device groups', count(*)) FROM fleet.device_groups g
+                 WHERE g.organization_id = org.id HAVING count(*) > 0),
+               (SELECT format('%s jobs', count(*)) FROM fleet.jobs j
+                 WHERE j.organization_id = org.id HAVING count(*) > 0),
+               (SELECT format('%s scheduled jobs', count(*)) FROM fleet.scheduled_jobs s
+                 WHERE s.organization_id = org.id HAVING count(*) > 0)], NULL)
+      INTO uses;
+    IF cardinality(uses) > 0 THEN
+        PERFORM fleet_internal.refuse_in_use('organization', org.id,
+            format('It holds %s.', array_to_string(uses, ', ')),
+            'Delete or move what it holds first; deleted and finished jobs go after fleet.job_retention.');
+    END IF;
+    DELETE FROM fleet.organizations o WHERE o.id = org.id;
+END;
+$$;
+COMMENT ON FUNCTION fleet.delete_organization(text) IS 'Deletes an organization that holds nothing (no organization below it, device, group, job or scheduled job)';
+
+-- The organization and every organization below it that the caller sees.
+CREATE FUNCTION fleet.list_organizations(organization text DEFAULT 'root')
+RETURNS TABLE (id text, display_name text, parent_id text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT o.id, o.display_name, o.parent_id
+      FROM fleet.organizations o
+     WHERE o.path @> ARRAY[list_organizations.organization]
+     ORDER BY o.path;
+END;
+$$;
+COMMENT ON FUNCTION fleet.list_organizations(text) IS 'An organization (default: root) and those below it that the caller sees, parents first';
+
+-- Deprecated name (0.1); goes in 0.3.
 CREATE FUNCTION fleet.organization_subtree(organization text)
 RETURNS SETOF text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[organization]
-$$;
+AS $$ SELECT o.id FROM fleet.list_organizations(organization) o $$;
+COMMENT ON FUNCTION fleet.organization_subtree(text) IS 'Deprecated: use fleet.list_organizations(); goes in pg_fleet 0.3';
 
 -- The organization below root that an organization belongs under (itself,
 -- or root for root): the unit of fleet.max_running_jobs_per_organization.

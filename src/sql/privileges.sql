@@ -130,7 +130,9 @@ GRANT EXECUTE ON FUNCTION fleet_internal.sees(name, text), fleet_internal.visibl
       fleet_internal.require_job(text), fleet_internal.require_device_group(text, name),
       fleet_internal.require_time_zone(text), fleet_internal.parse_schedule(jsonb),
       fleet_internal.schedule_occurrences(fleet_internal.schedule, timestamptz, int),
-      fleet_internal.spreadsheet_cell(text, boolean)
+      fleet_internal.spreadsheet_cell(text, boolean), fleet_internal.refuse_missing(text, text, text),
+      fleet_internal.require_template(text), fleet_internal.require_organization(text, name),
+      fleet_internal.visible_device(text, name), fleet_internal.require_edge_manifest(text)
    TO PUBLIC;
 GRANT SELECT ON fleet_internal.job_engine_state TO PUBLIC;
 -- what fleet.engine_status calls, for its readers

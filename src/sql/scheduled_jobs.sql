@@ -121,13 +121,13 @@ END;
 $$;
 
 -- The scheduled job as JSON, for whoever sees it.
-CREATE FUNCTION fleet.get_scheduled_job(id text)
+CREATE FUNCTION fleet.get_scheduled_job(scheduled_job_id text)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    s fleet.scheduled_jobs := fleet_internal.visible_scheduled_job(id, fleet_internal.calling_role());
+    s fleet.scheduled_jobs := fleet_internal.visible_scheduled_job(get_scheduled_job.scheduled_job_id, fleet_internal.calling_role());
 BEGIN
     RETURN s.definition || jsonb_strip_nulls(jsonb_build_object(
         'id', s.id,
@@ -146,7 +146,7 @@ $$;
 COMMENT ON FUNCTION fleet.get_scheduled_job(text) IS 'The scheduled job as JSON: its job definition, schedule, enabled, completed, next run, the number of runs started, and who created and last changed it';
 
 -- The schedule, or "does not exist" unless the role sees it.
-CREATE FUNCTION fleet_internal.visible_scheduled_job(id text, role_name name)
+CREATE FUNCTION fleet_internal.visible_scheduled_job(scheduled_job_id text, role_name name)
 RETURNS fleet.scheduled_jobs
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -154,9 +154,9 @@ AS $$
 DECLARE
     s fleet.scheduled_jobs;
 BEGIN
-    SELECT sj.* INTO s FROM fleet.scheduled_jobs sj WHERE sj.id = visible_scheduled_job.id;
+    SELECT sj.* INTO s FROM fleet.scheduled_jobs sj WHERE sj.id = visible_scheduled_job.scheduled_job_id;
     IF NOT FOUND OR NOT fleet_internal.sees(role_name, s.organization_id) THEN
-        RAISE EXCEPTION 'scheduled job "%" does not exist', id
+        RAISE EXCEPTION 'scheduled job "%" does not exist', visible_scheduled_job.scheduled_job_id
             USING ERRCODE = 'undefined_object',
                   HINT = 'SELECT id, display_name FROM fleet.scheduled_jobs lists them.';
     END IF;
@@ -253,7 +253,7 @@ BEGIN
     PERFORM fleet_internal.require_cron(coalesce(parts.enabled, true));
     IF EXISTS (SELECT 1 FROM fleet.scheduled_jobs sj WHERE sj.id = new_id) THEN
         RAISE EXCEPTION '% already exists', label
-            USING ERRCODE = 'unique_violation',
+            USING ERRCODE = 'duplicate_object',
                   HINT = 'Choose another id, or change it with fleet.update_scheduled_job().';
     END IF;
 
@@ -269,16 +269,16 @@ $$;
 COMMENT ON FUNCTION fleet.create_scheduled_job(jsonb) IS 'Validates a job definition with a "schedule" and schedules it through pg_cron';
 
 -- Locks a schedule for a change by the caller.
-CREATE FUNCTION fleet_internal.lock_scheduled_job(id text, caller name)
+CREATE FUNCTION fleet_internal.lock_scheduled_job(scheduled_job_id text, caller name)
 RETURNS fleet.scheduled_jobs
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    s fleet.scheduled_jobs := fleet_internal.visible_scheduled_job(id, caller);
+    s fleet.scheduled_jobs := fleet_internal.visible_scheduled_job(lock_scheduled_job.scheduled_job_id, caller);
 BEGIN
     PERFORM fleet_internal.require_app_role(s.organization_id, 'operator', 'changing a scheduled job', caller);
-    SELECT sj.* INTO s FROM fleet.scheduled_jobs sj WHERE sj.id = lock_scheduled_job.id FOR UPDATE;
+    SELECT sj.* INTO s FROM fleet.scheduled_jobs sj WHERE sj.id = lock_scheduled_job.scheduled_job_id FOR UPDATE;
     RETURN s;
 END;
 $$;
@@ -288,7 +288,7 @@ $$;
 -- occurrence; a new schedule's calendar starts now (occurrences it would
 -- have had before are not missed).  Its runs are then created with the
 -- caller's rights.
-CREATE FUNCTION fleet.update_scheduled_job(id text, definition jsonb)
+CREATE FUNCTION fleet.update_scheduled_job(scheduled_job_id text, definition jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -296,10 +296,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     caller  name := fleet_internal.calling_role();
-    s       fleet.scheduled_jobs := fleet_internal.lock_scheduled_job(id, fleet_internal.calling_role());
+    s       fleet.scheduled_jobs := fleet_internal.lock_scheduled_job(update_scheduled_job.scheduled_job_id, fleet_internal.calling_role());
     parts   fleet_internal.scheduled_job_parts;
     job     fleet.jobs;
-    label   text := format('scheduled job "%s"', id);
+    label   text := format('scheduled job "%s"', update_scheduled_job.scheduled_job_id);
     new_schedule boolean;
     renewed      boolean;
 BEGIN
@@ -308,7 +308,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass the fields to change, such as {"enabled": false} or {"schedule": {...}}.';
     END IF;
-    IF definition ? 'id' AND definition -> 'id' IS DISTINCT FROM to_jsonb(id) THEN
+    IF definition ? 'id' AND definition -> 'id' IS DISTINCT FROM to_jsonb(update_scheduled_job.scheduled_job_id) THEN
         RAISE EXCEPTION 'the id of % cannot change', label
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Create a new scheduled job and delete this one.';
@@ -345,28 +345,28 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.update_scheduled_job(text, jsonb) IS 'Changes a scheduled job''s definition, schedule or "enabled" from its next occurrence';
 
-CREATE FUNCTION fleet.enable_scheduled_job(id text)
+CREATE FUNCTION fleet.enable_scheduled_job(scheduled_job_id text)
 RETURNS jsonb
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT fleet.update_scheduled_job(id, '{"enabled": true}') $$;
+AS $$ SELECT fleet.update_scheduled_job(enable_scheduled_job.scheduled_job_id, '{"enabled": true}') $$;
 COMMENT ON FUNCTION fleet.enable_scheduled_job(text) IS 'Enables a scheduled job: it runs from its next occurrence';
 
-CREATE FUNCTION fleet.disable_scheduled_job(id text)
+CREATE FUNCTION fleet.disable_scheduled_job(scheduled_job_id text)
 RETURNS jsonb
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT fleet.update_scheduled_job(id, '{"enabled": false}') $$;
+AS $$ SELECT fleet.update_scheduled_job(disable_scheduled_job.scheduled_job_id, '{"enabled": false}') $$;
 COMMENT ON FUNCTION fleet.disable_scheduled_job(text) IS 'Disables a scheduled job: its pg_cron entry goes, its history stays';
 
-CREATE FUNCTION fleet.delete_scheduled_job(id text)
+CREATE FUNCTION fleet.delete_scheduled_job(scheduled_job_id text)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    s fleet.scheduled_jobs := fleet_internal.lock_scheduled_job(id, fleet_internal.calling_role());
+    s fleet.scheduled_jobs := fleet_internal.lock_scheduled_job(delete_scheduled_job.scheduled_job_id, fleet_internal.calling_role());
 BEGIN
     DELETE FROM fleet.scheduled_jobs sj WHERE sj.id = s.id;
     PERFORM fleet_internal.schedules_changed();
@@ -380,7 +380,7 @@ COMMENT ON FUNCTION fleet.delete_scheduled_job(text) IS 'Unschedules a job: the 
 -- schedule) runs nothing.  The run is checked and created with the rights
 -- of the role that last changed the schedule, in its organization.
 -- Returns the new job's id.
-CREATE FUNCTION fleet.fire_scheduled_job(id text, fired_at timestamptz DEFAULT pg_catalog.clock_timestamp())
+CREATE FUNCTION fleet.fire_scheduled_job(scheduled_job_id text, fired_at timestamptz DEFAULT pg_catalog.clock_timestamp())
 RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -395,7 +395,7 @@ DECLARE
     message text;
 BEGIN
     PERFORM fleet_internal.require_clock_time(fired_at, 'fire a scheduled job');
-    SELECT sj.* INTO s FROM fleet.scheduled_jobs sj WHERE sj.id = fire_scheduled_job.id FOR UPDATE;
+    SELECT sj.* INTO s FROM fleet.scheduled_jobs sj WHERE sj.id = fire_scheduled_job.scheduled_job_id FOR UPDATE;
     -- (pg_cron fires as the schedule's last changer, who may have lost its
     -- rights since: the run is then refused below, with the reason)
     IF NOT FOUND OR (caller <> s.changed_by AND NOT fleet_internal.sees(caller, s.organization_id)) THEN
@@ -440,20 +440,29 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.fire_scheduled_job(text, timestamptz) IS 'Run by pg_cron: starts the due occurrence of a scheduled job and moves the schedule on to the next';
 
-CREATE FUNCTION fleet.scheduled_job_instances(id text)
+CREATE FUNCTION fleet.list_scheduled_job_runs(scheduled_job_id text)
 RETURNS TABLE (occurrence timestamptz, outcome text, job_id text, status text,
                started_at timestamptz, finished_at timestamptz, error text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM fleet_internal.visible_scheduled_job(id, fleet_internal.calling_role());
+    PERFORM fleet_internal.visible_scheduled_job(list_scheduled_job_runs.scheduled_job_id, fleet_internal.calling_role());
     RETURN QUERY
     SELECT r.occurrence, r.outcome, r.job_id, j.status, j.started_at, j.finished_at, coalesce(r.error, j.error)
       FROM fleet.scheduled_job_runs r
       LEFT JOIN fleet.jobs j ON j.id = r.job_id AND j.deleted_at IS NULL
-     WHERE r.scheduled_job_id = scheduled_job_instances.id
+     WHERE r.scheduled_job_id = list_scheduled_job_runs.scheduled_job_id
      ORDER BY r.occurrence;
 END;
 $$;
-COMMENT ON FUNCTION fleet.scheduled_job_instances(text) IS 'The occurrences of a scheduled job so far: started (with the job and its status), missed, or failed to start';
+COMMENT ON FUNCTION fleet.list_scheduled_job_runs(text) IS 'The occurrences of a scheduled job so far: started (with the job and its status), missed, or failed to start';
+
+-- Deprecated name of fleet.list_scheduled_job_runs() (0.1); goes in 0.3.
+CREATE FUNCTION fleet.scheduled_job_instances(id text)
+RETURNS TABLE (occurrence timestamptz, outcome text, job_id text, status text,
+               started_at timestamptz, finished_at timestamptz, error text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM fleet.list_scheduled_job_runs(id) $$;
+COMMENT ON FUNCTION fleet.scheduled_job_instances(text) IS 'Deprecated: use fleet.list_scheduled_job_runs(); goes in pg_fleet 0.3';

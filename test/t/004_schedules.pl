@@ -106,7 +106,7 @@ is($node->safe_psql('fleet', qq{
 	  FROM fleet.jobs j WHERE j.id = '$a_job'}),
 	'5 once', 'on every lamp, as an instance of the schedule');
 is($node->safe_psql('fleet', q{
-	SELECT occurrence = } . "'$a_at'" . q{::timestamptz FROM fleet.scheduled_job_instances('once')}),
+	SELECT occurrence = } . "'$a_at'" . q{::timestamptz FROM fleet.list_scheduled_job_runs('once')}),
 	't', 'recorded at its occurrence');
 ok(wait_for('postgres', q{SELECT count(*) FROM cron.job_run_details WHERE status = 'succeeded'
 	                          AND command = 'SELECT fleet.fire_scheduled_job(''once'')'}, '1', 30),
@@ -125,7 +125,7 @@ my $until = $b_epoch + 65;    # past its minute: pg_cron will not fire it on res
 sleep(0.5) while time() < $until;
 $node->start;
 
-ok(wait_for('fleet', q{SELECT string_agg(outcome, ',') FROM fleet.scheduled_job_instances('daily')}, 'missed', 60),
+ok(wait_for('fleet', q{SELECT string_agg(outcome, ',') FROM fleet.list_scheduled_job_runs('daily')}, 'missed', 60),
 	'the occurrence that passed while the server was down is recorded as missed');
 is($node->safe_psql('fleet', q{SELECT count(*) FROM fleet.jobs WHERE scheduled_job_id = 'daily'}),
 	'0', 'and not run late');
@@ -137,7 +137,7 @@ my $b_job = $node->safe_psql('fleet',
 	"SELECT fleet.fire_scheduled_job('daily', '$b_at'::timestamptz + interval '1 day 1 second')");
 isnt($b_job, '', 'the next occurrence starts a job');
 is($node->safe_psql('fleet', "SELECT fleet.wait_for_job('$b_job')"), 'completed', 'which completes');
-is($node->safe_psql('fleet', q{SELECT string_agg(outcome, ',' ORDER BY occurrence) FROM fleet.scheduled_job_instances('daily')}),
+is($node->safe_psql('fleet', q{SELECT string_agg(outcome, ',' ORDER BY occurrence) FROM fleet.list_scheduled_job_runs('daily')}),
 	'missed,started', 'the history shows the missed occurrence and the run');
 ok(wait_for('postgres', q{SELECT count(*) FROM cron.job WHERE jobname = 'pg_fleet fleet once'}, '0', 150),
 	'the ended one-time schedule left no pg_cron entry');

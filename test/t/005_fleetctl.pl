@@ -209,7 +209,63 @@ is($node->safe_psql('postgres', q{SELECT string_agg(id, ',' ORDER BY id) FROM fl
 my $bad = write_file('bad.csv', "IOTC_DEVICEID\nok-1\nbad-\xff\n");
 ($rc, $out, $err) = fleetctl('import', $bad);
 is($rc, 7, 'a file the server cannot read is refused (7)');
-like($err, qr/invalid byte sequence.*\ncontext: COPY device_import, line 3/s, "with COPY's line");
+like($err, qr/^fleetctl: error: the import failed.*invalid byte sequence.*\nfleetctl: detail: COPY device_import, line 3/ms,
+	"in PostgreSQL's client style, with COPY's line");
+
+# connection options as psql takes them: -h -p -U, a service file, -w
+sub fleetctl_env
+{
+	my ($env, @args) = @_;
+	my ($o, $e) = ('', '');
+	local %ENV = (%ENV, %$env);
+	IPC::Run::run([ 'fleetctl', @args ], '<', \undef, '>', \$o, '2>', \$e);
+	return ($? >> 8, $o, $e);
+}
+my ($host, $port) = ($node->host, $node->port);
+($rc, $out, $err) = fleetctl_env({ PGDATABASE => 'postgres' }, '-h', $host, '-p', $port, '-U', 'postgres', 'jobs');
+ok($rc == 0 && $out =~ /^id\s/m, '-h, -p and -U connect as psql\'s do');
+($rc, $out, $err) = fleetctl_env({}, 'jobs', '--host', $host, '--port', $port, '--dbname', 'postgres');
+ok($rc == 0 && $out =~ /^id\s/m, 'also after the command, as long options');
+my $services = write_file('pg_service.conf', "[fleet]\nhost=$host\nport=$port\ndbname=postgres\n");
+($rc, $out, $err) = fleetctl_env({ PGSERVICEFILE => $services, PGSERVICE => 'fleet', PGHOST => '/nonexistent' }, 'jobs');
+ok($rc == 0 && $out =~ /^id\s/m, 'PGSERVICE names a service from the service file');
+($rc, $out, $err) = fleetctl_env({ PGSERVICEFILE => $services }, '-d', 'service=fleet', 'jobs');
+ok($rc == 0, 'and so does -d service=NAME');
+$node->safe_psql('postgres', "CREATE ROLE keyholder LOGIN PASSWORD 'sesame'");
+$node->safe_psql('postgres', "SELECT fleet.grant_organization('root', 'keyholder', 'viewer')");
+my $hba = $node->data_dir . '/pg_hba.conf';
+my $hba_text = PostgreSQL::Test::Utils::slurp_file($hba);
+open(my $hba_fh, '>', $hba) or die "could not write $hba: $!";
+print $hba_fh "local all keyholder scram-sha-256\n$hba_text";
+close($hba_fh);
+$node->reload;
+($rc, $out, $err) = fleetctl_env({ PGPASSWORD => undef }, '-h', $host, '-p', $port, '-U', 'keyholder', '-w', '-d', 'postgres', 'jobs');
+ok($rc == 3 && $err =~ /password/, '-w: a server that wants a password is unreachable (3), with no prompt');
+($rc, $out, $err) = fleetctl_env({ PGPASSWORD => 'sesame' }, '-h', $host, '-p', $port, '-U', 'keyholder', '-d', 'postgres', 'jobs');
+ok($rc == 0, 'PGPASSWORD is used');
+($rc, $out, $err) = fleetctl('-x', 'jobs');
+ok($rc == 2 && $err =~ /^fleetctl: error: unknown option "-x"\nfleetctl: hint: Try "fleetctl --help"/,
+	'an unknown option: a usage error (2) in the client style');
+
+# Ctrl-C cancels what the server is doing: an import is rolled back whole,
+# and recorded as failed
+my $interrupted = "IOTC_DEVICEID\n";
+$interrupted .= sprintf("int-%07d\n", $_) for 1 .. 1000000;
+my $interrupted_path = write_file('interrupted.csv', $interrupted);
+my ($int_out, $int_err) = ('', '');
+my $int_import = IPC::Run::start([ 'fleetctl', '-d', $connstr, 'import', $interrupted_path ], '<', \undef,
+	'>', \$int_out, '2>', \$int_err);
+ok($node->poll_query_until('postgres',
+		q{SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'COPY fleet.device_import%' AND state = 'active'}),
+	'a big import is under way');
+$int_import->signal('INT');
+$int_import->finish;
+is($? >> 8, 130, 'Ctrl-C: interrupted (130)');
+like($int_err, qr/fleetctl: error: .*(interrupted|canceling statement due to user request)/, 'and says so');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM fleet.devices WHERE id LIKE 'int-%'}), '0', 'nothing of it was kept');
+ok($node->poll_query_until('postgres',
+		q{SELECT status = 'failed' FROM fleet.device_operations ORDER BY id DESC LIMIT 1}),
+	'the import is recorded as failed');
 
 # the server shutting down mid-import: unreachable (3), not refused
 my $huge = "IOTC_DEVICEID\n";

@@ -134,7 +134,7 @@ $node->safe_psql('fleet', q{
 });
 $node->safe_psql('fleet', q{SELECT fleet.wait_for_job(id) FROM fleet.jobs WHERE status IN ('pending', 'running')});
 is($node->safe_psql('fleet', q{SELECT (SELECT count(*) FROM fleet.job_devices WHERE job_id = 'interval') || ' '
-                                    || (SELECT count(*) FROM fleet.group_members('plant-sensors'))}),
+                                    || (SELECT count(*) FROM fleet.list_device_group_members('plant-sensors'))}),
 	'200 200', "the engine's fan-out and the group's members agree, filter included");
 # and as a member, under row-level security
 $node->safe_psql('fleet', q{
@@ -151,7 +151,7 @@ is($node->safe_psql('fleet', q{SELECT coalesce(string_agg(DISTINCT what, ','), '
 my @group_keys = split /\n/, $node->safe_psql('fleet',
 	q{SELECT primary_key || E'\n' || secondary_key FROM fleet.enrollment_groups});
 my @device_keys = split /\|/, $node->safe_psql('fleet', q{SELECT primary_key || '|' || secondary_key FROM fleet.device_keys('sensor-001')});
-$node->safe_psql('fleet', q{SELECT fleet.rotate_group_key('SAS-IoT-Devices', 'secondary')});
+$node->safe_psql('fleet', q{SELECT fleet.rotate_enrollment_group_key('SAS-IoT-Devices', 'secondary')});
 push @group_keys, $node->safe_psql('fleet', q{SELECT secondary_key FROM fleet.enrollment_groups WHERE id = 'SAS-IoT-Devices'});
 $node->psql('fleet', q{SELECT * FROM fleet.device_keys('no-such-device')});
 $node->psql('fleet', q{SET ROLE regress_attacker; SELECT * FROM fleet.export_devices()});

@@ -60,9 +60,9 @@ like($err, qr/HINT:  Set cron.use_background_workers = on/, 'naming the setting 
 ok($node->poll_query_until('postgres', q{SELECT count(*) > 0 FROM cron.job_run_details WHERE status = 'failed'}),
 	'pg_cron could not run it');
 my $cron_reason = $node->safe_psql('postgres', q{SELECT return_message FROM cron.job_run_details WHERE status = 'failed' LIMIT 1});
-ok($node->poll_query_until('postgres', q{SELECT count(*) > 0 FROM fleet.scheduled_job_instances('once')}),
+ok($node->poll_query_until('postgres', q{SELECT count(*) > 0 FROM fleet.list_scheduled_job_runs('once')}),
 	'the engine recorded the occurrence once it was overdue');
-is($node->safe_psql('postgres', q{SELECT outcome || ': ' || error FROM fleet.scheduled_job_instances('once')}),
+is($node->safe_psql('postgres', q{SELECT outcome || ': ' || error FROM fleet.list_scheduled_job_runs('once')}),
 	"failed: pg_cron could not run it: $cron_reason",
 	"as failed, with pg_cron's own reason ($cron_reason), not as missed");
 is($node->safe_psql('postgres', q{SELECT count(*) FROM fleet.jobs}), '0', 'and no job ran');

@@ -17,5 +17,5 @@ demo_psql -a <<'SQL'
 SELECT fleet.wait_for_job('max-min-report');
 SELECT fleet.get_job('max-min-report') -> 'progress' AS progress;
 SELECT batch, size, status, completed, failed FROM fleet.job_batches WHERE job_id = 'max-min-report' ORDER BY batch;
-SELECT device_id, status, error FROM fleet.job_device_list('max-min-report', status_filter => 'failed') LIMIT 3;
+SELECT device_id, status, error FROM fleet.list_job_devices('max-min-report', status_filter => 'failed') LIMIT 3;
 SQL

@@ -29,7 +29,7 @@ SELECT fleet.fire_scheduled_job('weekly-target-temperature', s.next_run_at) AS i
   FROM fleet.scheduled_jobs s WHERE s.id = 'weekly-target-temperature' \gset
 SELECT fleet.wait_for_job(:'instance_job') AS status;
 SELECT occurrence AT TIME ZONE 'Europe/Berlin' AS berlin, outcome, job_id, status
-  FROM fleet.scheduled_job_instances('weekly-target-temperature');
+  FROM fleet.list_scheduled_job_runs('weekly-target-temperature');
 SELECT jobname, schedule FROM cron.job;    -- now the second Monday
 
 -- unscheduling leaves no pg_cron entry behind

@@ -8,8 +8,12 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "postgres_fe.h"
+
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/logging.h"
 
 #include "fleetctl.h"
 

@@ -6,8 +6,12 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "postgres_fe.h"
+
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/logging.h"
 
 #include "fleetctl.h"
 
@@ -47,7 +51,7 @@ cmd_export(int argc, char **argv)
 
 	parse_sub_options(argc, argv, known, export_usage, &n_positional);
 	if (n_positional > 0)
-		usage_error(export_usage, "export takes no file argument; use -o FILE");
+		usage_error("export", "export takes no file argument; use -o FILE");
 	conn = fleet_connect();
 	/* (opened once connected: a failure to connect leaves an existing file alone) */
 	out = open_output(output);

@@ -3,22 +3,20 @@
  * fleetctl.h
  *	  Shared declarations of fleetctl, pg_fleet's command-line client.
  *
- * One file per concern: main.c (command line, connection, errors),
- * csv.c (reading device CSV files), output.c (tables, JSON, progress),
- * import.c, export.c, jobs.c, schedules.c (the sub-commands).
+ * One file per concern: main.c (command line, errors), connection.c (the
+ * connection, as psql makes it), csv.c (reading device CSV files), output.c
+ * (tables, JSON, progress), import.c, export.c, jobs.c, schedules.c (the
+ * commands).  Built with PGXS and PostgreSQL's front-end utilities
+ * (tools/fleetctl/Makefile): postgres_fe.h comes first in every file.
  *
  *-------------------------------------------------------------------------
  */
 #ifndef FLEETCTL_H
 #define FLEETCTL_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdio.h>
+#include "libpq-fe.h"
 
-#include <libpq-fe.h>
-
-#define FLEETCTL_VERSION "0.1"
+#define FLEETCTL_VERSION "0.2"
 
 /* Exit statuses: each failure kind has its own, for scripts. */
 #define EXIT_DONE			0	/* it worked */
@@ -29,11 +27,12 @@
 #define EXIT_PERMISSION		5	/* the role may not do that */
 #define EXIT_BAD_FILE		6	/* a file is missing, unreadable or malformed */
 #define EXIT_REFUSED		7	/* the server refused the request (it says why) */
+#define EXIT_INTERRUPTED	130	/* Ctrl-C: 128 + SIGINT, as shells report it */
 
 /* Options every sub-command takes. */
 typedef struct GlobalOptions
 {
-	const char *conninfo;		/* -d: conninfo string, URI or database name */
+	const char *conninfo;		/* -d: database name, conninfo string or URI */
 	bool		json;			/* --json: machine-readable output */
 	bool		quiet;			/* -q: no progress, no notices */
 	bool		spreadsheet_safe;	/* --spreadsheet-safe: CSV cells no spreadsheet runs */
@@ -42,23 +41,27 @@ typedef struct GlobalOptions
 extern GlobalOptions options;
 extern const char *progname;
 
-/* main.c */
+/* connection.c */
 extern PGconn *fleet_connect(void);
+extern void parse_connection_option(int option, const char *value);
+
+/* main.c */
 extern void fail(int status, const char *hint, const char *fmt,...)
-			__attribute__((format(printf, 3, 4), noreturn));
-extern void fail_result(PGresult *result, const char *what) __attribute__((noreturn));
+			pg_attribute_printf(3, 4) pg_attribute_noreturn();
+extern void fail_result(PGresult *result, const char *what) pg_attribute_noreturn();
 extern PGresult *query(PGconn *conn, const char *what, const char *sql,
 					   int nparams, const char *const *params);
-extern void usage_error(const char *usage, const char *fmt,...)
-			__attribute__((format(printf, 2, 3), noreturn));
-extern bool is_help(const char *arg);
+extern void usage_error(const char *command, const char *fmt,...)
+			pg_attribute_printf(2, 3) pg_attribute_noreturn();
+extern void exit_if_interrupted(void);
 extern char *read_whole_file(const char *path, size_t limit);
 extern char *sql_literal(PGconn *conn, const char *value);
 extern FILE *open_output(const char *path);
 extern void copy_out_to(PGconn *conn, const char *what, const char *sql, FILE *out,
 						const char *label);
 
-/* Sub-command option parsing: long options plus -d, -q and --json. */
+/* A command's option parsing: its own options, each with a value, plus
+ * the connection options, -q, --json and --spreadsheet-safe. */
 typedef struct SubOption
 {
 	const char *name;			/* "--template" */

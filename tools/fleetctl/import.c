@@ -21,11 +21,16 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "postgres_fe.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+
+#include "common/logging.h"
+#include "fe_utils/cancel.h"
 
 #include "fleetctl.h"
 
@@ -82,8 +87,8 @@ static Header
 check_header(CsvReader *csv, const char *path)
 {
 	Header		header;
-	const char *hint = "a device CSV has IOTC_DEVICEID and, optionally, IOTC_DEVICENAME "
-		"(IoT Central's export columns IOTC_SASKEY_* and IOTC_X509THUMBPRINT_* are read too)";
+	const char *hint = "A device CSV has IOTC_DEVICEID and, optionally, IOTC_DEVICENAME "
+		"(IoT Central's export columns IOTC_SASKEY_* and IOTC_X509THUMBPRINT_* are read too).";
 
 	for (int k = 0; k < N_KNOWN_COLUMNS; k++)
 		header.position[k] = -1;
@@ -202,8 +207,8 @@ show_progress(Progress *p, long long rows, long long bytes, bool final)
 	if (!final && (int) (fraction * 10) <= p->last_tenth)
 		return;
 	p->last_tenth = (int) (fraction * 10);
-	fprintf(stderr, "%s: import %s: %3.0f%%, %s rows, %s of %s, %s rows/s\n", progname, p->path,
-			fraction * 100, human_count(rows, r, sizeof(r)), human_bytes(bytes, b, sizeof(b)),
+	pg_log_info("import %s: %3.0f%%, %s rows, %s of %s, %s rows/s", p->path,
+				fraction * 100, human_count(rows, r, sizeof(r)), human_bytes(bytes, b, sizeof(b)),
 			human_bytes(p->total_bytes, t, sizeof(t)), human_count((long long) rate, rt, sizeof(rt)));
 }
 
@@ -220,7 +225,7 @@ print_notice(void *arg, const PGresult *result)
 	const char *message = PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY);
 
 	if (message && strncmp(message, "device import ", 14) != 0 && !options.quiet)
-		fprintf(stderr, "%s: %s\n", progname, message);
+		pg_log_info("%s", message);
 }
 
 static void
@@ -276,13 +281,13 @@ cmd_import(int argc, char **argv)
 	char		id[32];
 
 	if (n_positional != 1)
-		usage_error(import_usage, n_positional ? "give one file" : "which file? give the CSV file to import");
+		usage_error("import", n_positional ? "give one file" : "which file? give the CSV file to import");
 	path = positional[0];
 	file = fopen(path, "rb");
 	if (file == NULL)
-		fail(EXIT_BAD_FILE, "check the path", "cannot read \"%s\": %s", path, strerror(errno));
+		fail(EXIT_BAD_FILE, "Check the path.", "cannot read \"%s\": %s", path, strerror(errno));
 	if (fstat(fileno(file), &st) != 0 || !S_ISREG(st.st_mode))
-		fail(EXIT_BAD_FILE, "give a regular file", "cannot read \"%s\": not a regular file", path);
+		fail(EXIT_BAD_FILE, "Give a regular file.", "cannot read \"%s\": not a regular file", path);
 	csv = csv_open(file);
 	header = check_header(csv, path);
 
@@ -343,7 +348,7 @@ cmd_import(int argc, char **argv)
 					PQputCopyEnd(conn, "the file has X509 thumbprints");
 					PQclear(PQgetResult(conn));
 					fail(EXIT_BAD_FILE,
-						 "remove the IOTC_X509THUMBPRINT_* values, or register X509 devices with fleet.create_device()",
+						 "Remove the IOTC_X509THUMBPRINT_* values, or register X509 devices with fleet.create_device().",
 						 "\"%s\" line %lld: device \"%s\" has an X509 thumbprint, which pg_fleet's import does not take yet; nothing was imported",
 						 path, csv_line(csv), field_or_empty(csv, header.position[COL_ID]));
 				}
@@ -380,6 +385,13 @@ cmd_import(int argc, char **argv)
 			}
 		}
 		rows++;
+		if (CancelRequested)
+		{
+			/* Ctrl-C while sending: the server rolls the COPY back */
+			PQputCopyEnd(conn, "canceled by the user (Ctrl-C)");
+			PQclear(PQgetResult(conn));
+			fail(EXIT_INTERRUPTED, NULL, "import of \"%s\" interrupted; nothing was imported", path);
+		}
 		if (out_len >= 65536)
 		{
 			if (PQputCopyData(conn, out, (int) out_len) != 1)
@@ -420,7 +432,7 @@ cmd_import(int argc, char **argv)
 	params[0] = id;
 	/* every record of the file reached the server as a row, and was accounted for */
 	if (copied != rows || n_rows != rows || n_imported + n_rejected != n_rows)
-		fail(EXIT_REFUSED, "report this: the file, and fleetctl's and the server's versions",
+		fail(EXIT_REFUSED, "Report this, with the file and fleetctl's and the server's versions.",
 			 "import %lld of \"%s\": %lld records sent, but the server took %lld and accounted for %lld (%lld imported, %lld rejected)",
 			 operation_id, path, rows, copied, n_rows, n_imported, n_rejected);
 	if (options.json)
@@ -441,11 +453,11 @@ cmd_import(int argc, char **argv)
 					   "SELECT line, coalesce(device_id, ''), error FROM fleet.device_operation_errors"
 					   " WHERE operation_id = $1 ORDER BY line LIMIT 5", 1, params);
 		for (int i = 0; i < PQntuples(result); i++)
-			fprintf(stderr, "%s: line %s, \"%s\": %s\n", progname, PQgetvalue(result, i, 0),
-					PQgetvalue(result, i, 1), PQgetvalue(result, i, 2));
+			pg_log_info("line %s, \"%s\": %s", PQgetvalue(result, i, 0),
+						PQgetvalue(result, i, 1), PQgetvalue(result, i, 2));
 		if (n_rejected > PQntuples(result))
-			fprintf(stderr, "%s: ... and %lld more; --rejected FILE writes them all\n", progname,
-					n_rejected - PQntuples(result));
+			pg_log_info("... and %lld more; --rejected FILE writes them all",
+						n_rejected - PQntuples(result));
 		PQclear(result);
 	}
 	PQfinish(conn);

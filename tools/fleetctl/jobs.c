@@ -10,9 +10,14 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "postgres_fe.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "common/logging.h"
+#include "fe_utils/cancel.h"
 
 #include "fleetctl.h"
 
@@ -106,7 +111,7 @@ look(PGconn *conn, const char *id, JobView *view)
 								 " FROM fleet.job_overview WHERE job_id = $1", 1, params);
 
 	if (PQntuples(result) == 0)
-		fail(EXIT_REFUSED, "fleetctl jobs lists the jobs of the last 30 days", "job \"%s\" does not exist", id);
+		fail(EXIT_REFUSED, "\"fleetctl jobs\" lists the jobs of the last 30 days.", "job \"%s\" does not exist", id);
 	snprintf(view->status, sizeof(view->status), "%s", PQgetvalue(result, 0, 0));
 	view->total = atoll(PQgetvalue(result, 0, 1));
 	view->pending = atoll(PQgetvalue(result, 0, 2));
@@ -163,7 +168,7 @@ job_watch(PGconn *conn, const char *id, double interval)
 	{
 		look(conn, id, &v);
 		if (strcmp(v.status, "saved") == 0)
-			fail(EXIT_USAGE, "queue it with: fleetctl job run ID", "job \"%s\" is saved, not queued", id);
+			fail(EXIT_USAGE, "Queue it with \"fleetctl job run ID\".", "job \"%s\" is saved, not queued", id);
 		if (!options.quiet && terminal)
 			draw_terminal(id, &v, &lines_drawn);
 		else if (!options.quiet)
@@ -187,7 +192,10 @@ job_watch(PGconn *conn, const char *id, double interval)
 		PQclear(v.batches);
 		if (is_final(v.status))
 			break;
-		usleep((useconds_t) (interval * 1e6));
+		/* Ctrl-C stops watching; the job goes on */
+		exit_if_interrupted();
+		pg_usleep((long) (interval * 1e6));
+		exit_if_interrupted();
 	}
 	if (options.json)
 	{
@@ -221,14 +229,14 @@ cmd_job(int argc, char **argv)
 	int			status;
 
 	if (n == 0)
-		usage_error(job_usage, "which job command?");
+		usage_error("job", "which job command?");
 	action = args[0];
 	if (n != 2)
-		usage_error(job_usage, "job %s takes one %s", action, strcmp(action, "create") == 0 ? "file" : "job id");
+		usage_error("job", "job %s takes one %s", action, strcmp(action, "create") == 0 ? "file" : "job id");
 	if (strcmp(action, "create") != 0 && strcmp(action, "watch") != 0 && strcmp(action, "results") != 0 &&
 		strcmp(action, "run") != 0 && strcmp(action, "stop") != 0 && strcmp(action, "resume") != 0 &&
 		strcmp(action, "copy") != 0 && strcmp(action, "rerun") != 0)
-		usage_error(job_usage, "unknown job command \"%s\"", action);
+		usage_error("job", "unknown job command \"%s\"", action);
 	if (strcmp(action, "create") == 0)
 		free(read_whole_file(args[1], 16 * 1024 * 1024));	/* a bad file is told before connecting */
 
@@ -240,7 +248,7 @@ cmd_job(int argc, char **argv)
 		double		seconds = interval ? atof(interval) : 0.5;
 
 		if (seconds <= 0)
-			usage_error(job_usage, "--interval takes a number of seconds above 0");
+			usage_error("job", "--interval takes a number of seconds above 0");
 		status = job_watch(conn, args[1], seconds);
 	}
 	else if (strcmp(action, "results") == 0)
@@ -272,7 +280,7 @@ cmd_jobs(int argc, char **argv)
 
 	parse_sub_options(argc, argv, known, "Usage: fleetctl jobs [--json]\n\nThe jobs of the last 30 days, newest first.\n", &n);
 	if (n > 0)
-		usage_error("Usage: fleetctl jobs [--json]\n", "jobs takes no arguments");
+		usage_error("jobs", "jobs takes no arguments");
 	conn = fleet_connect();
 	if (options.json)
 		print_query_json(conn, "cannot list the jobs",

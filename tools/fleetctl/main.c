@@ -1,21 +1,25 @@
 /*-------------------------------------------------------------------------
  *
  * main.c
- *	  fleetctl: the command line, the connection, and how failures are told.
+ *	  fleetctl: the command line, and how failures are told.
  *
- * Connection options are libpq's: -d takes a conninfo string, a URI or a
- * database name, and PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD,
- * .pgpass and sslmode all apply as for psql.  Every failure is one message
- * saying what failed and what to do, and its own exit status (fleetctl.h).
+ * Options are parsed by getopt_long, as psql's are: the connection options
+ * (-d, -h, -p, -U, -w, -W) and --json, -q go before or after the command;
+ * each command adds its own.  Failures are reported in PostgreSQL's client
+ * style ("fleetctl: error: ...", then "detail:" and "hint:" lines), each
+ * with its own exit status (fleetctl.h).
  *
  *-------------------------------------------------------------------------
  */
+#include "postgres_fe.h"
+
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
+
+#include "common/logging.h"
+#include "fe_utils/cancel.h"
+#include "getopt_long.h"
 
 #include "fleetctl.h"
 
@@ -26,7 +30,7 @@ static const char *main_usage =
 "fleetctl manages pg_fleet devices and jobs from a terminal.\n"
 "\n"
 "Usage:\n"
-"  fleetctl [-d CONNINFO] [--json] [-q] COMMAND [ARGS]\n"
+"  fleetctl [OPTION]... COMMAND [ARG]...\n"
 "\n"
 "Commands:\n"
 "  import FILE [--template ID] [--organization ID] [--rejected FILE]\n"
@@ -41,49 +45,54 @@ static const char *main_usage =
 "  schedule list|show|delete|enable|disable [ID], schedule create FILE.json\n"
 "\n"
 "Options:\n"
-"  -d, --dbname=CONNINFO   database to connect to (conninfo, URI or name;\n"
-"                          PGHOST, PGPORT, PGUSER, PGDATABASE, .pgpass apply)\n"
 "  --json                  print tables and objects as JSON\n"
 "  -q, --quiet             no progress and no server notices\n"
-"  --help                  this help; COMMAND --help for a command's\n"
-"  --version               fleetctl's version\n"
+"  -V, --version           output version information, then exit\n"
+"  -?, --help              show this help, then exit; COMMAND --help for a command's\n"
+"\n"
+"Connection options (as psql's; PGHOST, PGPORT, PGUSER, PGDATABASE,\n"
+"PGSERVICE, .pgpass and sslmode apply):\n"
+"  -d, --dbname=DBNAME     database name or connection string (conninfo or URI)\n"
+"  -h, --host=HOSTNAME     database server host or socket directory\n"
+"  -p, --port=PORT         database server port\n"
+"  -U, --username=USERNAME database user name\n"
+"  -w, --no-password       never prompt for password\n"
+"  -W, --password          force password prompt\n"
+"\n"
+"Ctrl-C cancels what the server is doing (an import keeps nothing).\n"
 "\n"
 "Exit status: 0 done; 1 a job failed or was cancelled, or rows were rejected;\n"
 "2 bad command line; 3 server unreachable; 4 pg_fleet not installed;\n"
-"5 permission denied; 6 bad file; 7 refused by the server.\n";
+"5 permission denied; 6 bad file; 7 refused by the server; 130 interrupted.\n";
 
 void
 fail(int status, const char *hint, const char *fmt,...)
 {
 	va_list		args;
+	char		message[4096];
 
-	fprintf(stderr, "%s: ", progname);
 	va_start(args, fmt);
-	vfprintf(stderr, fmt, args);
+	vsnprintf(message, sizeof(message), fmt, args);
 	va_end(args);
-	fputc('\n', stderr);
+	pg_log_error("%s", message);
 	if (hint)
-		fprintf(stderr, "hint: %s\n", hint);
+		pg_log_error_hint("%s", hint);
 	exit(status);
 }
 
 void
-usage_error(const char *usage, const char *fmt,...)
+usage_error(const char *command, const char *fmt,...)
 {
 	va_list		args;
+	char		message[4096];
 
-	fprintf(stderr, "%s: ", progname);
 	va_start(args, fmt);
-	vfprintf(stderr, fmt, args);
+	vsnprintf(message, sizeof(message), fmt, args);
 	va_end(args);
-	fprintf(stderr, "\n\n%s", usage);
+	pg_log_error("%s", message);
+	pg_log_error_hint("Try \"%s%s%s --help\" for more information.", progname,
+					  command ? " " : "", command ? command : "");
 	exit(EXIT_USAGE);
-}
-
-bool
-is_help(const char *arg)
-{
-	return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0 || strcmp(arg, "help") == 0;
 }
 
 /*
@@ -98,6 +107,9 @@ status_for_sqlstate(const char *sqlstate)
 	/* the server shut down or went away (57P01, 57P02, 57P03), or the connection did */
 	if (strncmp(sqlstate, "57P", 3) == 0 || strncmp(sqlstate, "08", 2) == 0)
 		return EXIT_CONNECT;
+	/* canceled on our request (Ctrl-C) */
+	if (strcmp(sqlstate, "57014") == 0 && CancelRequested)
+		return EXIT_INTERRUPTED;
 	if (strcmp(sqlstate, "42501") == 0)
 		return EXIT_PERMISSION;
 	if (strcmp(sqlstate, "3F000") == 0 || strcmp(sqlstate, "42883") == 0)
@@ -116,22 +128,25 @@ fail_result(PGresult *result, const char *what)
 	const char *context = PQresultErrorField(result, PG_DIAG_CONTEXT);
 	const char *sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
 	int			status = status_for_sqlstate(sqlstate);
+	char	   *copy = pg_strdup(message ? message : PQresultErrorMessage(result));
+	size_t		len = strlen(copy);
 
-	fprintf(stderr, "%s: %s: %s\n", progname, what,
-			message ? message : PQresultErrorMessage(result));
+	while (len > 0 && copy[len - 1] == '\n')
+		copy[--len] = '\0';
+	pg_log_error("%s: %s", what, copy);
 	if (detail)
-		fprintf(stderr, "detail: %s\n", detail);
+		pg_log_error_detail("%s", detail);
 	/* COPY says where in the file: "COPY device_import, line 5: ..." */
 	if (context && strncmp(context, "COPY ", 5) == 0)
 	{
 		const char *newline = strchr(context, '\n');
 
-		fprintf(stderr, "context: %.*s\n", newline ? (int) (newline - context) : (int) strlen(context), context);
+		pg_log_error_detail("%.*s", newline ? (int) (newline - context) : (int) strlen(context), context);
 	}
 	if (hint)
-		fprintf(stderr, "hint: %s\n", hint);
+		pg_log_error_hint("%s", hint);
 	else if (status == EXIT_PERMISSION)
-		fprintf(stderr, "hint: ask an administrator of the organization for the operator or administrator role\n");
+		pg_log_error_hint("Ask an administrator of the organization for the operator or administrator role.");
 	exit(status);
 }
 
@@ -147,56 +162,12 @@ query(PGconn *conn, const char *what, const char *sql, int nparams, const char *
 	return result;
 }
 
-/* Server notices go to stderr as ours, unless --quiet. */
-static void
-print_notice(void *arg, const PGresult *result)
+/* Exits when the user pressed Ctrl-C while no statement was running. */
+void
+exit_if_interrupted(void)
 {
-	const char *message = PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY);
-	const char *hint = PQresultErrorField(result, PG_DIAG_MESSAGE_HINT);
-
-	if (options.quiet || message == NULL)
-		return;
-	fprintf(stderr, "%s: %s\n", progname, message);
-	if (hint)
-		fprintf(stderr, "hint: %s\n", hint);
-}
-
-/*
- * Connects with libpq's usual means, and checks that pg_fleet is there, so
- * that a missing extension is told as such rather than as a missing
- * function.
- */
-PGconn *
-fleet_connect(void)
-{
-	const char *keywords[] = {"dbname", "fallback_application_name", NULL};
-	const char *values[] = {options.conninfo, "fleetctl", NULL};
-	PGconn	   *conn = PQconnectdbParams(keywords, values, 1);
-	PGresult   *result;
-
-	if (PQstatus(conn) != CONNECTION_OK)
-	{
-		/* a copy: libpq's message may be a constant string */
-		char	   *message = strdup(PQerrorMessage(conn));
-		size_t		len = message ? strlen(message) : 0;
-
-		while (len > 0 && message[len - 1] == '\n')
-			message[--len] = '\0';
-		fail(EXIT_CONNECT,
-			 "check -d, or PGHOST, PGPORT, PGUSER and PGDATABASE, and that the server is running",
-			 "cannot connect to the server: %s", message);
-	}
-	PQsetNoticeProcessor(conn, NULL, NULL);
-	PQsetNoticeReceiver(conn, print_notice, NULL);
-
-	result = query(conn, "cannot check for pg_fleet",
-				   "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_fleet'", 0, NULL);
-	if (PQntuples(result) == 0)
-		fail(EXIT_NO_EXTENSION,
-			 "run CREATE EXTENSION pg_fleet in that database, or connect to the one that has it (-d)",
-			 "pg_fleet is not installed in database \"%s\"", PQdb(conn));
-	PQclear(result);
-	return conn;
+	if (CancelRequested)
+		fail(EXIT_INTERRUPTED, NULL, "interrupted");
 }
 
 /* A value quoted as an SQL literal, for the statements that take none as parameters (COPY). */
@@ -209,7 +180,7 @@ sql_literal(PGconn *conn, const char *value)
 		return strdup("NULL");
 	literal = PQescapeLiteral(conn, value, strlen(value));
 	if (literal == NULL)
-		fail(EXIT_USAGE, "give it in the client's encoding", "cannot use \"%s\": %s", value, PQerrorMessage(conn));
+		fail(EXIT_USAGE, "Give it in the client's encoding.", "cannot use \"%s\": %s", value, PQerrorMessage(conn));
 	return literal;
 }
 
@@ -223,14 +194,12 @@ read_whole_file(const char *path, size_t limit)
 	size_t		n;
 
 	if (file == NULL)
-		fail(EXIT_BAD_FILE, "check the path", "cannot read \"%s\": %s", path, strerror(errno));
+		fail(EXIT_BAD_FILE, "Check the path.", "cannot read \"%s\": %s", path, strerror(errno));
 	if (fstat(fileno(file), &st) != 0 || !S_ISREG(st.st_mode))
-		fail(EXIT_BAD_FILE, "give a regular file", "cannot read \"%s\": not a regular file", path);
+		fail(EXIT_BAD_FILE, "Give a regular file.", "cannot read \"%s\": not a regular file", path);
 	if ((size_t) st.st_size > limit)
 		fail(EXIT_BAD_FILE, NULL, "\"%s\" is larger than %zu bytes", path, limit);
-	text = malloc(st.st_size + 1);
-	if (text == NULL)
-		fail(EXIT_BAD_FILE, NULL, "out of memory reading \"%s\"", path);
+	text = pg_malloc(st.st_size + 1);
 	n = fread(text, 1, st.st_size, file);
 	if (ferror(file))
 		fail(EXIT_BAD_FILE, NULL, "cannot read \"%s\": %s", path, strerror(errno));
@@ -254,7 +223,7 @@ open_output(const char *path)
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	file = fd < 0 ? NULL : fdopen(fd, "wb");
 	if (file == NULL)
-		fail(EXIT_BAD_FILE, "check the directory exists and is writable",
+		fail(EXIT_BAD_FILE, "Check that the directory exists and is writable.",
 			 "cannot write \"%s\": %s", path, strerror(errno));
 	return file;
 }
@@ -289,78 +258,109 @@ copy_out_to(PGconn *conn, const char *what, const char *sql, FILE *out, const ch
 	if (fflush(out) != 0 || (out != stdout && fclose(out) != 0))
 		fail(EXIT_BAD_FILE, NULL, "cannot write %s: %s", label, strerror(errno));
 	if (!options.quiet)
-		fprintf(stderr, "%s: %s rows (%s) written to %s\n", progname,
+		pg_log_info("%s rows (%s) written to %s",
 				human_count(lines > 0 ? lines - 1 : 0, b1, sizeof(b1)),
 				human_bytes(bytes, b2, sizeof(b2)), label);
 }
 
 /*
- * Parses a sub-command's options: the given long options (each with a
- * value), and -d/--dbname, -q/--quiet and --json anywhere.  Returns the
- * positional arguments.
+ * Parses a command's options with getopt_long: the command's own (each with
+ * a value), and the connection options, --json, -q and --spreadsheet-safe,
+ * which every command takes.  Returns the positional arguments.
  */
 char **
 parse_sub_options(int argc, char **argv, const SubOption *known, const char *usage, int *n_positional)
 {
-	char	  **positional = calloc(argc + 1, sizeof(char *));
+	struct option long_options[64];
+	char		short_options[64] = "d:h:p:U:wWq?";
+	int			n_long = 0;
+	int			c;
+	char	  **positional = pg_malloc0((argc + 1) * sizeof(char *));
 	int			n = 0;
 
-	for (int i = 1; i < argc; i++)
+	for (const SubOption *o = known; o->name != NULL; o++)
 	{
-		const char *arg = argv[i];
-		const char *value = NULL;
-		bool		matched = false;
+		long_options[n_long++] = (struct option) {o->name + 2, required_argument, NULL, 1000 + (int) (o - known)};
+		if (o->short_name)
+		{
+			size_t		len = strlen(short_options);
 
-		if (is_help(arg))
+			short_options[len] = o->short_name;
+			short_options[len + 1] = ':';
+			short_options[len + 2] = '\0';
+		}
+	}
+	long_options[n_long++] = (struct option) {"dbname", required_argument, NULL, 'd'};
+	long_options[n_long++] = (struct option) {"host", required_argument, NULL, 'h'};
+	long_options[n_long++] = (struct option) {"port", required_argument, NULL, 'p'};
+	long_options[n_long++] = (struct option) {"username", required_argument, NULL, 'U'};
+	long_options[n_long++] = (struct option) {"no-password", no_argument, NULL, 'w'};
+	long_options[n_long++] = (struct option) {"password", no_argument, NULL, 'W'};
+	long_options[n_long++] = (struct option) {"quiet", no_argument, NULL, 'q'};
+	long_options[n_long++] = (struct option) {"json", no_argument, NULL, 2000};
+	long_options[n_long++] = (struct option) {"spreadsheet-safe", no_argument, NULL, 2001};
+	long_options[n_long++] = (struct option) {"help", no_argument, NULL, '?'};
+	long_options[n_long] = (struct option) {NULL, 0, NULL, 0};
+
+	/* a new scan: glibc resets its state on 0, other getopts on 1 */
+#ifdef __GLIBC__
+	optind = 0;
+#else
+	optind = 1;
+#endif
+	opterr = 0;					/* our messages, not getopt's */
+	while ((c = getopt_long(argc, argv, short_options, long_options, NULL)) != -1)
+	{
+		if (c >= 1000 && c < 2000)
+		{
+			*known[c - 1000].value = optarg;
+			continue;
+		}
+		if (c < 1000)
+		{
+			for (const SubOption *o = known; o->name != NULL; o++)
+				if (o->short_name && o->short_name == c)
+				{
+					*o->value = optarg;
+					goto next;
+				}
+		}
+		switch (c)
+		{
+			case 2000:
+				options.json = true;
+				break;
+			case 2001:
+				options.spreadsheet_safe = true;
+				break;
+			case '?':
+				{
+					const char *bad = argv[optind - 1];
+
+					if (strcmp(bad, "-?") == 0 || strcmp(bad, "--help") == 0)
+					{
+						fputs(usage, stdout);
+						exit(EXIT_DONE);
+					}
+					if (optopt >= 1000 || (optopt > 0 && strchr(short_options, optopt) != NULL))
+						usage_error(usage == main_usage ? NULL : argv[0], "option \"%s\" needs a value", bad);
+					usage_error(usage == main_usage ? NULL : argv[0], "unknown option \"%s\"", bad);
+				}
+				break;
+			default:
+				parse_connection_option(c, optarg);
+				break;
+		}
+next:	;
+	}
+	for (int i = optind; i < argc; i++)
+	{
+		if (strcmp(argv[i], "help") == 0 && n == 0)
 		{
 			fputs(usage, stdout);
 			exit(EXIT_DONE);
 		}
-		if (strcmp(arg, "--json") == 0)
-		{
-			options.json = true;
-			continue;
-		}
-		if (strcmp(arg, "-q") == 0 || strcmp(arg, "--quiet") == 0)
-		{
-			options.quiet = true;
-			continue;
-		}
-		if (strcmp(arg, "--spreadsheet-safe") == 0)
-		{
-			options.spreadsheet_safe = true;
-			continue;
-		}
-		if (arg[0] != '-' || strcmp(arg, "-") == 0)
-		{
-			positional[n++] = argv[i];
-			continue;
-		}
-		{
-			/* -d/--dbname, then the command's own options */
-			const SubOption dbname = {"--dbname", 'd', &options.conninfo};
-
-			for (const SubOption *o = &dbname; o != NULL && o->name != NULL;
-				 o = (o == &dbname) ? known : o + 1)
-			{
-				size_t		len = strlen(o->name);
-				bool		is_short = o->short_name && arg[1] == o->short_name && arg[2] == '\0';
-
-				if (!is_short && !(strncmp(arg, o->name, len) == 0 && (arg[len] == '\0' || arg[len] == '=')))
-					continue;
-				if (!is_short && arg[len] == '=')
-					value = arg + len + 1;
-				else if (i + 1 < argc)
-					value = argv[++i];
-				else
-					usage_error(usage, "option %s needs a value", arg);
-				*o->value = value;
-				matched = true;
-				break;
-			}
-		}
-		if (!matched)
-			usage_error(usage, "unknown option \"%s\"", arg);
+		positional[n++] = argv[i];
 	}
 	*n_positional = n;
 	return positional;
@@ -369,43 +369,46 @@ parse_sub_options(int argc, char **argv, const SubOption *known, const char *usa
 int
 main(int argc, char **argv)
 {
-	int			i = 1;
+	static const SubOption none[] = {{NULL, 0, NULL}};
+	int			command;
+	int			n;
+	char	  **args;
 
-	/* global options, before the command */
-	for (; i < argc && argv[i][0] == '-'; i++)
+	pg_logging_init(argv[0]);
+	progname = get_progname(argv[0]);
+	setup_cancel_handler(NULL);
+
+
+	/*
+	 * Global options come before the command: stop at the first argument
+	 * that is not an option ("+": no permutation), and hand the rest to the
+	 * command, whose own parse takes the same options again.
+	 */
+	for (command = 1; command < argc; command++)
 	{
-		const char *arg = argv[i];
+		const char *arg = argv[command];
 
-		if (is_help(arg))
-		{
-			fputs(main_usage, stdout);
-			return EXIT_DONE;
-		}
-		else if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0)
+		if (arg[0] != '-' || strcmp(arg, "-") == 0)
+			break;
+		if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0)
 		{
 			printf("fleetctl (pg_fleet) %s\n", FLEETCTL_VERSION);
 			return EXIT_DONE;
 		}
-		else if (strcmp(arg, "--json") == 0)
-			options.json = true;
-		else if (strcmp(arg, "-q") == 0 || strcmp(arg, "--quiet") == 0)
-			options.quiet = true;
-		else if (strcmp(arg, "-d") == 0 || strcmp(arg, "--dbname") == 0)
-		{
-			if (++i >= argc)
-				usage_error(main_usage, "option %s needs a value", arg);
-			options.conninfo = argv[i];
-		}
-		else if (strncmp(arg, "--dbname=", 9) == 0)
-			options.conninfo = arg + 9;
-		else
-			usage_error(main_usage, "unknown option \"%s\"", arg);
+		/* an option that takes its value in the next argument */
+		if ((strlen(arg) == 2 && strchr("dhpU", arg[1]) != NULL) ||
+			strcmp(arg, "--dbname") == 0 || strcmp(arg, "--host") == 0 ||
+			strcmp(arg, "--port") == 0 || strcmp(arg, "--username") == 0)
+			command++;
 	}
-	if (i >= argc)
-		usage_error(main_usage, "no command given");
+	args = parse_sub_options(command, argv, none, main_usage, &n);
+	if (n > 0)
+		usage_error(NULL, "unexpected argument \"%s\"", args[0]);
+	if (command >= argc)
+		usage_error(NULL, "no command given");
 
-	argc -= i;
-	argv += i;
+	argc -= command;
+	argv += command;
 	if (strcmp(argv[0], "import") == 0)
 		return cmd_import(argc, argv);
 	if (strcmp(argv[0], "export") == 0)
@@ -416,5 +419,10 @@ main(int argc, char **argv)
 		return cmd_jobs(argc, argv);
 	if (strcmp(argv[0], "schedule") == 0 || strcmp(argv[0], "schedules") == 0)
 		return cmd_schedule(argc, argv);
-	usage_error(main_usage, "unknown command \"%s\"", argv[0]);
+	if (strcmp(argv[0], "help") == 0)
+	{
+		fputs(main_usage, stdout);
+		return EXIT_DONE;
+	}
+	usage_error(NULL, "unknown command \"%s\"", argv[0]);
 }

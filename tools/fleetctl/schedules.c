@@ -5,8 +5,12 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "postgres_fe.h"
+
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/logging.h"
 
 #include "fleetctl.h"
 
@@ -46,12 +50,12 @@ cmd_schedule(int argc, char **argv)
 	PGresult   *result;
 
 	if (n == 0)
-		usage_error(schedule_usage, "which schedule command?");
+		usage_error("schedule", "which schedule command?");
 	action = args[0];
 	if (strcmp(action, "list") == 0)
 	{
 		if (n != 1)
-			usage_error(schedule_usage, "schedule list takes no arguments");
+			usage_error("schedule", "schedule list takes no arguments");
 		conn = fleet_connect();
 		print_rows(conn, "cannot list the scheduled jobs",
 				   "SELECT s.id, s.display_name AS name, s.group_id AS \"group\", s.enabled,"
@@ -64,7 +68,7 @@ cmd_schedule(int argc, char **argv)
 		return EXIT_DONE;
 	}
 	if (n != 2)
-		usage_error(schedule_usage, "schedule %s takes one %s", action,
+		usage_error("schedule", "schedule %s takes one %s", action,
 					strcmp(action, "create") == 0 ? "file" : "scheduled job id");
 	params[0] = args[1];
 	if (strcmp(action, "create") == 0)
@@ -95,7 +99,7 @@ cmd_schedule(int argc, char **argv)
 		}
 		printf("%s\n\nruns:\n", PQgetvalue(result, 0, 0));
 		print_rows(conn, "cannot read the scheduled job's runs",
-				   "SELECT occurrence, outcome, job_id, status, error FROM fleet.scheduled_job_instances($1)",
+				   "SELECT occurrence, outcome, job_id, status, error FROM fleet.list_scheduled_job_runs($1)",
 				   1, params);
 	}
 	else if (strcmp(action, "delete") == 0)
@@ -115,7 +119,7 @@ cmd_schedule(int argc, char **argv)
 		printf("scheduled job %s: %sd, next run %s\n", args[1], action, PQgetvalue(result, 0, 0));
 	}
 	else
-		usage_error(schedule_usage, "unknown schedule command \"%s\"", action);
+		usage_error("schedule", "unknown schedule command \"%s\"", action);
 	PQclear(result);
 	PQfinish(conn);
 	return EXIT_DONE;

@@ -1,4 +1,4 @@
--- Command deliveries offered to gateways (src/sql/commands.sql).
+-- Command deliveries offered to gateways (src/sql/command_claims.sql).
 
 -- The job's number, times 2^32, is the base of its delivery ids: ids are
 -- unique and contiguous per job without a sequence call per device.

@@ -62,7 +62,7 @@ COMMENT ON TABLE fleet.job_batches IS 'The batches of each job, in order: size, 
 -- are per-row triggers (DESIGN.md section 7).  Rows go with their job
 -- (fleet.delete_job_rows).
 --
--- A command job's rows are also its command deliveries (commands.sql):
+-- A command job's rows are also its command deliveries (src/sql/command_claims.sql):
 -- gateways claim and answer them here, so a device costs its row, a claim
 -- and an answer, and nothing else.  The delivery columns stay NULL for the
 -- other job types.  No index covers status or the answer columns, so an

@@ -65,6 +65,31 @@ DROP FUNCTION fleet.scheduled_job_parts(jsonb);
 DROP FUNCTION fleet.require_future_occurrence(fleet.schedule, text);
 DROP FUNCTION fleet.lock_scheduled_job(text);
 
+-- API functions whose arguments were renamed (the object a function is
+-- named for is its first argument, <kind>_id) or that now return the
+-- object they made (jsonb): made again below.
+DROP FUNCTION fleet.get_job(text);
+DROP FUNCTION fleet.run_job(text);
+DROP FUNCTION fleet.stop_job(text);
+DROP FUNCTION fleet.resume_job(text);
+DROP FUNCTION fleet.copy_job(text);
+DROP FUNCTION fleet.rerun_job(text, text);
+DROP FUNCTION fleet.wait_for_job(text, text[], interval);
+DROP FUNCTION fleet.get_scheduled_job(text);
+DROP FUNCTION fleet.update_scheduled_job(text, jsonb);
+DROP FUNCTION fleet.enable_scheduled_job(text);
+DROP FUNCTION fleet.disable_scheduled_job(text);
+DROP FUNCTION fleet.delete_scheduled_job(text);
+DROP FUNCTION fleet.fire_scheduled_job(text, timestamptz);
+DROP FUNCTION fleet.create_device(text, text, text, text, boolean, boolean);
+DROP FUNCTION fleet.delete_device(text);
+DROP FUNCTION fleet.create_device_group(text, text, text, jsonpath, text);
+DROP FUNCTION fleet.create_edge_manifest(text, text, jsonb);
+DROP FUNCTION fleet.create_organization(text, text, text);
+DROP FUNCTION fleet.grant_organization(text, regrole, text);
+DROP FUNCTION fleet.revoke_organization(text, regrole);
+DROP FUNCTION fleet.import_template(jsonb);
+
 -- Internals that stay, moved out of the API schema (what depends on them,
 -- such as the devices table's CHECK, follows them).
 ALTER FUNCTION fleet.app_role_rank(text) SET SCHEMA fleet_internal;

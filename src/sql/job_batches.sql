@@ -69,7 +69,7 @@ BEGIN
         ),
         assigned AS (
             -- a command job's rows are its deliveries, numbered in the
-            -- job's block of ids (src/sql/commands.sql)
+            -- job's block of ids (src/sql/command_claims.sql)
             INSERT INTO fleet.job_devices (job_id, device_id, batch, delivery_id)
             SELECT job.id, x.device_id,
                    ((x.n - 1) / CASE job.batch_type

@@ -1,0 +1,99 @@
+-- A job's devices and their outcomes, as IoT Central's job details page and
+-- its results log show them: read with the caller's rights (row-level
+-- security shows only jobs of its organizations).
+
+-- Which device properties appear as extra columns of the device list, for
+-- the current role.
+CREATE FUNCTION fleet.set_job_device_list_columns(columns text[])
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller name := fleet_internal.calling_role();
+    path   text;
+BEGIN
+    FOREACH path IN ARRAY coalesce(columns, '{}') LOOP
+        BEGIN
+            PERFORM path::jsonpath;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'column "%" is not a jsonpath', path
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Name columns as paths into the device document, for example ''$.reported.firmware'' or ''$.properties.targetTemperature''.';
+        END;
+    END LOOP;
+    DELETE FROM fleet.job_device_list_columns c WHERE c.role_name = caller;
+    INSERT INTO fleet.job_device_list_columns (role_name, position, path)
+    SELECT caller, n, p FROM unnest(columns) WITH ORDINALITY AS u(p, n);
+END;
+$$;
+COMMENT ON FUNCTION fleet.set_job_device_list_columns(text[]) IS 'Chooses the extra columns (jsonpath over fleet.device_document) of fleet.list_job_devices() for the current role';
+
+CREATE FUNCTION fleet.list_job_devices(job_id text, device_filter text DEFAULT NULL, status_filter text DEFAULT NULL)
+RETURNS TABLE (device_id text, device_name text, batch int, status text, error text,
+               started_at timestamptz, finished_at timestamptz, columns jsonb)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    paths text[] := ARRAY(SELECT c.path FROM fleet.job_device_list_columns c
+                           WHERE c.role_name = current_user ORDER BY c.position);
+BEGIN
+    PERFORM fleet_internal.require_job(job_id);
+    IF status_filter IS NOT NULL AND status_filter NOT IN ('pending', 'completed', 'failed') THEN
+        RAISE EXCEPTION 'unknown device status "%"', status_filter
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Filter on ''pending'', ''completed'' or ''failed''.';
+    END IF;
+    RETURN QUERY
+    SELECT jd.device_id, coalesce(d.display_name, 'deleted'), jd.batch, jd.status, jd.error,
+           jd.started_at, jd.finished_at,
+           CASE WHEN cardinality(paths) = 0 OR d.id IS NULL THEN NULL
+                ELSE (SELECT jsonb_object_agg(p, jsonb_path_query_first(fleet.device_document(d), p::jsonpath,
+                                                                         silent => true))
+                        FROM unnest(paths) p) END
+      FROM fleet.job_devices jd
+      LEFT JOIN fleet.devices d ON d.id = jd.device_id
+     WHERE jd.job_id = list_job_devices.job_id
+       AND (device_filter IS NULL OR strpos(lower(jd.device_id), lower(device_filter)) > 0)
+       AND (status_filter IS NULL OR jd.status = status_filter)
+     ORDER BY jd.batch, jd.device_id;
+END;
+$$;
+COMMENT ON FUNCTION fleet.list_job_devices(text, text, text) IS 'A job''s devices, filtered by device id (substring) and status, with the role''s extra columns';
+
+-- The results log, for COPY ... TO: one row per device.
+CREATE FUNCTION fleet.job_results(job_id text, spreadsheet_safe boolean DEFAULT false)
+RETURNS TABLE (job text, device_id text, device_name text, batch int, status text, error text,
+               started_at timestamptz, finished_at timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM fleet_internal.require_job(job_results.job_id);
+    -- (the cells are neutralised only when asked: a call per cell costs)
+    RETURN QUERY
+    SELECT CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(jd.job_id, true) ELSE jd.job_id END,
+           CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(jd.device_id, true) ELSE jd.device_id END,
+           CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(coalesce(d.display_name, 'deleted'), true)
+                ELSE coalesce(d.display_name, 'deleted') END,
+           jd.batch, jd.status,
+           CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(jd.error, true) ELSE jd.error END,
+           jd.started_at, jd.finished_at
+      FROM fleet.job_devices jd
+      LEFT JOIN fleet.devices d ON d.id = jd.device_id
+     WHERE jd.job_id = job_results.job_id
+     ORDER BY jd.batch, jd.device_id;
+END;
+$$;
+COMMENT ON FUNCTION fleet.job_results(text, boolean) IS 'The results log of a job: device, name ("deleted" for deleted devices), batch, status, error, times';
+
+-- Deprecated name of fleet.list_job_devices() (0.1); goes in 0.3.
+CREATE FUNCTION fleet.job_device_list(job_id text, device_filter text DEFAULT NULL, status_filter text DEFAULT NULL)
+RETURNS TABLE (device_id text, device_name text, batch int, status text, error text,
+               started_at timestamptz, finished_at timestamptz, columns jsonb)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM fleet.list_job_devices(job_id, device_filter, status_filter) $$;
+COMMENT ON FUNCTION fleet.job_device_list(text, text, text) IS 'Deprecated: use fleet.list_job_devices(); goes in pg_fleet 0.3';
