@@ -31,6 +31,7 @@ SELECT fleet.update_edge_manifest('edge-base', '{"displayName": "Base deployment
        #> '{data,modulesContent,$edgeHub,properties.desired,schemaVersion}' AS hub_schema;
 SELECT fleet.update_edge_manifest('edge-base', '{"data": {"modulesContent": {}}}');
 SELECT fleet.update_edge_manifest('edge-base', '{"id": "other"}');
+SELECT fleet.update_edge_manifest('edge-base', '{"displayName": null}');
 SELECT fleet.create_edge_manifest('edge-spare', 'Spare', '{"modulesContent": {"$edgeAgent": {"properties.desired": {}}, "$edgeHub": {"properties.desired": {}}}}') ->> 'id';
 SELECT fleet.create_device('edge-spare-1', edge => true) ->> 'id';
 UPDATE fleet.devices SET manifest_id = 'edge-spare' WHERE id = 'edge-spare-1';

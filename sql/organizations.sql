@@ -30,6 +30,7 @@ SELECT fleet.update_organization('contoso-west', '{"displayName": "Contoso West 
 SELECT fleet.update_organization('contoso-west', '{"parent": "fabrikam"}');
 SELECT fleet.update_organization('contoso-west', '{"name": "x"}');
 SELECT fleet.update_organization('contoso-west', '{"displayName": " "}');
+SELECT fleet.update_organization('contoso-west', '{"displayName": 7}');
 SELECT fleet.update_organization('contoso-west', '[]');
 SELECT fleet.update_organization('contoso-west', '{"displayName": "Contoso West"}') ->> 'displayName';
 SELECT fleet.create_organization('short-lived', 'Short-lived', 'fabrikam') ->> 'id';

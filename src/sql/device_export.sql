@@ -21,6 +21,7 @@ AS $$
 DECLARE
     caller       name := fleet_internal.calling_role();
     everything   boolean := fleet_internal.role_sees_everything(caller);
+    scope        text[];
     device_group fleet.enrollment_groups;
     edge_group   fleet.enrollment_groups;
 BEGIN
@@ -37,25 +38,28 @@ BEGIN
                   HINT = 'An administrator grants the role with fleet.grant_organization().';
     END IF;
 
+    -- the organizations whose devices are exported (NULL: all of them)
+    IF organization IS NOT NULL OR NOT everything THEN
+        scope := ARRAY(SELECT o.id FROM fleet.organizations o
+                        WHERE (organization IS NULL OR o.path @> ARRAY[organization])
+                          AND (everything OR o.id IN (SELECT fleet_internal.organizations_for('administrator', caller))));
+    END IF;
+
     -- When every organization in scope derives its keys from the same pair
     -- of groups (one organization, or a fleet of 0.1's organizations), the
     -- keys are constants of the query: joining each device to its
     -- organization's groups costs a quarter of the export.
-    IF (SELECT count(DISTINCT g.group_id) = count(DISTINCT g.edge)
-          FROM fleet_internal.organization_enrollment_groups g
-         WHERE (organization IS NULL
-                OR g.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[organization]))
-           AND (everything OR g.organization_id IN (SELECT fleet_internal.organizations_for('administrator', caller)))) THEN
-        SELECT g.* INTO device_group FROM fleet.enrollment_groups g
-         WHERE g.id = (SELECT x.group_id FROM fleet_internal.organization_enrollment_groups x
-                        WHERE NOT x.edge AND (organization IS NULL OR x.organization_id = organization)
-                          AND (everything OR x.organization_id IN (SELECT fleet_internal.organizations_for('administrator', caller)))
-                        LIMIT 1);
-        SELECT g.* INTO edge_group FROM fleet.enrollment_groups g
-         WHERE g.id = (SELECT x.group_id FROM fleet_internal.organization_enrollment_groups x
-                        WHERE x.edge AND (organization IS NULL OR x.organization_id = organization)
-                          AND (everything OR x.organization_id IN (SELECT fleet_internal.organizations_for('administrator', caller)))
-                        LIMIT 1);
+    IF (SELECT count(DISTINCT x.group_id) = count(DISTINCT x.edge)
+          FROM fleet_internal.organization_enrollment_groups x
+         WHERE scope IS NULL OR x.organization_id = ANY (scope)) THEN
+        SELECT g.* INTO device_group
+          FROM fleet_internal.organization_enrollment_groups x JOIN fleet.enrollment_groups g ON g.id = x.group_id
+         WHERE (scope IS NULL OR x.organization_id = ANY (scope)) AND NOT x.edge
+         LIMIT 1;
+        SELECT g.* INTO edge_group
+          FROM fleet_internal.organization_enrollment_groups x JOIN fleet.enrollment_groups g ON g.id = x.group_id
+         WHERE (scope IS NULL OR x.organization_id = ANY (scope)) AND x.edge
+         LIMIT 1;
     END IF;
 
     -- (cells are neutralised only when asked: a function call per cell of a
@@ -75,9 +79,7 @@ BEGIN
               FROM fleet.devices d
              WHERE device_group.id IS NOT NULL
                AND (template IS NULL OR d.template_id = template)
-               AND (organization IS NULL
-                    OR d.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[organization]))
-               AND (everything OR d.organization_id IN (SELECT fleet_internal.organizations_for('administrator', caller)))
+               AND (scope IS NULL OR d.organization_id IN (SELECT unnest(scope)))
             UNION ALL
             SELECT d.id, d.display_name, d.x509_thumbprint_primary, d.x509_thumbprint_secondary,
                    fleet.compute_device_key(g.primary_key, d.id),
@@ -88,9 +90,7 @@ BEGIN
                 ON g.organization_id = d.organization_id AND g.edge = d.edge
              WHERE device_group.id IS NULL
                AND (template IS NULL OR d.template_id = template)
-               AND (organization IS NULL
-                    OR d.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[organization]))
-               AND (everything OR d.organization_id IN (SELECT fleet_internal.organizations_for('administrator', caller)))) k;
+               AND (scope IS NULL OR d.organization_id IN (SELECT unnest(scope)))) k;
 END;
 $$;
 COMMENT ON FUNCTION fleet.export_devices(text, text, boolean) IS 'Devices in IoT Central''s export format (IOTC_DEVICEID, IOTC_DEVICENAME, SAS keys, X.509 thumbprints), optionally of one template and one organization subtree';

@@ -157,12 +157,7 @@ BEGIN
     PERFORM fleet_internal.require_changes(changes, '{displayName,template,filter}', label);
     PERFORM fleet_internal.require_app_role(g.organization_id, 'operator', 'changing a device group', caller);
     IF changes ? 'displayName' THEN
-        IF jsonb_typeof(changes -> 'displayName') IS DISTINCT FROM 'string' THEN
-            RAISE EXCEPTION 'the display name of % must be a string', label
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        PERFORM fleet_internal.check_new_object('device group', g.id, changes ->> 'displayName', 255);
-        g.display_name := changes ->> 'displayName';
+        g.display_name := fleet_internal.changed_display_name(changes, 'device group', g.id, 255);
     END IF;
     IF changes ? 'template' THEN
         IF jsonb_typeof(changes -> 'template') NOT IN ('string', 'null') THEN

@@ -614,16 +614,10 @@ BEGIN
                (SELECT format('%s templates, as a component', count(*)) FROM fleet.template_contents c
                  WHERE c.component_interface = delete_template.template_id
                    AND c.template_id <> delete_template.template_id HAVING count(*) > 0),
-               (SELECT format('%s unfinished jobs', count(*)) FROM fleet.jobs j
-                 WHERE j.deleted_at IS NULL AND j.status IN ('saved', 'pending', 'running', 'stopped')
-                   AND (j.data @> jsonb_build_array(jsonb_build_object('target', delete_template.template_id))
-                        OR j.data @> jsonb_build_array(jsonb_build_object('template', delete_template.template_id)))
-                HAVING count(*) > 0),
-               (SELECT format('%s scheduled jobs', count(*)) FROM fleet.scheduled_jobs s
-                 WHERE s.definition -> 'data' @> jsonb_build_array(jsonb_build_object('target', delete_template.template_id))
-                    OR s.definition -> 'data' @> jsonb_build_array(jsonb_build_object('template', delete_template.template_id))
-                HAVING count(*) > 0)], NULL)
-      INTO uses;
+               (SELECT format('%s unfinished jobs', u.jobs) WHERE u.jobs > 0),
+               (SELECT format('%s scheduled jobs', u.schedules) WHERE u.schedules > 0)], NULL)
+      INTO uses
+      FROM fleet_internal.job_data_users('{target,template}', delete_template.template_id) u;
     IF cardinality(uses) > 0 THEN
         PERFORM fleet_internal.refuse_in_use('device template', template_id,
             format('It is used by %s.', array_to_string(uses, ', ')), 'Delete or change those first.');

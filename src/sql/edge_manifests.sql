@@ -101,12 +101,7 @@ BEGIN
     m := fleet_internal.require_edge_manifest(manifest_id);
     PERFORM fleet_internal.require_changes(changes, '{displayName,data}', label);
     IF changes ? 'displayName' THEN
-        IF jsonb_typeof(changes -> 'displayName') IS DISTINCT FROM 'string' THEN
-            RAISE EXCEPTION 'the display name of % must be a string', label
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        PERFORM fleet_internal.check_new_object('edge manifest', m.id, changes ->> 'displayName', 255);
-        m.display_name := changes ->> 'displayName';
+        m.display_name := fleet_internal.changed_display_name(changes, 'edge manifest', m.id, 255);
     END IF;
     IF changes ? 'data' THEN
         m.manifest := fleet_internal.require_manifest_content(m.id, changes -> 'data');
@@ -132,13 +127,7 @@ BEGIN
     PERFORM fleet_internal.require_app_role('root', 'administrator', 'deleting an edge manifest');
     m := fleet_internal.require_edge_manifest(manifest_id);
     PERFORM 1 FROM fleet.edge_manifests em WHERE em.id = m.id FOR UPDATE;
-    SELECT (SELECT count(*) FROM fleet.jobs j
-             WHERE j.job_type = 'deviceManifestMigration' AND j.deleted_at IS NULL
-               AND j.status IN ('saved', 'pending', 'running', 'stopped')
-               AND j.data @> jsonb_build_array(jsonb_build_object('manifest', m.id)))
-         + (SELECT count(*) FROM fleet.scheduled_jobs s
-             WHERE s.definition -> 'data' @> jsonb_build_array(jsonb_build_object('manifest', m.id)))
-      INTO users;
+    SELECT u.jobs + u.schedules INTO users FROM fleet_internal.job_data_users('{manifest}', m.id) u;
     IF users > 0 THEN
         PERFORM fleet_internal.refuse_in_use('edge manifest', m.id,
             format('%s unfinished jobs or scheduled jobs would assign it.', users),

@@ -293,3 +293,20 @@ BEGIN
     RETURN job;
 END;
 $$;
+
+-- The unfinished jobs and the scheduled jobs whose data entries name an
+-- object (a template as "target" or "template", a manifest as "manifest"):
+-- what deleting that object would break.
+CREATE FUNCTION fleet_internal.job_data_users(keys text[], value text, OUT jobs bigint, OUT schedules bigint)
+RETURNS record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (SELECT count(*) FROM fleet.jobs j
+             WHERE j.deleted_at IS NULL AND j.status IN ('saved', 'pending', 'running', 'stopped')
+               AND EXISTS (SELECT 1 FROM unnest(keys) k
+                            WHERE j.data @> jsonb_build_array(jsonb_build_object(k, value)))),
+           (SELECT count(*) FROM fleet.scheduled_jobs s
+             WHERE EXISTS (SELECT 1 FROM unnest(keys) k
+                            WHERE s.definition -> 'data' @> jsonb_build_array(jsonb_build_object(k, value))))
+$$;

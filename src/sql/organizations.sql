@@ -81,12 +81,8 @@ BEGIN
                   HINT = 'Create an organization under the new parent and move the devices to it with fleet.update_device().';
     END IF;
     PERFORM fleet_internal.require_changes(changes, '{displayName}', label);
-    IF jsonb_typeof(changes -> 'displayName') IS DISTINCT FROM 'string' THEN
-        RAISE EXCEPTION 'the display name of % must be a string', label
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM fleet_internal.check_new_object('organization', organization_id, changes ->> 'displayName', 128);
-    UPDATE fleet.organizations o SET display_name = changes ->> 'displayName'
+    UPDATE fleet.organizations o
+       SET display_name = fleet_internal.changed_display_name(changes, 'organization', organization_id, 128)
      WHERE o.id = update_organization.organization_id;
     RETURN fleet.get_organization(organization_id);
 END;

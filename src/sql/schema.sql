@@ -101,3 +101,21 @@ BEGIN
     RETURN changes;
 END;
 $$;
+
+-- The new display name an update_*() function was given ("displayName" in
+-- its changes), checked as creation checks it.
+CREATE FUNCTION fleet_internal.changed_display_name(changes jsonb, kind text, id text, max_length int)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(changes -> 'displayName') IS DISTINCT FROM 'string' THEN
+        RAISE EXCEPTION 'the display name of % "%" must be a string', kind, id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass {"displayName": "..."}.';
+    END IF;
+    PERFORM fleet_internal.check_new_object(kind, id, changes ->> 'displayName', max_length);
+    RETURN changes ->> 'displayName';
+END;
+$$;
