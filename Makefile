@@ -15,7 +15,7 @@ EXTVERSION := $(shell sed -n "s/^default_version = '\([^']*\)'.*/\1/p" $(EXTENSI
 # Versions users update from: each has its install script frozen in
 # src/sql/versions/ (for the upgrade suite) and its migration in
 # src/sql/updates/.  Add the version just released here.
-UPDATE_FROM = 0.1
+UPDATE_FROM = 0.1 0.2
 
 MODULE_big = pg_fleet
 OBJS = \
@@ -30,7 +30,8 @@ OBJS = \
 	src/utility_hook.o \
 	src/import_tracking.o \
 	src/cron_bridge.o \
-	src/spreadsheet_cell.o
+	src/spreadsheet_cell.o \
+	src/closest_name.o
 
 SHLIB_LINK += -lcrypto
 

@@ -26,7 +26,8 @@
  *
  * A database whose pg_fleet is still at 0.1 gets that version's single
  * step, fleet.engine_step(), until ALTER EXTENSION pg_fleet UPDATE has run:
- * the engine carries on across the update.
+ * the engine carries on across the update.  0.2's engine functions are
+ * this version's (engine_turn_versions), so its turns are the same.
  *
  *-------------------------------------------------------------------------
  */
@@ -267,6 +268,23 @@ read_int(void *arg)
 }
 
 /*
+ * Whether engine_turn() can run a database whose pg_fleet is at "version":
+ * this library's own version, and the versions whose engine functions
+ * (fleet_internal.engine_plan and the steps) have the same signatures and
+ * meaning.  Add a version here only when that is true.
+ */
+static bool
+engine_turn_runs(const char *version)
+{
+	static const char *const same_engine[] = {PG_FLEET_VERSION, "0.2"};
+
+	for (int i = 0; i < lengthof(same_engine); i++)
+		if (strcmp(version, same_engine[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
  * A turn of a database whose pg_fleet is 0.1: that version's one step, in
  * one transaction, as its engine ran it.
  */
@@ -419,7 +437,7 @@ fleet_engine_main(Datum main_arg)
 			sleep_ms = fleet_engine_naptime;	/* not installed (yet) */
 		else if (strcmp(version, "0.1") == 0)
 			sleep_ms = engine_turn_0_1();
-		else if (strcmp(version, PG_FLEET_VERSION) == 0)
+		else if (engine_turn_runs(version))
 			sleep_ms = engine_turn(&starting);
 		else
 		{

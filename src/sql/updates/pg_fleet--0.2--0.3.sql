@@ -1,0 +1,4 @@
+-- pg_fleet 0.2 to 0.3: the changes to what holds data, and the code that
+-- went away or changed its signature.  The code itself is reloaded after
+-- this by the update script (tools/build-sql.sh), and every policy was
+-- dropped before it, to be made again.
