@@ -72,12 +72,19 @@ SELECT fleet.create_job('{"id": "held-open", "displayName": "Held open", "group"
   "data": [{"type": "property", "target": "dtmi:test:Valve;1", "path": "open", "value": false}]}') ->> 'status';
 SELECT fleet.stop_job('held-open') ->> 'status';
 COMMIT;
+-- (in one transaction, so that the engine cannot purge in between)
+BEGIN;
 SELECT fleet.delete_job('open-valves');
+SAVEPOINT deleted;
 SELECT fleet.get_job('open-valves');
+ROLLBACK TO deleted;
 SELECT count(*) FROM fleet.recent_jobs WHERE id = 'open-valves';
 SELECT fleet.create_job('{"id": "open-valves", "displayName": "Again", "group": "valves",
   "data": [{"type": "property", "target": "dtmi:test:Valve;1", "path": "open", "value": true}]}');
+ROLLBACK TO deleted;
 SELECT fleet.delete_job('open-valves');
+ROLLBACK TO deleted;
+COMMIT;
 SELECT fleet.delete_job('no-such-job');
 CREATE FUNCTION pg_temp.wait_purged(job text) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN

@@ -240,6 +240,9 @@ DECLARE
     i             int := 0;
     min_value     jsonb;
     max_value     jsonb;
+    declared      text[];
+    pending       jsonb;
+    waiting       jsonb;
 BEGIN
     IF jsonb_typeof(interface) IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION '% is not a JSON object', what
@@ -273,10 +276,15 @@ BEGIN
                   HINT = 'pg_fleet reads DTDL v2: set "@context" to "dtmi:dtdl:context;2", or to ["dtmi:iotcentral:context;2", "dtmi:dtdl:context;2"] for IoT Central''s extensions.';
     END IF;
 
-    IF interface ? 'extends' THEN
-        RAISE EXCEPTION '% uses "extends", which pg_fleet does not support yet', what
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Copy the inherited contents into the interface, or model them as a Component.';
+    -- "extends": by now (fleet_internal.dtdl_hoist_inline) DTMIs only;
+    -- import_template() adds the inherited contents
+    IF interface ? 'extends' AND EXISTS (
+           SELECT 1 FROM jsonb_array_elements(CASE jsonb_typeof(interface -> 'extends') WHEN 'array' THEN interface -> 'extends'
+                                                   ELSE jsonb_build_array(interface -> 'extends') END) e
+            WHERE jsonb_typeof(e) <> 'string' OR NOT fleet_internal.dtdl_is_dtmi(e #>> '{}')) THEN
+        RAISE EXCEPTION '"extends" of % is not an interface, a DTMI, or an array of them', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is %s.', interface -> 'extends');
     END IF;
 
     IF interface ? 'contents' AND jsonb_typeof(interface -> 'contents') <> 'array' THEN
@@ -295,9 +303,30 @@ BEGIN
                 RAISE EXCEPTION 'a schema declared by % has a malformed DTMI %', what, coalesce(element -> '@id', '"(missing @id)"')
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
-            local_schemas := local_schemas || jsonb_build_object(
-                element ->> '@id',
-                fleet_internal.dtdl_schema(element - '@id', format('schema "%s" of %s', element ->> '@id', what), local_schemas));
+        END LOOP;
+        -- a schema may name one declared after it: resolve those whose
+        -- references are resolved, round after round (DTDL forbids cycles)
+        declared := ARRAY(SELECT e ->> '@id' FROM jsonb_array_elements(interface -> 'schemas') e);
+        pending := interface -> 'schemas';
+        WHILE jsonb_array_length(pending) > 0 LOOP
+            waiting := '[]';
+            FOR element IN SELECT e FROM jsonb_array_elements(pending) e LOOP
+                IF EXISTS (SELECT 1 FROM jsonb_path_query(element - '@id', 'strict $.**') r
+                            WHERE jsonb_typeof(r) = 'string' AND (r #>> '{}') = ANY (declared)
+                              AND NOT local_schemas ? (r #>> '{}')) THEN
+                    waiting := waiting || jsonb_build_array(element);
+                ELSE
+                    local_schemas := local_schemas || jsonb_build_object(
+                        element ->> '@id',
+                        fleet_internal.dtdl_schema(element - '@id', format('schema "%s" of %s', element ->> '@id', what), local_schemas));
+                END IF;
+            END LOOP;
+            IF jsonb_array_length(waiting) = jsonb_array_length(pending) THEN
+                RAISE EXCEPTION 'the schemas % of % refer to each other in a cycle', waiting::text, what
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'DTDL schemas cannot be recursive.';
+            END IF;
+            pending := waiting;
         END LOOP;
     END IF;
 
@@ -414,7 +443,83 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION fleet.import_template(model jsonb)
+-- DTDL lets an interface hold others inline: as "extends" entries and as
+-- the schema of a Component.  Returns an array: the interface with each
+-- inline one replaced by its @id, then the inline ones (and theirs), each
+-- given the "@context" of the interface that holds it, as DTDL says.
+CREATE FUNCTION fleet_internal.dtdl_hoist_inline(interface jsonb, context jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    hoisted  jsonb := '[]';
+    ctx      jsonb := coalesce(interface -> '@context', context);
+    element  jsonb;
+    inline   jsonb;
+    replaced jsonb := '[]';
+BEGIN
+    IF jsonb_typeof(interface) IS DISTINCT FROM 'object' THEN
+        RETURN jsonb_build_array(interface);            -- refused with its reason later
+    END IF;
+    IF ctx IS NOT NULL AND NOT interface ? '@context' THEN
+        interface := interface || jsonb_build_object('@context', ctx);
+    END IF;
+    IF jsonb_typeof(interface -> 'extends') IN ('object', 'array') THEN
+        FOR element IN SELECT e FROM jsonb_array_elements(CASE jsonb_typeof(interface -> 'extends') WHEN 'array'
+                                                            THEN interface -> 'extends'
+                                                            ELSE jsonb_build_array(interface -> 'extends') END) e LOOP
+            IF jsonb_typeof(element) = 'object' THEN
+                IF jsonb_typeof(element -> '@id') IS DISTINCT FROM 'string' THEN
+                    RAISE EXCEPTION 'an interface inline in "extends" of interface % has no "@id"', coalesce(interface -> '@id', '"(missing @id)"')
+                        USING ERRCODE = 'invalid_parameter_value',
+                              HINT = 'Give the extended interface a DTMI as "@id".';
+                END IF;
+                hoisted := hoisted || fleet_internal.dtdl_hoist_inline(element, ctx);
+                element := element -> '@id';
+            END IF;
+            replaced := replaced || jsonb_build_array(element);
+        END LOOP;
+        interface := jsonb_set(interface, '{extends}', replaced);
+    END IF;
+    IF jsonb_typeof(interface -> 'contents') = 'array' THEN
+        replaced := '[]';
+        FOR element IN SELECT e FROM jsonb_array_elements(interface -> 'contents') e LOOP
+            inline := CASE WHEN jsonb_typeof(element) = 'object' THEN element -> 'schema' END;
+            IF jsonb_typeof(inline) = 'object' AND (inline -> '@type' = '"Interface"' OR inline -> '@type' @> '["Interface"]') THEN
+                -- an inline component interface without an @id gets one
+                -- from its holder and the component's name
+                IF NOT inline ? '@id' AND jsonb_typeof(interface -> '@id') = 'string' AND jsonb_typeof(element -> 'name') = 'string' THEN
+                    inline := inline || jsonb_build_object('@id',
+                        split_part(interface ->> '@id', ';', 1) || ':inline_' || (element ->> 'name') || ';'
+                        || coalesce(nullif(split_part(interface ->> '@id', ';', 2), ''), '1'));
+                END IF;
+                hoisted := hoisted || fleet_internal.dtdl_hoist_inline(inline, ctx);
+                element := jsonb_set(element, '{schema}', coalesce(inline -> '@id', 'null'));
+            END IF;
+            replaced := replaced || jsonb_build_array(element);
+        END LOOP;
+        interface := jsonb_set(interface, '{contents}', replaced);
+    END IF;
+    RETURN jsonb_build_array(interface) || hoisted;
+END;
+$$;
+
+-- Imports a device template.  Three forms are taken:
+--  * a DTDL v2 Interface, as the model repository writes one;
+--  * an array of Interfaces joined by Components (the repository's
+--    expanded form);
+--  * IoT Central's device template, which wraps the model:
+--    {"@id", "@type": ["ModelDefinition", "DeviceModel"], "displayName",
+--    "capabilityModel": {...}}; its id (template_id, as REST's PUT
+--    /deviceTemplates/{id} takes it from the URL, else its "@id"; often not
+--    a versioned DTMI) is what jobs, groups and devices name, distinct from
+--    its interfaces' ids, and a model without "@context" is DTDL v2.
+-- Inline interfaces ("extends" entries, component schemas) are imported as
+-- interfaces of their own; an interface gets the contents of those it
+-- extends, and a name declared twice along the way is refused, as DTDL
+-- says.
+CREATE FUNCTION fleet.import_template(model jsonb, template_id text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql
 -- SECURITY DEFINER, as every function that writes (src/sql/access.sql);
@@ -423,46 +528,182 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    interfaces  jsonb;
+    wrapped     boolean := jsonb_typeof(model) = 'object' AND model ? 'capabilityModel';
+    given       jsonb;          -- the interfaces as given
+    interfaces  jsonb := '[]';  -- as parsed: inline ones hoisted
+    stored      jsonb := '[]';  -- as each row keeps it
     interface   jsonb;
-    n_interface    int := 0;
+    n_interface int := 0;
     ids         text[] := '{}';
     contents    fleet.template_contents[] := '{}';
     root        text;
     problem     record;
     existing    jsonb;
+    v2_context  jsonb;
 BEGIN
     PERFORM fleet_internal.require_app_role('root', 'administrator', 'importing a device template');
-    CASE jsonb_typeof(model)
-    WHEN 'object' THEN
-        interfaces := jsonb_build_array(model);
-    WHEN 'array' THEN
-        interfaces := model;
+    IF wrapped THEN
+        PERFORM fleet_internal.refuse_unknown_keys(model,
+            '{@id,@type,@context,displayName,description,capabilityModel,etag,id,solutionModel,types}',
+            'the device template');
+        IF template_id IS NULL AND jsonb_typeof(model -> '@id') = 'string' THEN
+            template_id := model ->> '@id';
+        END IF;
+        IF template_id IS NULL OR template_id !~ '^[^[:space:]]{1,255}$' THEN
+            RAISE EXCEPTION 'device template id % is not an id', coalesce(quote_literal(template_id), '(missing)')
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass template_id, or give the template an "@id": 1 to 255 characters without spaces, such as "dtmi:modelDefinition:thermostat".';
+        END IF;
+        IF jsonb_typeof(model -> 'capabilityModel') IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION 'the "capabilityModel" of device template "%" is not an Interface object', template_id
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        -- IoT Central's templates are DTDL v2 with its extensions
+        v2_context := coalesce(model -> '@context', '["dtmi:iotcentral:context;2", "dtmi:dtdl:context;2"]');
+        given := jsonb_build_array(model -> 'capabilityModel');
     ELSE
-        RAISE EXCEPTION 'a DTDL model must be an Interface object or an array of Interfaces'
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('The model is %s.', coalesce(jsonb_typeof(model), 'NULL')),
-                  HINT = 'Pass the JSON of the model file, for example fleet.import_template(pg_read_file(''thermostat-1.json'')::jsonb).';
-    END CASE;
-    IF jsonb_array_length(interfaces) = 0 THEN
+        IF template_id IS NOT NULL THEN
+            RAISE EXCEPTION 'a DTDL Interface is its own template: its id is its "@id"'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Leave template_id out, or wrap the model as IoT Central does: {"@type": ["ModelDefinition", "DeviceModel"], "capabilityModel": ...}.';
+        END IF;
+        CASE jsonb_typeof(model)
+        WHEN 'object' THEN
+            given := jsonb_build_array(model);
+        WHEN 'array' THEN
+            given := model;
+        ELSE
+            RAISE EXCEPTION 'a DTDL model must be an Interface object or an array of Interfaces'
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('The model is %s.', coalesce(jsonb_typeof(model), 'NULL')),
+                      HINT = 'Pass the JSON of the model file, for example fleet.import_template(pg_read_file(''thermostat-1.json'')::jsonb), or IoT Central''s device template.';
+        END CASE;
+    END IF;
+    IF jsonb_array_length(given) = 0 THEN
         RAISE EXCEPTION 'the DTDL model is an empty array'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass at least one Interface.';
     END IF;
+
+    SELECT e ->> '@id' AS id INTO problem FROM jsonb_array_elements(given) e
+     WHERE jsonb_typeof(e -> '@id') = 'string' GROUP BY e ->> '@id' HAVING count(*) > 1 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'interface "%" appears twice in the model', problem.id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- inline interfaces become interfaces of their own; a top-level one is
+    -- kept as given, an inline one as hoisted
+    FOR interface IN SELECT e FROM jsonb_array_elements(given) e LOOP
+        existing := fleet_internal.dtdl_hoist_inline(interface, v2_context);
+        interfaces := interfaces || existing;
+        stored := stored || jsonb_build_array(interface) || (existing - 0);
+    END LOOP;
 
     FOR interface IN SELECT e FROM jsonb_array_elements(interfaces) e LOOP
         n_interface := n_interface + 1;
         contents := contents || ARRAY(
             SELECT c FROM fleet_internal.dtdl_interface_contents(
                 interface,
-                CASE WHEN jsonb_typeof(model) = 'array' THEN format('element %s of the model array', n_interface)
+                CASE WHEN wrapped AND n_interface = 1 THEN format('the capabilityModel of device template "%s"', template_id)
+                     WHEN jsonb_typeof(model) = 'array' THEN format('element %s of the model array', n_interface)
+                     WHEN n_interface > 1 THEN format('inline interface %s of the model', coalesce(interface -> '@id', '"(missing @id)"'))
                      ELSE 'the model' END) c);
         IF (interface ->> '@id') = ANY (ids) THEN
+            -- the same inline interface twice (extended along two paths) is one
+            CONTINUE WHEN (SELECT count(DISTINCT e) FROM jsonb_array_elements(interfaces) e
+                            WHERE e ->> '@id' = interface ->> '@id') = 1;
             RAISE EXCEPTION 'interface "%" appears twice in the model', interface ->> '@id'
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         ids := ids || (interface ->> '@id');
     END LOOP;
+    contents := ARRAY(SELECT DISTINCT ON (c.template_id, c.name) c FROM unnest(contents) c);
+
+    -- "extends": every interface named is in this model or imported, and
+    -- the extended contents, theirs included (ten levels at most), are
+    -- the extending interface's too
+    SELECT i ->> '@id' AS interface, e AS extended INTO problem
+      FROM jsonb_array_elements(interfaces) i,
+           jsonb_array_elements_text(CASE jsonb_typeof(i -> 'extends') WHEN 'array' THEN i -> 'extends'
+                                          WHEN 'string' THEN jsonb_build_array(i -> 'extends') ELSE '[]' END) e
+     WHERE e <> ALL (ids) AND NOT EXISTS (SELECT 1 FROM fleet.device_templates t WHERE t.id = e)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'interface "%" extends unknown interface "%"', problem.interface, problem.extended
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Include that interface in the same array, or import it first.';
+    END IF;
+    WITH RECURSIVE edge AS (
+        SELECT i ->> '@id' AS child, e AS parent
+          FROM jsonb_array_elements(interfaces) i,
+               jsonb_array_elements_text(CASE jsonb_typeof(i -> 'extends') WHEN 'array' THEN i -> 'extends'
+                                              WHEN 'string' THEN jsonb_build_array(i -> 'extends') ELSE '[]' END) e
+    ), ancestor AS (
+        SELECT child, parent, 1 AS depth FROM edge
+        UNION
+        SELECT a.child, e.parent, a.depth + 1 FROM ancestor a JOIN edge e ON e.child = a.parent
+         WHERE a.depth <= 10 AND a.child <> a.parent
+    )
+    SELECT a.child, a.parent, a.depth INTO problem FROM ancestor a WHERE a.child = a.parent OR a.depth > 10 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'interface "%" extends itself, or more than 10 levels deep', problem.child
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'DTDL allows "extends" chains without cycles, at most 10 deep.';
+    END IF;
+    WITH RECURSIVE edge AS (
+        SELECT i ->> '@id' AS child, e AS parent
+          FROM jsonb_array_elements(interfaces) i,
+               jsonb_array_elements_text(CASE jsonb_typeof(i -> 'extends') WHEN 'array' THEN i -> 'extends'
+                                              WHEN 'string' THEN jsonb_build_array(i -> 'extends') ELSE '[]' END) e
+    ), ancestor AS (
+        SELECT child, parent FROM edge
+        UNION
+        SELECT a.child, e.parent FROM ancestor a JOIN edge e ON e.child = a.parent
+    ), inherited AS (
+        -- an ancestor of this model: its own contents; an imported one:
+        -- its rows, which hold what it inherited
+        SELECT a.child, c.name, c AS content
+          FROM ancestor a, unnest(contents) c WHERE c.template_id = a.parent
+        UNION ALL
+        SELECT a.child, c.name, c
+          FROM ancestor a JOIN fleet.template_contents c ON c.template_id = a.parent
+         WHERE a.parent <> ALL (ids)
+    ), candidate AS (
+        SELECT c.template_id AS child, c.name, c AS content FROM unnest(contents) c
+        UNION ALL
+        SELECT h.child, h.name, h.content FROM inherited h
+    )
+    SELECT x.child, x.name INTO problem
+      FROM candidate x
+     GROUP BY x.child, x.name
+    HAVING count(DISTINCT (to_jsonb(x.content) - 'template_id')) > 1
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'interface "%" declares "%" more than once through "extends"', problem.child, problem.name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'DTDL names are unique across an interface and the interfaces it extends: rename one of them.';
+    END IF;
+    WITH RECURSIVE edge AS (
+        SELECT i ->> '@id' AS child, e AS parent
+          FROM jsonb_array_elements(interfaces) i,
+               jsonb_array_elements_text(CASE jsonb_typeof(i -> 'extends') WHEN 'array' THEN i -> 'extends'
+                                              WHEN 'string' THEN jsonb_build_array(i -> 'extends') ELSE '[]' END) e
+    ), ancestor AS (
+        SELECT child, parent FROM edge
+        UNION
+        SELECT a.child, e.parent FROM ancestor a JOIN edge e ON e.child = a.parent
+    )
+    SELECT contents || ARRAY(
+               SELECT DISTINCT ON (a.child, c.name)
+                      jsonb_populate_record(NULL::fleet.template_contents, to_jsonb(c) || jsonb_build_object('template_id', a.child))
+                 FROM ancestor a,
+                      LATERAL (SELECT x.* FROM unnest(contents) x WHERE x.template_id = a.parent
+                               UNION ALL
+                               SELECT x.* FROM fleet.template_contents x
+                                WHERE x.template_id = a.parent AND a.parent <> ALL (ids)) c
+                WHERE NOT EXISTS (SELECT 1 FROM unnest(contents) own WHERE own.template_id = a.child AND own.name = c.name))
+      INTO contents;
 
     -- every component names an interface of this model or an imported one,
     -- and (DTDL v2) that interface has no components of its own
@@ -493,44 +734,66 @@ BEGIN
                   HINT = 'DTDL v2 components do not nest: give the inner components to the root interface.';
     END IF;
 
-    -- the root: the first interface that no other interface uses as a component
+    -- the root: the first interface that no other one uses as a component
+    -- or extends; a wrapped template's is its capabilityModel
     SELECT i.id INTO root
       FROM unnest(ids) WITH ORDINALITY AS i(id, n)
      WHERE NOT EXISTS (SELECT 1 FROM unnest(contents) c
                         WHERE c.capability = 'component' AND c.component_interface = i.id)
+       AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(interfaces) x
+                        WHERE x -> 'extends' = to_jsonb(i.id) OR x -> 'extends' @> jsonb_build_array(i.id))
      ORDER BY i.n
      LIMIT 1;
     IF root IS NULL THEN
         RAISE EXCEPTION 'the interfaces of the model use each other as components in a cycle'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF wrapped THEN
+        -- the template is its own row, with its capabilityModel's contents
+        root := interfaces -> 0 ->> '@id';
+        IF import_template.template_id = ANY (ids) AND import_template.template_id <> root THEN
+            RAISE EXCEPTION 'device template "%" has the id of one of its interfaces', template_id
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        contents := ARRAY(SELECT jsonb_populate_record(NULL::fleet.template_contents,
+                                                       to_jsonb(c) || jsonb_build_object('template_id', import_template.template_id))
+                            FROM unnest(contents) c WHERE c.template_id = root)
+                    || ARRAY(SELECT c FROM unnest(contents) c WHERE c.template_id <> root);
+        ids[1] := template_id;
+        stored := jsonb_set(stored, '{0}', model || jsonb_build_object('@id', template_id));
+        interfaces := jsonb_set(interfaces, '{0}', model || jsonb_build_object(
+            'displayName', coalesce(model -> 'displayName', model #> '{capabilityModel,displayName}'),
+            'description', coalesce(model -> 'description', model #> '{capabilityModel,description}')));
+        root := template_id;
+    END IF;
 
     -- models are immutable: a re-import must be identical
-    FOR interface IN SELECT e FROM jsonb_array_elements(interfaces) e LOOP
-        SELECT t.model INTO existing FROM fleet.device_templates t WHERE t.id = interface ->> '@id';
-        IF FOUND AND existing <> interface THEN
-            RAISE EXCEPTION 'device template "%" already exists with different content', interface ->> '@id'
+    FOR n_interface IN 1 .. cardinality(ids) LOOP
+        SELECT t.model INTO existing FROM fleet.device_templates t WHERE t.id = ids[n_interface];
+        IF FOUND AND existing <> stored -> (n_interface - 1) THEN
+            RAISE EXCEPTION 'device template "%" already exists with different content', ids[n_interface]
                 USING ERRCODE = 'duplicate_object',
                       HINT = 'DTDL models are immutable: import the changed model under a new version, for example ";2" instead of ";1".';
         END IF;
     END LOOP;
 
     INSERT INTO fleet.device_templates (id, display_name, description, model)
-    SELECT i ->> '@id',
-           fleet_internal.dtdl_text(i -> 'displayName', format('the displayName of interface "%s"', i ->> '@id')),
-           fleet_internal.dtdl_text(i -> 'description', format('the description of interface "%s"', i ->> '@id')),
-           i
-      FROM jsonb_array_elements(interfaces) i
+    SELECT i.id,
+           fleet_internal.dtdl_text(interfaces -> (i.n::int - 1) -> 'displayName', format('the displayName of "%s"', i.id)),
+           fleet_internal.dtdl_text(interfaces -> (i.n::int - 1) -> 'description', format('the description of "%s"', i.id)),
+           stored -> (i.n::int - 1)
+      FROM unnest(ids) WITH ORDINALITY AS i(id, n)
     ON CONFLICT (id) DO NOTHING;
 
     INSERT INTO fleet.template_contents
     SELECT c.* FROM unnest(contents) c
-    ON CONFLICT (template_id, name) DO NOTHING;
+    ON CONFLICT ON CONSTRAINT template_contents_pkey DO NOTHING;
 
     RETURN fleet.get_template(root);
 END;
 $$;
-COMMENT ON FUNCTION fleet.import_template(jsonb) IS 'Imports a DTDL v2 Interface, or an array of Interfaces joined by Components; returns the root interface as fleet.get_template() shows it';
+
+COMMENT ON FUNCTION fleet.import_template(jsonb, text) IS 'Imports a DTDL v2 Interface, an array of Interfaces joined by Components, or IoT Central''s device template ({"@id", "@type", "displayName", "capabilityModel"}); returns the template as fleet.get_template() shows it';
 
 -- The template, or "does not exist".  Templates are shared by the whole
 -- application: everyone sees them.
@@ -548,19 +811,24 @@ BEGIN
 END;
 $$;
 
--- The template as IoT Central's REST API shows one: its DTDL model as
--- imported in capabilityModel.
+-- The template as IoT Central's REST API shows one: "@id", "@type",
+-- displayName, description, its model as capabilityModel, and an etag; "id"
+-- is pg_fleet's.  A template imported in IoT Central's form comes back as
+-- it was given.
 CREATE FUNCTION fleet.get_template(template_id text)
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_strip_nulls(jsonb_build_object('id', t.id, 'displayName', t.display_name,
-                                                'description', t.description, 'capabilityModel', t.model))
+    SELECT CASE WHEN jsonb_typeof(t.model -> 'capabilityModel') = 'object' THEN t.model
+                ELSE jsonb_build_object('@type', '["ModelDefinition", "DeviceModel"]'::jsonb, 'capabilityModel', t.model) END
+           || jsonb_strip_nulls(jsonb_build_object('@id', t.id, 'id', t.id, 'displayName', t.display_name,
+                                                   'description', t.description,
+                                                   'etag', fleet_internal.etag(jsonb_build_array(t.model, t.display_name, t.description))))
       FROM fleet.device_templates t
      WHERE t.id = fleet_internal.require_template(template_id)
 $$;
-COMMENT ON FUNCTION fleet.get_template(text) IS 'The device template as JSON: id, displayName, description, and its DTDL model as capabilityModel';
+COMMENT ON FUNCTION fleet.get_template(text) IS 'The device template as IoT Central''s REST API shows it: @id, @type, displayName, description, etag, and its DTDL model as capabilityModel';
 
 -- Changes how a template is named ({"displayName", "description"}).  Its
 -- model is immutable, as DTDL's are: import a new version to change it.

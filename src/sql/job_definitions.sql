@@ -79,6 +79,51 @@ BEGIN
 END;
 $$;
 
+-- IoT Central's names for what a job does, as "type" of a data entry:
+-- the REST API's discriminator values, and the model names its SDKs and
+-- examples also send ("PropertyJobData").
+CREATE FUNCTION fleet_internal.job_data_type(type text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE type
+           WHEN 'PropertyJobData' THEN 'property'
+           WHEN 'CloudPropertyJobData' THEN 'cloudProperty'
+           WHEN 'CommandJobData' THEN 'command'
+           WHEN 'DeviceTemplateMigrationJobData' THEN 'deviceTemplateMigration'
+           WHEN 'DeviceManifestMigrationJobData' THEN 'deviceManifestMigration'
+           ELSE type END
+$$;
+
+-- A data entry as the engine reads it: the type by its short name and the
+-- path as "component/name" (IoT Central also writes "component.name"; DTDL
+-- names hold no ".", so the two cannot be confused).
+CREATE FUNCTION fleet_internal.job_data_entry(entry jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN jsonb_typeof(entry) <> 'object' THEN entry ELSE entry
+           || CASE WHEN entry ? 'type' AND jsonb_typeof(entry -> 'type') = 'string'
+                   THEN jsonb_build_object('type', fleet_internal.job_data_type(entry ->> 'type')) ELSE '{}' END
+           || CASE WHEN jsonb_typeof(entry -> 'path') = 'string' AND strpos(entry ->> 'path', '/') = 0
+                        AND strpos(entry ->> 'path', '.') > 0
+                   THEN jsonb_build_object('path', replace(entry ->> 'path', '.', '/')) ELSE '{}' END END
+$$;
+
+-- The keys of a job body: IoT Central's, then what fleet.get_job() adds
+-- (read-only: ignored when a job read back is sent again).
+CREATE FUNCTION fleet_internal.job_keys(read_only boolean)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN read_only
+                THEN '{scheduledJobId,start,end,progress,status,etag,rerunOf,error}'::text[]
+                ELSE '{id,displayName,description,group,batch,cancellationThreshold,data,organizations}'::text[] END
+$$;
+
 -- Validates a job body for the acting role (the caller; at a scheduled
 -- run, the role that last changed the schedule) and returns it as a
 -- fleet.jobs row (not stored).  Every refusal names the value and says
@@ -108,6 +153,9 @@ BEGIN
 
     job.id := coalesce(definition ->> 'id', 'job-' || replace(gen_random_uuid()::text, '-', ''));
     label := CASE WHEN definition ? 'id' THEN format('job "%s"', job.id) ELSE 'the job' END;
+    PERFORM fleet_internal.refuse_unknown_keys(definition,
+        fleet_internal.job_keys(false) || fleet_internal.job_keys(true), label);
+    definition := definition - fleet_internal.job_keys(true);
     IF jsonb_typeof(definition -> 'id') NOT IN ('string') THEN
         RAISE EXCEPTION 'job id % is not a string', definition -> 'id'
             USING ERRCODE = 'invalid_parameter_value';
@@ -166,14 +214,16 @@ BEGIN
     -- delivery options
     IF definition ? 'batch' THEN
         entry := definition -> 'batch';
+        PERFORM fleet_internal.refuse_unknown_keys(entry, '{type,value}', format('the "batch" of %s', label));
         IF jsonb_typeof(entry) <> 'object' OR entry ->> 'type' NOT IN ('number', 'percentage')
-           OR jsonb_typeof(entry -> 'value') <> 'number' OR (entry ->> 'value') !~ '^[0-9]+$' THEN
+           OR jsonb_typeof(entry -> 'value') <> 'number' OR (entry ->> 'value')::numeric <> trunc((entry ->> 'value')::numeric)
+           OR (entry ->> 'value')::numeric NOT BETWEEN 0 AND 2147483647 THEN
             RAISE EXCEPTION 'invalid "batch" % in %', entry, label
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Write {"type": "number", "value": 100} or {"type": "percentage", "value": 10}.';
         END IF;
         job.batch_type := entry ->> 'type';
-        job.batch_value := (entry ->> 'value')::int;
+        job.batch_value := (entry ->> 'value')::numeric::int;
         IF job.batch_type = 'percentage' AND job.batch_value NOT BETWEEN 1 AND 100 THEN
             RAISE EXCEPTION 'batch percentage % of % is outside 1 to 100', job.batch_value, label
                 USING ERRCODE = 'invalid_parameter_value';
@@ -184,15 +234,18 @@ BEGIN
     END IF;
     IF definition ? 'cancellationThreshold' THEN
         entry := definition -> 'cancellationThreshold';
+        PERFORM fleet_internal.refuse_unknown_keys(entry, '{type,value,batch}',
+                                                   format('the "cancellationThreshold" of %s', label));
         IF jsonb_typeof(entry) <> 'object' OR entry ->> 'type' NOT IN ('number', 'percentage')
-           OR jsonb_typeof(entry -> 'value') <> 'number' OR (entry ->> 'value') !~ '^[0-9]+$'
+           OR jsonb_typeof(entry -> 'value') <> 'number' OR (entry ->> 'value')::numeric <> trunc((entry ->> 'value')::numeric)
+           OR (entry ->> 'value')::numeric NOT BETWEEN 0 AND 2147483647
            OR (entry ? 'batch' AND jsonb_typeof(entry -> 'batch') <> 'boolean') THEN
             RAISE EXCEPTION 'invalid "cancellationThreshold" % in %', entry, label
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Write {"type": "number" or "percentage", "value": 10, "batch": false}.';
         END IF;
         job.threshold_type := entry ->> 'type';
-        job.threshold_value := (entry ->> 'value')::int;
+        job.threshold_value := (entry ->> 'value')::numeric::int;
         job.threshold_per_batch := coalesce((entry ->> 'batch')::boolean, false);
         IF job.threshold_type = 'percentage' AND job.threshold_value NOT BETWEEN 1 AND 100 THEN
             RAISE EXCEPTION 'cancellation threshold percentage % of % is outside 1 to 100', job.threshold_value, label
@@ -209,7 +262,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'For example "data": [{"type": "property", "target": "dtmi:...;1", "path": "targetTemperature", "value": 21}].';
     END IF;
-    types := ARRAY(SELECT DISTINCT e ->> 'type' FROM jsonb_array_elements(definition -> 'data') e);
+    job.data := (SELECT jsonb_agg(fleet_internal.job_data_entry(d.e) ORDER BY d.ord)
+                   FROM jsonb_array_elements(definition -> 'data') WITH ORDINALITY AS d(e, ord));
+    types := ARRAY(SELECT DISTINCT e ->> 'type' FROM jsonb_array_elements(job.data) e);
     IF array_length(types, 1) > 1 THEN
         RAISE EXCEPTION '% mixes data types %', label, array_to_string(types, ', ')
             USING ERRCODE = 'invalid_parameter_value',
@@ -220,7 +275,7 @@ BEGIN
                                                     'deviceTemplateMigration', 'deviceManifestMigration') THEN
         RAISE EXCEPTION 'unknown job data type % in %', coalesce(quote_literal(job.job_type), '(missing)'), label
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use "property", "cloudProperty", "command", "deviceTemplateMigration" or "deviceManifestMigration".';
+                  HINT = 'Use "property", "cloudProperty", "command", "deviceTemplateMigration" or "deviceManifestMigration" (or IoT Central''s model names, such as "PropertyJobData").';
     END IF;
     IF job.job_type IN ('command', 'deviceTemplateMigration', 'deviceManifestMigration')
        AND jsonb_array_length(definition -> 'data') > 1 THEN
@@ -229,8 +284,13 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    FOR entry IN SELECT e FROM jsonb_array_elements(definition -> 'data') e LOOP
+    FOR entry IN SELECT e FROM jsonb_array_elements(job.data) e LOOP
         n := n + 1;
+        PERFORM fleet_internal.refuse_unknown_keys(entry,
+            CASE WHEN job.job_type IN ('property', 'cloudProperty', 'command') THEN '{type,target,path,value}'
+                 WHEN job.job_type = 'deviceTemplateMigration' THEN '{type,template}'
+                 ELSE '{type,manifest}' END::text[],
+            format('data entry %s of %s', n, label));
         CASE job.job_type
         WHEN 'property', 'cloudProperty', 'command' THEN
             IF jsonb_typeof(entry -> 'target') IS DISTINCT FROM 'string' OR jsonb_typeof(entry -> 'path') IS DISTINCT FROM 'string' THEN
@@ -253,6 +313,10 @@ BEGIN
                 problem := fleet_internal.schema_value_problem(entry -> 'value', capability.schema,
                                                       capability.min_value, capability.max_value,
                                                       format('the value of "%s"', entry ->> 'path'));
+                -- an integer written as 25.0 reaches devices as 25
+                IF problem IS NULL AND capability.schema IN ('"integer"', '"long"') AND jsonb_typeof(entry -> 'value') = 'number' THEN
+                    job.data := jsonb_set(job.data, ARRAY[(n - 1)::text, 'value'], to_jsonb(trunc((entry ->> 'value')::numeric)));
+                END IF;
             END IF;
             IF problem IS NOT NULL THEN
                 RAISE EXCEPTION '%: %', label, problem
@@ -280,12 +344,11 @@ BEGIN
     END LOOP;
     -- one value per property
     IF job.job_type IN ('property', 'cloudProperty')
-       AND (SELECT count(DISTINCT e ->> 'path') FROM jsonb_array_elements(definition -> 'data') e) < n THEN
+       AND (SELECT count(DISTINCT e ->> 'path') FROM jsonb_array_elements(job.data) e) < n THEN
         RAISE EXCEPTION '% sets the same property twice', label
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    job.data := definition -> 'data';
     job.definition := jsonb_set(definition, '{id}', to_jsonb(job.id));
     job.threshold_per_batch := coalesce(job.threshold_per_batch, false);
     job.created_by := actor;

@@ -63,6 +63,25 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.list_job_devices(text, text, text) IS 'A job''s devices, filtered by device id (substring) and status, with the role''s extra columns';
 
+-- A job's devices as IoT Central's GET /jobs/{id}/devices returns them:
+-- {"value": [{"id", "status"}, ...]}, with pg_fleet's batch and error as
+-- extensions.  One document: for large jobs, list_job_devices() pages.
+CREATE FUNCTION fleet.get_job_devices(job_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM fleet_internal.require_job(job_id);
+    RETURN (SELECT jsonb_build_object('value', coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                       'id', jd.device_id, 'status', jd.status, 'batch', jd.batch, 'error', jd.error))
+                       ORDER BY jd.batch, jd.device_id), '[]'))
+              FROM fleet.job_devices jd
+             WHERE jd.job_id = get_job_devices.job_id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.get_job_devices(text) IS 'A job''s devices as IoT Central''s REST API returns them: {"value": [{"id", "status"}]}, with batch and error';
+
 -- The results log, for COPY ... TO: one row per device.
 CREATE FUNCTION fleet.job_results(job_id text, spreadsheet_safe boolean DEFAULT false)
 RETURNS TABLE (job text, device_id text, device_name text, batch int, status text, error text,

@@ -38,34 +38,37 @@ BEGIN
     RETURN job.definition || jsonb_strip_nulls(jsonb_build_object(
         'id', job.id,
         'organizations', jsonb_build_array(job.organization_id),
-        'status', job.status,
-        'start', job.started_at,
-        'end', job.finished_at,
+        -- IoT Central's word for a finished job is "complete"; "saved"
+        -- (not run yet) is pg_fleet's own
+        'status', CASE job.status WHEN 'completed' THEN 'complete' ELSE job.status END,
+        'start', fleet_internal.rest_timestamp(job.started_at),
+        'end', fleet_internal.rest_timestamp(job.finished_at),
         'progress', progress,
         'scheduledJobId', job.scheduled_job_id,
         'rerunOf', job.rerun_of,
         'error', job.error));
 END;
 $$;
-COMMENT ON FUNCTION fleet.get_job(text) IS 'The job as IoT Central''s job JSON, with status, start, end, progress {total, pending, completed, failed} and scheduledJobId';
+COMMENT ON FUNCTION fleet.get_job(text) IS 'The job as IoT Central''s REST API returns it: status (complete, cancelled, failed, pending, running, stopped, or saved), start, end, progress {total, pending, completed, failed} and scheduledJobId';
 
-CREATE FUNCTION fleet.save_job(definition jsonb)
+CREATE FUNCTION fleet.save_job(definition jsonb, job_id text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    job fleet.jobs := fleet_internal.job_from_definition(definition, fleet_internal.calling_role());
+    job fleet.jobs := fleet_internal.job_from_definition(fleet_internal.body_with_id(definition, job_id, 'job'),
+                                                         fleet_internal.calling_role());
 BEGIN
     job.status := 'saved';
     INSERT INTO fleet.jobs SELECT job.*;
     RETURN fleet.get_job(job.id);
 END;
 $$;
-COMMENT ON FUNCTION fleet.save_job(jsonb) IS 'Validates and saves a job without running it; fleet.run_job() starts it later';
+COMMENT ON FUNCTION fleet.save_job(jsonb, text) IS 'Validates and saves a job without running it; fleet.run_job() starts it later';
 
-CREATE FUNCTION fleet.create_job(definition jsonb)
+CREATE FUNCTION fleet.create_job(definition jsonb, job_id text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -75,7 +78,8 @@ DECLARE
     job fleet.jobs;
 BEGIN
     PERFORM fleet_internal.require_engine_database('creating a job');
-    job := fleet_internal.job_from_definition(definition, fleet_internal.calling_role());
+    job := fleet_internal.job_from_definition(fleet_internal.body_with_id(definition, job_id, 'job'),
+                                              fleet_internal.calling_role());
     job.status := 'pending';
     job.queued_at := clock_timestamp();
     INSERT INTO fleet.jobs SELECT job.*;
@@ -83,7 +87,7 @@ BEGIN
     RETURN fleet.get_job(job.id);
 END;
 $$;
-COMMENT ON FUNCTION fleet.create_job(jsonb) IS 'Validates a job (IoT Central''s job JSON) and queues it to run now';
+COMMENT ON FUNCTION fleet.create_job(jsonb, text) IS 'Validates a job (IoT Central''s job JSON; job_id as PUT /jobs/{id} takes it, else its "id") and queues it to run now';
 
 -- Locks a job for a state change by the calling role and refuses unless
 -- it is in one of the given states.  action names the change in messages
@@ -227,7 +231,8 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.copy_job(text) IS 'Saves a copy of a job named "<name> Copy", to edit and run';
 
--- A new job over exactly the failed devices of a finished job.
+-- A new job over exactly the failed devices of a finished job, under the
+-- same name (as IoT Central's rerun); rerunOf says which job it reruns.
 CREATE FUNCTION fleet.rerun_job(job_id text, rerun_id text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -249,8 +254,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     job := fleet_internal.job_from_definition(source.definition
-             || jsonb_build_object('id', coalesce(rerun_id, fleet_internal.free_job_id(source.id || '-rerun')),
-                                   'displayName', source.display_name || ' Rerun'),
+             || jsonb_build_object('id', coalesce(rerun_id, fleet_internal.free_job_id(source.id || '-rerun'))),
              fleet_internal.calling_role());
     job.rerun_of := source.id;
     job.status := 'pending';

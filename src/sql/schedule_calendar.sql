@@ -112,19 +112,19 @@ BEGIN
             USING ERRCODE = 'invalid_datetime_format',
                   HINT = 'Write it as YYYY-MM-DDTHH:MM:SS, the local time in the schedule''s "timeZone".';
     END;
+    -- pg_cron runs on whole minutes: a start with seconds (IoT Central
+    -- takes them) runs at the next whole minute, never before it
     IF parsed.start_local <> date_trunc('minute', parsed.start_local) THEN
-        RAISE EXCEPTION 'schedule start "%" is not on a whole minute', start
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Schedules run on whole minutes: give the seconds as 00.';
+        parsed.start_local := date_trunc('minute', parsed.start_local) + interval '1 minute';
     END IF;
 
     parsed.recurrence := CASE WHEN coalesce(jsonb_typeof(schedule -> 'recurrence'), 'null') = 'null' THEN 'none'
                               WHEN jsonb_typeof(schedule -> 'recurrence') = 'string' THEN schedule ->> 'recurrence'
                               ELSE (schedule -> 'recurrence')::text END;
-    IF parsed.recurrence NOT IN ('none', 'daily', 'weekly') THEN
+    IF parsed.recurrence NOT IN ('none', 'daily', 'weekly', 'monthly') THEN
         RAISE EXCEPTION 'unknown schedule recurrence %', (schedule -> 'recurrence')::text
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use "daily" or "weekly" (on the start date''s weekday), or leave "recurrence" out for a one-time run.';
+                  HINT = 'Use "daily", "weekly" (on the start date''s weekday) or "monthly" (on the start date''s day, or the month''s last day when it is shorter), or leave "recurrence" out for a one-time run.';
     END IF;
 
     end_spec := schedule -> 'end';
@@ -132,7 +132,7 @@ BEGIN
         IF parsed.recurrence = 'none' THEN
             RAISE EXCEPTION 'a one-time schedule has no "end"'
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Remove "end", or set "recurrence" to "daily" or "weekly".';
+                      HINT = 'Remove "end", or set "recurrence" to "daily", "weekly" or "monthly".';
         END IF;
         IF jsonb_typeof(end_spec) <> 'object' OR jsonb_typeof(end_spec -> 'type') IS DISTINCT FROM 'string'
            OR end_spec ->> 'type' NOT IN ('date', 'occurrences') THEN
@@ -202,20 +202,28 @@ RETURNS TABLE (slot int, occurrence timestamptz)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+    -- a monthly slot is k months after the start (not after the slot
+    -- before): the 31st runs on the last day of shorter months, and on the
+    -- 31st again when there is one
     WITH step AS (
-        SELECT CASE s.recurrence WHEN 'daily' THEN 1 WHEN 'weekly' THEN 7 ELSE 0 END AS days
+        SELECT CASE s.recurrence WHEN 'daily' THEN 1 WHEN 'weekly' THEN 7 ELSE 0 END AS days,
+               s.recurrence = 'monthly' AS monthly
     ),
     first_slot AS (
-        SELECT CASE WHEN st.days = 0 THEN 0
+        SELECT CASE WHEN st.monthly
+                    THEN greatest(0, ((extract(year FROM pg_catalog.timezone(s.time_zone, after)) - extract(year FROM s.start_local)) * 12
+                                      + extract(month FROM pg_catalog.timezone(s.time_zone, after)) - extract(month FROM s.start_local))::int - 1)
+                    WHEN st.days = 0 THEN 0
                     ELSE greatest(0, floor(extract(epoch FROM pg_catalog.timezone(s.time_zone, after) - s.start_local)
                                            / (86400.0 * st.days))::int - 1) END AS k,
-               st.days
+               st.days, st.monthly
           FROM step st
     ),
     slots AS (
-        SELECT g.k, s.start_local + make_interval(days => g.k * f.days) AS local_time
+        SELECT g.k, s.start_local + make_interval(months => CASE WHEN f.monthly THEN g.k ELSE 0 END,
+                                                  days => g.k * f.days) AS local_time
           FROM first_slot f,
-               generate_series(f.k, CASE WHEN f.days = 0 THEN 0 ELSE f.k + greatest(n, 0) + 2 END) AS g(k)
+               generate_series(f.k, CASE WHEN f.days = 0 AND NOT f.monthly THEN 0 ELSE f.k + greatest(n, 0) + 2 END) AS g(k)
     )
     SELECT x.k, pg_catalog.timezone(s.time_zone, x.local_time)
       FROM slots x

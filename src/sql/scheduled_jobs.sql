@@ -67,7 +67,7 @@ BEGIN
         IF at - grace > since THEN
             span := CASE parsed.recurrence WHEN 'none' THEN 1
                     ELSE least(ceil(extract(epoch FROM at - since)
-                                    / (86400.0 * CASE parsed.recurrence WHEN 'daily' THEN 1 ELSE 7 END))::int + 2,
+                                    / (86400.0 * CASE parsed.recurrence WHEN 'daily' THEN 1 WHEN 'weekly' THEN 7 ELSE 28 END))::int + 2,
                                100000) END;
             IF EXISTS (SELECT 1 FROM fleet_internal.schedule_occurrences(parsed, since, span) o WHERE o.occurrence < at - grace) THEN
                 -- what pg_cron's log says of its runs since then, if it keeps one
@@ -120,6 +120,27 @@ BEGIN
 END;
 $$;
 
+-- The keys a scheduled job body has besides its job's (fleet_internal.job_keys):
+-- its schedule and "enabled", and what fleet.get_scheduled_job() adds
+-- (read-only).
+CREATE FUNCTION fleet_internal.scheduled_job_keys()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT '{schedule,enabled,completed,nextRun,occurrences,createdBy,changedBy}'::text[]
+$$;
+
+-- A scheduled job's etag: computed from what it holds, so that it changes
+-- with every change (fleet_internal.etag).
+CREATE FUNCTION fleet_internal.scheduled_job_etag(s fleet.scheduled_jobs)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT fleet_internal.etag(jsonb_build_array(s.definition, s.schedule, s.enabled))
+$$;
+
 -- The scheduled job as JSON, for whoever sees it.
 CREATE FUNCTION fleet.get_scheduled_job(scheduled_job_id text)
 RETURNS jsonb
@@ -131,12 +152,13 @@ DECLARE
 BEGIN
     RETURN s.definition || jsonb_strip_nulls(jsonb_build_object(
         'id', s.id,
+        'etag', fleet_internal.scheduled_job_etag(s),
         'organizations', jsonb_build_array(s.organization_id),
         'schedule', s.schedule,
         'enabled', s.enabled,
         -- IoT Central's flag: no occurrence is left
         'completed', s.enabled AND s.next_run_at IS NULL,
-        'nextRun', s.next_run_at,
+        'nextRun', fleet_internal.rest_timestamp(s.next_run_at),
         'occurrences', s.runs_started,
         'createdBy', s.created_by,
         'changedBy', s.changed_by,
@@ -183,8 +205,11 @@ BEGIN
     END IF;
     parts.enabled := (definition ->> 'enabled')::boolean;
     -- what get_scheduled_job() adds is read-only and ignored if sent back
-    parts.job_definition := definition - ARRAY['id', 'schedule', 'enabled', 'completed', 'nextRun',
-                                               'occurrences', 'createdBy', 'changedBy', 'error'];
+    PERFORM fleet_internal.refuse_unknown_keys(definition,
+        fleet_internal.job_keys(false) || fleet_internal.scheduled_job_keys() || fleet_internal.job_keys(true),
+        'the scheduled job');
+    -- the schedule's id and etag are not its jobs'
+    parts.job_definition := definition - fleet_internal.scheduled_job_keys() - '{id,etag,error}'::text[];
     RETURN parts;
 END;
 $$;
@@ -210,7 +235,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION fleet.create_scheduled_job(definition jsonb)
+CREATE FUNCTION fleet.create_scheduled_job(definition jsonb, scheduled_job_id text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -224,6 +249,7 @@ DECLARE
     label  text;
 BEGIN
     PERFORM fleet_internal.require_engine_database('scheduling a job');
+    definition := fleet_internal.body_with_id(definition, scheduled_job_id, 'scheduled job');
     IF jsonb_typeof(definition) IS DISTINCT FROM 'object' THEN
         RAISE EXCEPTION 'a scheduled job definition must be a JSON object'
             USING ERRCODE = 'invalid_parameter_value',
@@ -260,13 +286,14 @@ BEGIN
     INSERT INTO fleet.scheduled_jobs (id, display_name, organization_id, group_id, definition, schedule,
                                       enabled, effective_from, created_by, changed_by)
     VALUES (new_id, job.display_name, job.organization_id, job.group_id, parts.job_definition,
-            fleet_internal.schedule_json(parts.schedule), coalesce(parts.enabled, true), pg_catalog.now(), caller, caller);
+            fleet_internal.schedule_json(parts.schedule) || jsonb_build_object('start', definition #> '{schedule,start}'),
+            coalesce(parts.enabled, true), pg_catalog.now(), caller, caller);
     PERFORM fleet_internal.schedule_advance(new_id, pg_catalog.now());
     PERFORM fleet_internal.schedules_changed();
     RETURN fleet.get_scheduled_job(new_id);
 END;
 $$;
-COMMENT ON FUNCTION fleet.create_scheduled_job(jsonb) IS 'Validates a job definition with a "schedule" and schedules it through pg_cron';
+COMMENT ON FUNCTION fleet.create_scheduled_job(jsonb, text) IS 'Validates a job definition with a "schedule" (scheduled_job_id as PUT /scheduledJobs/{id} takes it, else its "id") and schedules it through pg_cron';
 
 -- Locks a schedule for a change by the caller.
 CREATE FUNCTION fleet_internal.lock_scheduled_job(scheduled_job_id text, caller name)
@@ -313,6 +340,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Create a new scheduled job and delete this one.';
     END IF;
+    -- If-Match: an etag read earlier must still be the schedule's
+    PERFORM fleet_internal.require_etag(label, definition -> 'etag', fleet_internal.scheduled_job_etag(s));
     parts := fleet_internal.scheduled_job_parts(definition);
     parts.job_definition := s.definition || parts.job_definition;
     job := fleet_internal.job_from_definition(parts.job_definition, caller);
@@ -332,7 +361,9 @@ BEGIN
     UPDATE fleet.scheduled_jobs sj
        SET display_name = job.display_name, group_id = job.group_id,
            definition = parts.job_definition,
-           schedule = CASE WHEN new_schedule THEN fleet_internal.schedule_json(parts.schedule) ELSE sj.schedule END,
+           schedule = CASE WHEN new_schedule
+                           THEN fleet_internal.schedule_json(parts.schedule) || jsonb_build_object('start', update_scheduled_job.definition #> '{schedule,start}')
+                           ELSE sj.schedule END,
            enabled = coalesce(parts.enabled, sj.enabled),
            effective_from = CASE WHEN renewed THEN pg_catalog.now() ELSE sj.effective_from END,
            error = CASE WHEN renewed THEN NULL ELSE sj.error END,

@@ -77,6 +77,99 @@ BEGIN
 END;
 $$;
 
+-- A REST body with the id its URL gives (PUT /jobs/{id}): the id argument
+-- goes into the body as "id"; a body with another "id" is refused.
+CREATE FUNCTION fleet_internal.body_with_id(body jsonb, id text, kind text)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF id IS NULL OR jsonb_typeof(body) IS DISTINCT FROM 'object' THEN
+        RETURN body;
+    END IF;
+    IF body ? 'id' AND body -> 'id' IS DISTINCT FROM to_jsonb(id) THEN
+        RAISE EXCEPTION 'the % body has "id" %, not "%"', kind, body -> 'id', id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave "id" out of the body, or pass the same id.';
+    END IF;
+    RETURN body || jsonb_build_object('id', id);
+END;
+$$;
+
+-- A time as IoT Central's REST API writes one: UTC, milliseconds, "Z".
+CREATE FUNCTION fleet_internal.rest_timestamp(t timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT to_char(pg_catalog.timezone('UTC', t), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+$$;
+
+-- An etag, as IoT Central's REST API gives objects one: a hash of what the
+-- object holds, computed when read, so no column keeps it and any change
+-- gives a new one.
+CREATE FUNCTION fleet_internal.etag(content jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT '"' || left(md5(content::text), 20) || '"'
+$$;
+
+-- If-Match, as the REST API's updates check it: an etag sent with changes
+-- must be the object's current one, or someone changed it in between.
+CREATE FUNCTION fleet_internal.require_etag(label text, given jsonb, current_etag text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF given IS NULL OR jsonb_typeof(given) = 'null' OR given #>> '{}' = current_etag THEN
+        RETURN;
+    END IF;
+    RAISE EXCEPTION '% has changed since etag %', label, given #>> '{}'
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = format('Its etag is now %s.', current_etag),
+              HINT = 'Read it again and apply your change to what it holds now.';
+END;
+$$;
+
+-- The known name a misspelled one most likely meant, or NULL
+-- (src/closest_name.c: PostgreSQL's Levenshtein distance, ignoring case).
+CREATE FUNCTION fleet_internal.closest_name(name text, candidates text[])
+RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'closest_name';
+COMMENT ON FUNCTION fleet_internal.closest_name(text, text[]) IS 'The candidate nearest to name by edit distance, ignoring case, or NULL when none is near';
+
+-- Refuses a JSON object with a key outside known: a misspelled key must
+-- not be dropped silently (a "cancelationThreshold" ignored is a job run
+-- with no threshold).  The HINT names the key most likely meant.
+CREATE FUNCTION fleet_internal.refuse_unknown_keys(body jsonb, known text[], what text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    unknown text;
+    meant   text;
+BEGIN
+    IF jsonb_typeof(body) IS DISTINCT FROM 'object' THEN
+        RETURN;
+    END IF;
+    SELECT k INTO unknown FROM jsonb_object_keys(body) k WHERE k <> ALL (known) ORDER BY k LIMIT 1;
+    IF unknown IS NULL THEN
+        RETURN;
+    END IF;
+    meant := fleet_internal.closest_name(unknown, known);
+    RAISE EXCEPTION 'unknown key "%" in %', unknown, what
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = CASE WHEN meant IS NOT NULL THEN format('Did you mean "%s"? ', meant) ELSE '' END
+                     || format('The keys are %s.', array_to_string(known, ', '));
+END;
+$$;
+
 -- The changes an update_*() function takes: a JSON object of the fields
 -- to change, in IoT Central's names, each one of those allowed.
 CREATE FUNCTION fleet_internal.require_changes(changes jsonb, allowed text[], label text)
@@ -96,7 +189,8 @@ BEGIN
     IF unknown IS NOT NULL THEN
         RAISE EXCEPTION 'field "%" of % cannot be changed', unknown, label
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('Change %s.', array_to_string(allowed, ', '));
+                  HINT = coalesce('Did you mean "' || fleet_internal.closest_name(unknown, allowed) || '"? ', '')
+                         || format('Change %s.', array_to_string(allowed, ', '));
     END IF;
     RETURN changes;
 END;

@@ -2,3 +2,12 @@
 -- went away or changed its signature.  The code itself is reloaded after
 -- this by the update script (tools/build-sql.sh), and every policy was
 -- dropped before it, to be made again.
+
+-- import_template() takes the template's id (IoT Central's form has it in
+-- the URL, not the body)
+DROP FUNCTION fleet.import_template(jsonb);
+
+-- creating a job or a schedule takes the id the REST API has in its URL
+DROP FUNCTION fleet.save_job(jsonb);
+DROP FUNCTION fleet.create_job(jsonb);
+DROP FUNCTION fleet.create_scheduled_job(jsonb);

@@ -1,0 +1,126 @@
+\set SHOW_CONTEXT never
+-- IoT Central's own bodies, as its REST API takes and returns them, taken
+-- unedited (the fixtures are written here in the shapes of the REST
+-- examples; ids the REST API takes from the URL are arguments).
+
+-- Device templates: the wrapped form (PUT /deviceTemplates/{id}), no
+-- @context, inline "extends" and component, a schema naming one declared
+-- after it
+\set cold_store `cat test/data/iotc_rest_template.json`
+SELECT t - 'capabilityModel' - 'etag' AS template
+  FROM fleet.import_template(:'cold_store', 'dtmi:modelDefinition:coldStore') t;
+-- the template is its own id; its inline interfaces are interfaces too
+SELECT id, display_name FROM fleet.device_templates WHERE id LIKE '%coldStore%' ORDER BY id;
+SELECT component, name, capability, schema FROM fleet.template_capabilities
+ WHERE template_id = 'dtmi:modelDefinition:coldStore' ORDER BY component NULLS FIRST, name;
+-- what GET returns is what was put, with its id and an etag
+SELECT fleet.get_template('dtmi:modelDefinition:coldStore') -> 'capabilityModel' = (:'cold_store'::jsonb -> 'capabilityModel') AS same_model,
+       fleet.get_template('dtmi:modelDefinition:coldStore') ->> 'etag' ~ '^"[0-9a-f]{20}"$' AS has_etag;
+-- importing it again is harmless; changing it under the same id is not
+SELECT fleet.import_template(:'cold_store', 'dtmi:modelDefinition:coldStore') ->> '@id' AS again;
+SELECT fleet.import_template(jsonb_set(:'cold_store', '{displayName}', '"Changed"'), 'dtmi:modelDefinition:coldStore');
+-- the id comes from the body's "@id" when not passed
+SELECT fleet.import_template(jsonb_set(:'cold_store', '{@id}', '"urn:fleetTest:modelDefinition:copy"')) ->> '@id' AS from_body;
+
+-- extends: single and multiple, from this model or an imported one
+SELECT fleet.import_template('[
+  {"@id": "dtmi:fleetTest:ext:child;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2",
+   "extends": ["dtmi:fleetTest:ext:a;1", "dtmi:fleetTest:ext:b;1"],
+   "contents": [{"@type": "Property", "name": "own", "schema": "string", "writable": true}]},
+  {"@id": "dtmi:fleetTest:ext:a;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2",
+   "extends": "dtmi:fleetTest:coldStore:base;1",
+   "contents": [{"@type": "Telemetry", "name": "fromA", "schema": "double"}]},
+  {"@id": "dtmi:fleetTest:ext:b;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2",
+   "contents": [{"@type": "Command", "name": "fromB"}]}]') ->> 'id' AS root;
+SELECT name, capability FROM fleet.template_capabilities WHERE template_id = 'dtmi:fleetTest:ext:child;1' ORDER BY name;
+-- refusals: a name declared twice through extends, an unknown or cyclic
+-- extends, a template id with spaces, a cycle of schemas, a key IoT
+-- Central's template does not have
+SELECT fleet.import_template('{"@id": "dtmi:fleetTest:ext:clash;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2",
+   "extends": "dtmi:fleetTest:ext:b;1", "contents": [{"@type": "Telemetry", "name": "fromB", "schema": "double"}]}');
+SELECT fleet.import_template('{"@id": "dtmi:fleetTest:ext:orphan;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2",
+   "extends": "dtmi:fleetTest:ext:nowhere;1"}');
+SELECT fleet.import_template('[{"@id": "dtmi:fleetTest:ext:x;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2", "extends": "dtmi:fleetTest:ext:y;1"},
+                               {"@id": "dtmi:fleetTest:ext:y;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2", "extends": "dtmi:fleetTest:ext:x;1"}]');
+SELECT fleet.import_template(:'cold_store', 'has a space');
+SELECT fleet.import_template('{"@id": "dtmi:fleetTest:cycle;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2",
+   "schemas": [{"@id": "dtmi:fleetTest:cycle:a;1", "@type": "Array", "elementSchema": "dtmi:fleetTest:cycle:b;1"},
+               {"@id": "dtmi:fleetTest:cycle:b;1", "@type": "Array", "elementSchema": "dtmi:fleetTest:cycle:a;1"}]}');
+SELECT fleet.import_template(:'cold_store'::jsonb || '{"capabilityModell": {}}', 'dtmi:modelDefinition:typo');
+SELECT fleet.import_template('{"@id": "dtmi:fleetTest:plain;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2"}', 'an-id');
+
+-- Jobs (POST /jobs/{id}): a group of the template, and devices in it
+SELECT fleet.create_device_group('cold-stores', 'Cold stores', 'dtmi:modelDefinition:coldStore') ->> 'id';
+INSERT INTO fleet.device_import SELECT 'cold-' || i, 'Cold store ' || i FROM generate_series(1, 4) i;
+UPDATE fleet.devices SET template_id = 'dtmi:modelDefinition:coldStore' WHERE id LIKE 'cold-%';
+-- the REST API's model names for data types, component.property paths,
+-- integers written as 25.0, and a body read back with its read-only keys
+SELECT fleet.create_job(job_id => 'set-cold', definition => '{
+  "displayName": "Set compressor target",
+  "description": "Set the compressor target temperature",
+  "group": "cold-stores",
+  "batch": {"type": "percentage", "value": 50.0},
+  "cancellationThreshold": {"type": "percentage", "value": 10, "batch": false},
+  "data": [{"type": "PropertyJobData", "target": "dtmi:modelDefinition:coldStore", "path": "compressor.targetTemperature", "value": -18},
+           {"type": "PropertyJobData", "target": "dtmi:modelDefinition:coldStore", "path": "reportInterval", "value": 25.0}]
+}') ->> 'id';
+SELECT fleet.wait_for_job('set-cold');
+SELECT j - 'start' - 'end' AS job, j ->> 'start' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$' AS start_in_utc
+  FROM fleet.get_job('set-cold') j;
+SELECT fleet.get_job_devices('set-cold');
+SELECT id, properties -> 'reportInterval' AS report_interval, properties #> '{compressor,targetTemperature}' AS target
+  FROM fleet.devices WHERE id LIKE 'cold-%' ORDER BY id;
+-- what GET /jobs/{id} returned can be sent again as a new job
+SELECT fleet.save_job(fleet.get_job('set-cold') - 'id', 'set-cold-again') ->> 'status' AS status;
+-- a rerun keeps the job's name
+UPDATE fleet.job_devices SET status = 'failed', error = 'test' WHERE job_id = 'set-cold' AND device_id = 'cold-1';
+SELECT j ->> 'displayName' AS display_name, j ->> 'rerunOf' AS rerun_of FROM fleet.rerun_job('set-cold', 'set-cold-rerun') j;
+SELECT fleet.wait_for_job('set-cold-rerun');
+-- commands as IoT Central sends them ("value": null), component commands
+SELECT fleet.save_job('{"displayName": "Restart compressors", "group": "cold-stores",
+  "data": [{"type": "CommandJobData", "target": "dtmi:modelDefinition:coldStore", "path": "compressor.restart", "value": null}]}',
+  'restart') ->> 'status' AS status;
+
+-- refusals: a misspelled key is never dropped (the closest key is named)
+SELECT fleet.create_job('{"displayName": "Typo", "group": "cold-stores",
+  "cancelationThreshold": {"type": "percentage", "value": 10},
+  "data": [{"type": "property", "target": "dtmi:modelDefinition:coldStore", "path": "reportInterval", "value": 5}]}');
+SELECT fleet.create_job('{"displayName": "Typo", "group": "cold-stores",
+  "cancellationThreshold": {"type": "percentage", "value": 10, "batchs": true},
+  "data": [{"type": "property", "target": "dtmi:modelDefinition:coldStore", "path": "reportInterval", "value": 5}]}');
+SELECT fleet.create_job('{"displayName": "Typo", "group": "cold-stores", "batch": {"type": "number", "valeu": 5},
+  "data": [{"type": "property", "target": "dtmi:modelDefinition:coldStore", "path": "reportInterval", "value": 5}]}');
+SELECT fleet.create_job('{"displayName": "Typo", "group": "cold-stores",
+  "data": [{"type": "property", "target": "dtmi:modelDefinition:coldStore", "paht": "reportInterval", "value": 5}]}');
+SELECT fleet.create_job('{"displayName": "Unknown", "group": "cold-stores", "priority": 1,
+  "data": [{"type": "property", "target": "dtmi:modelDefinition:coldStore", "path": "reportInterval", "value": 5}]}');
+SELECT fleet.create_job('{"displayName": "Fraction", "group": "cold-stores",
+  "data": [{"type": "property", "target": "dtmi:modelDefinition:coldStore", "path": "reportInterval", "value": 25.5}]}');
+SELECT fleet.create_job('{"id": "other", "displayName": "Two ids", "group": "cold-stores",
+  "data": [{"type": "property", "target": "dtmi:modelDefinition:coldStore", "path": "reportInterval", "value": 5}]}', 'mine');
+SELECT fleet.create_job('{"displayName": "No such component", "group": "cold-stores",
+  "data": [{"type": "property", "target": "dtmi:modelDefinition:coldStore", "path": "fan.speed", "value": 5}]}');
+
+-- Scheduled jobs (PUT /scheduledJobs/{id}): a start with seconds, as the
+-- REST examples have, runs at the next whole minute; monthly recurrence
+SELECT s - 'etag' - 'createdBy' - 'changedBy' AS scheduled_job, s ->> 'etag' ~ '^"[0-9a-f]{20}"$' AS has_etag
+  FROM fleet.create_scheduled_job('{
+  "displayName": "Monthly defrost",
+  "description": "",
+  "group": "cold-stores",
+  "data": [{"type": "command", "target": "dtmi:modelDefinition:coldStore", "path": "defrost", "value": 30}],
+  "schedule": {"start": "2099-01-31T22:29:01Z", "recurrence": "monthly", "end": {"type": "occurrences", "occurrences": 4}},
+  "enabled": true,
+  "completed": false,
+  "etag": "970070b9-0000-0800-0000-628d554b0000"
+}', 'monthly-defrost') s;
+-- the 31st runs on the last day of shorter months
+SET timezone = 'UTC';
+SELECT fleet.next_occurrences((fleet.get_scheduled_job('monthly-defrost') -> 'schedule'), '2099-01-01', 5);
+-- If-Match: an update with the current etag is applied, a stale one refused
+SELECT fleet.get_scheduled_job('monthly-defrost') ->> 'etag' AS etag \gset
+SELECT fleet.update_scheduled_job('monthly-defrost', jsonb_build_object('etag', :'etag',
+  'schedule', '{"start": "2099-02-01T06:00:00Z", "recurrence": "weekly"}'::jsonb)) -> 'schedule' AS schedule;
+SELECT fleet.update_scheduled_job('monthly-defrost', jsonb_build_object('etag', :'etag', 'enabled', false));
+SELECT fleet.update_scheduled_job('monthly-defrost', '{"shedule": {"start": "2099-02-01T06:00:00Z"}}');
+SELECT fleet.delete_scheduled_job('monthly-defrost');
