@@ -124,3 +124,20 @@ SELECT fleet.update_scheduled_job('monthly-defrost', jsonb_build_object('etag', 
 SELECT fleet.update_scheduled_job('monthly-defrost', jsonb_build_object('etag', :'etag', 'enabled', false));
 SELECT fleet.update_scheduled_job('monthly-defrost', '{"shedule": {"start": "2099-02-01T06:00:00Z"}}');
 SELECT fleet.delete_scheduled_job('monthly-defrost');
+
+-- IoT Central's export file (six columns) through SQL: thumbprints are
+-- imported, keys must be the ones the enrollment group gives each device
+SELECT primary_key AS group_primary, secondary_key AS group_secondary
+  FROM fleet.enrollment_groups WHERE id = 'SAS-IoT-Devices' \gset
+INSERT INTO fleet.device_import_with_keys VALUES
+  ('exported-1', 'Exported 1', fleet.compute_device_key(:'group_primary', 'exported-1'),
+   fleet.compute_device_key(:'group_secondary', 'exported-1'), repeat('A1', 20), repeat('b2', 32)),
+  ('exported-2', 'Exported 2', NULL, NULL, NULL, NULL),
+  ('exported-3', 'Wrong key', 'bm90IHRoZSBncm91cCdzIGtleQ==', NULL, NULL, NULL),
+  ('exported-4', 'Wrong secondary', NULL, fleet.compute_device_key(:'group_primary', 'exported-4'), NULL, NULL),
+  ('exported-5', 'Bad thumbprint', NULL, NULL, 'not-hex', NULL),
+  ('exported-6', '', '', '', '', '');
+SELECT line, device_id, error FROM fleet.device_operation_errors
+ WHERE operation_id = fleet.last_device_operation() ORDER BY line;
+SELECT id, display_name, x509_thumbprint_primary, x509_thumbprint_secondary
+  FROM fleet.devices WHERE id LIKE 'exported-%' ORDER BY id;

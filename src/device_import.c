@@ -39,12 +39,18 @@
 
 #include "pg_fleet.h"
 
-/* Columns of fleet.device_import, the view COPY writes into. */
+/*
+ * Columns of the views COPY writes into: fleet.device_import has IoT
+ * Central's import file's two, fleet.device_import_with_keys its export
+ * file's six (the SAS keys and X.509 thumbprints after them).
+ */
 #define IMPORT_ATTR_DEVICE_ID	1
 #define IMPORT_ATTR_DEVICE_NAME	2
+#define IMPORT_ATTR_CREDENTIALS	3	/* the first of four */
+#define IMPORT_CREDENTIALS		4
 
 /* Columns of fleet.device_import_staged_rows(). */
-#define STAGED_NATTS			3
+#define STAGED_NATTS			(3 + IMPORT_CREDENTIALS)
 
 /* Rows of the import statement in progress. */
 typedef struct StagedImport
@@ -55,6 +61,7 @@ typedef struct StagedImport
 	Tuplestorestate *rows;
 	int64		ordinal;		/* rows staged so far */
 	int64		operation_id;	/* its row in fleet.device_operations; 0: untracked */
+	bool		with_credentials;	/* some row carries keys or thumbprints */
 } StagedImport;
 
 /*
@@ -130,6 +137,10 @@ staged_rows_desc(void)
 	TupleDescInitEntry(desc, 1, "line", INT8OID, -1, 0);
 	TupleDescInitEntry(desc, 2, "device_id", TEXTOID, -1, 0);
 	TupleDescInitEntry(desc, 3, "display_name", TEXTOID, -1, 0);
+	TupleDescInitEntry(desc, 4, "sas_key_primary", TEXTOID, -1, 0);
+	TupleDescInitEntry(desc, 5, "sas_key_secondary", TEXTOID, -1, 0);
+	TupleDescInitEntry(desc, 6, "x509_thumbprint_primary", TEXTOID, -1, 0);
+	TupleDescInitEntry(desc, 7, "x509_thumbprint_secondary", TEXTOID, -1, 0);
 	return desc;
 }
 
@@ -207,6 +218,8 @@ device_import_stage_row(PG_FUNCTION_ARGS)
 	bool		nulls[STAGED_NATTS];
 	uint64		line;
 	MemoryContext oldcxt;
+	const char *view;
+	int			natts;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_INSTEAD(trigdata->tg_event) ||
@@ -214,16 +227,22 @@ device_import_stage_row(PG_FUNCTION_ARGS)
 		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		elog(ERROR, "device_import_stage_row must be an INSTEAD OF INSERT row trigger");
 
-	/* only our view: its two text columns are what we stage */
+	/* only our views: their text columns are what we stage */
 	viewdesc = RelationGetDescr(trigdata->tg_relation);
-	if (strcmp(RelationGetRelationName(trigdata->tg_relation), "device_import") != 0 ||
+	view = RelationGetRelationName(trigdata->tg_relation);
+	natts = strcmp(view, "device_import") == 0 ? IMPORT_ATTR_DEVICE_NAME :
+		strcmp(view, "device_import_with_keys") == 0 ? IMPORT_ATTR_DEVICE_NAME + IMPORT_CREDENTIALS : -1;
+	if (natts < 0 ||
 		strcmp(get_namespace_name(RelationGetNamespace(trigdata->tg_relation)), "fleet") != 0 ||
-		viewdesc->natts != IMPORT_ATTR_DEVICE_NAME ||
-		TupleDescAttr(viewdesc, IMPORT_ATTR_DEVICE_ID - 1)->atttypid != TEXTOID ||
-		TupleDescAttr(viewdesc, IMPORT_ATTR_DEVICE_NAME - 1)->atttypid != TEXTOID)
+		viewdesc->natts != natts)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("device_import_stage_row() only stages rows of fleet.device_import")));
+				 errmsg("device_import_stage_row() only stages rows of fleet.device_import and fleet.device_import_with_keys")));
+	for (int i = 0; i < natts; i++)
+		if (TupleDescAttr(viewdesc, i)->atttypid != TEXTOID)
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("device_import_stage_row() only stages rows of fleet.device_import and fleet.device_import_with_keys")));
 
 	import = staged;
 	if (import == NULL)
@@ -238,6 +257,21 @@ device_import_stage_row(PG_FUNCTION_ARGS)
 							 viewdesc, &nulls[1]);
 	values[2] = heap_getattr(trigdata->tg_trigtuple, IMPORT_ATTR_DEVICE_NAME,
 							 viewdesc, &nulls[2]);
+	for (int i = 0; i < IMPORT_CREDENTIALS; i++)
+	{
+		values[3 + i] = (Datum) 0;
+		nulls[3 + i] = true;
+		if (natts > IMPORT_ATTR_DEVICE_NAME)
+		{
+			values[3 + i] = heap_getattr(trigdata->tg_trigtuple, IMPORT_ATTR_CREDENTIALS + i,
+										 viewdesc, &nulls[3 + i]);
+			/* an empty field is no credential */
+			if (!nulls[3 + i] && VARSIZE_ANY_EXHDR(DatumGetPointer(values[3 + i])) == 0)
+				nulls[3 + i] = true;
+			if (!nulls[3 + i])
+				import->with_credentials = true;
+		}
+	}
 
 	oldcxt = MemoryContextSwitchTo(import->cxt);
 	tuplestore_putvalues(import->rows, import->desc, values, nulls);
@@ -318,6 +352,17 @@ last_device_operation(PG_FUNCTION_ARGS)
 	if (last_operation_id == 0)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(last_operation_id);
+}
+
+/*
+ * Whether a row of the current import carries SAS keys or thumbprints:
+ * those are checked and stored by the AFTER trigger's INSERT, not by
+ * device_register.c's bulk path.
+ */
+bool
+device_import_with_credentials(void)
+{
+	return staged != NULL && staged->with_credentials;
 }
 
 /*

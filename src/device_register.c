@@ -139,6 +139,8 @@ device_import_register(PG_FUNCTION_ARGS)
 	rows = device_import_staged(&staged_desc);
 	if (rows == NULL)
 		PG_RETURN_INT64(0);
+	if (device_import_with_credentials())
+		PG_RETURN_INT64(-1);	/* keys to check, thumbprints to store */
 
 	rel = table_open(get_relname_relid("devices", get_namespace_oid("fleet", false)),
 					 RowExclusiveLock);

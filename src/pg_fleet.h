@@ -36,6 +36,7 @@ extern char *device_identity_check(const char *id, int len,
 /* device_import.c */
 extern void device_import_init(void);
 extern Tuplestorestate *device_import_staged(TupleDesc *desc);
+extern bool device_import_with_credentials(void);
 
 /* import_tracking.c */
 extern void import_tracking_init(void);

@@ -4,6 +4,12 @@
 --   SET fleet.import_organization = 'acme';                        -- optional
 --   \copy fleet.device_import FROM 'devices.csv' WITH (FORMAT csv, HEADER)
 --
+-- IoT Central's export file (the same two columns, then two SAS keys and
+-- two X.509 thumbprints) goes into fleet.device_import_with_keys: the
+-- thumbprints are imported, and a SAS key that is not the one the
+-- device's enrollment group gives it refuses the row (so a migrated
+-- device's keys keep working, or it says so).
+--
 -- COPY parses; the row trigger (C, device_import.c) stages each row with its
 -- line number; the statement's AFTER trigger validates and registers all of
 -- them in one statement.  Every row ends up in exactly one place: in
@@ -19,6 +25,15 @@ CREATE VIEW fleet.device_import AS
     SELECT NULL::text AS "IOTC_DEVICEID", NULL::text AS "IOTC_DEVICENAME"
      WHERE false;
 COMMENT ON VIEW fleet.device_import IS 'COPY an IoT Central device CSV (IOTC_DEVICEID, IOTC_DEVICENAME) into this view to import devices; see fleet.device_operations for the outcome';
+
+-- IoT Central's export file, six columns: COPY does not take files of two
+-- shapes into one relation, and the two-column file keeps its view.
+CREATE VIEW fleet.device_import_with_keys AS
+    SELECT NULL::text AS "IOTC_DEVICEID", NULL::text AS "IOTC_DEVICENAME",
+           NULL::text AS "IOTC_SASKEY_PRIMARY", NULL::text AS "IOTC_SASKEY_SECONDARY",
+           NULL::text AS "IOTC_X509THUMBPRINT_PRIMARY", NULL::text AS "IOTC_X509THUMBPRINT_SECONDARY"
+     WHERE false;
+COMMENT ON VIEW fleet.device_import_with_keys IS 'COPY IoT Central''s device export file (ids, names, SAS keys, X.509 thumbprints) into this view to import devices with their thumbprints; keys are checked against the enrollment groups';
 
 -- The staging functions are C and act only on the calling session's own
 -- import in progress.  The row trigger carries no SET search_path: it looks
@@ -42,7 +57,9 @@ RETURNS trigger
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'device_import_stage_row';
 
-CREATE FUNCTION fleet_internal.device_import_staged_rows(OUT line bigint, OUT device_id text, OUT display_name text)
+CREATE FUNCTION fleet_internal.device_import_staged_rows(OUT line bigint, OUT device_id text, OUT display_name text,
+                                                        OUT sas_key_primary text, OUT sas_key_secondary text,
+                                                        OUT x509_thumbprint_primary text, OUT x509_thumbprint_secondary text)
 RETURNS SETOF record
 LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -94,6 +111,37 @@ BEGIN
 END;
 $$;
 
+-- What is wrong with the SAS keys and X.509 thumbprints of a row of IoT
+-- Central's export file, or NULL: a key must be the one the enrollment
+-- group derives for the device (else the device could not connect with
+-- it), a thumbprint a SHA-1 or SHA-256 one.  Messages never show a key.
+CREATE FUNCTION fleet_internal.device_credentials_problem(
+    s record, keys fleet.enrollment_groups)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF s.sas_key_primary IS NOT NULL
+       AND s.sas_key_primary IS DISTINCT FROM fleet.compute_device_key(keys.primary_key, s.device_id) THEN
+        RETURN format('IOTC_SASKEY_PRIMARY of device "%s" is not the key enrollment group "%s" gives it, so the device could not connect with it: make the group''s keys the ones the device''s keys came from, or leave the keys out',
+                      s.device_id, keys.id);
+    END IF;
+    IF s.sas_key_secondary IS NOT NULL
+       AND s.sas_key_secondary IS DISTINCT FROM fleet.compute_device_key(keys.secondary_key, s.device_id) THEN
+        RETURN format('IOTC_SASKEY_SECONDARY of device "%s" is not the key enrollment group "%s" gives it, so the device could not connect with it: make the group''s keys the ones the device''s keys came from, or leave the keys out',
+                      s.device_id, keys.id);
+    END IF;
+    IF s.x509_thumbprint_primary !~ '^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$' THEN
+        RETURN format('IOTC_X509THUMBPRINT_PRIMARY of device "%s" is not a certificate thumbprint (40 or 64 hexadecimal digits)', s.device_id);
+    END IF;
+    IF s.x509_thumbprint_secondary !~ '^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$' THEN
+        RETURN format('IOTC_X509THUMBPRINT_SECONDARY of device "%s" is not a certificate thumbprint (40 or 64 hexadecimal digits)', s.device_id);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
 -- BEFORE statement: refuse an unknown target, or a caller who may not
 -- import there, before COPY reads a row; the import draws its operation id
 -- now, so that a failure is recorded under it.  SECURITY DEFINER, as is the
@@ -141,7 +189,14 @@ DECLARE
     n_conflicts bigint := 0;
     n_invalid   bigint := 0;
     n_rejected  bigint;
+    keys        fleet.enrollment_groups;   -- what imported SAS keys must match
 BEGIN
+    -- devices are imported as devices (not IoT Edge): their organization's
+    -- group for devices derives their keys
+    SELECT g.* INTO keys
+      FROM fleet_internal.organization_enrollment_groups x JOIN fleet.enrollment_groups g ON g.id = x.group_id
+     WHERE x.organization_id = target.organization AND NOT x.edge;
+
     INSERT INTO fleet.device_operations (id, kind, status, template_id, organization_id, started_by, started_at)
     VALUES (op_id, 'import', 'running', target.template, target.organization, caller, statement_timestamp());
 
@@ -149,24 +204,31 @@ BEGIN
         n_imported := fleet_internal.device_import_register(op_id, target.template, target.organization);
         IF n_imported < 0 THEN
             -- no bulk path (the table has a trigger of someone's): a plain INSERT
-            INSERT INTO fleet.devices (id, display_name, template_id, organization_id, import_operation_id)
+            -- (also where rows carry keys to check and thumbprints to store)
+            INSERT INTO fleet.devices (id, display_name, template_id, organization_id, import_operation_id,
+                                       x509_thumbprint_primary, x509_thumbprint_secondary)
             SELECT s.device_id, coalesce(nullif(s.display_name, ''), s.device_id),
-                   target.template, target.organization, op_id
+                   target.template, target.organization, op_id,
+                   s.x509_thumbprint_primary, s.x509_thumbprint_secondary
               FROM fleet_internal.device_import_staged_rows() s
-             WHERE fleet_internal.device_identity_problem(s.device_id, s.display_name) IS NULL;
+             WHERE fleet_internal.device_identity_problem(s.device_id, s.display_name) IS NULL
+               AND fleet_internal.device_credentials_problem(s, keys) IS NULL;
             GET DIAGNOSTICS n_imported = ROW_COUNT;
         END IF;
     EXCEPTION WHEN unique_violation THEN
         WITH valid AS (
-            SELECT s.line, s.device_id, s.display_name
+            SELECT s.line, s.device_id, s.display_name, s.x509_thumbprint_primary, s.x509_thumbprint_secondary
               FROM fleet_internal.device_import_staged_rows() s
              WHERE fleet_internal.device_identity_problem(s.device_id, s.display_name) IS NULL
+               AND fleet_internal.device_credentials_problem(s, keys) IS NULL
         ),
         inserted AS (
             -- rows go in file order, so of repeated ids the first line wins
-            INSERT INTO fleet.devices (id, display_name, template_id, organization_id, import_operation_id)
+            INSERT INTO fleet.devices (id, display_name, template_id, organization_id, import_operation_id,
+                                       x509_thumbprint_primary, x509_thumbprint_secondary)
             SELECT v.device_id, coalesce(nullif(v.display_name, ''), v.device_id),
-                   target.template, target.organization, op_id
+                   target.template, target.organization, op_id,
+                   v.x509_thumbprint_primary, v.x509_thumbprint_secondary
               FROM valid v
             ON CONFLICT (id) DO NOTHING
             RETURNING id
@@ -193,7 +255,9 @@ BEGIN
     IF n_imported + n_conflicts < n_rows THEN
         INSERT INTO fleet.device_operation_errors (operation_id, line, device_id, error)
         SELECT op_id, p.line, p.device_id, p.problem
-          FROM (SELECT s.line, s.device_id, fleet_internal.device_identity_problem(s.device_id, s.display_name) AS problem
+          FROM (SELECT s.line, s.device_id,
+                       coalesce(fleet_internal.device_identity_problem(s.device_id, s.display_name),
+                                fleet_internal.device_credentials_problem(s, keys)) AS problem
                   FROM fleet_internal.device_import_staged_rows() s) p
          WHERE p.problem IS NOT NULL;
         GET DIAGNOSTICS n_invalid = ROW_COUNT;
@@ -229,6 +293,12 @@ CREATE TRIGGER check_target BEFORE INSERT ON fleet.device_import
 CREATE TRIGGER stage_row INSTEAD OF INSERT ON fleet.device_import
     FOR EACH ROW EXECUTE FUNCTION fleet_internal.device_import_stage_row();
 CREATE TRIGGER finish AFTER INSERT ON fleet.device_import
+    FOR EACH STATEMENT EXECUTE FUNCTION fleet_internal.device_import_finish();
+CREATE TRIGGER check_target BEFORE INSERT ON fleet.device_import_with_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION fleet_internal.device_import_check_target();
+CREATE TRIGGER stage_row INSTEAD OF INSERT ON fleet.device_import_with_keys
+    FOR EACH ROW EXECUTE FUNCTION fleet_internal.device_import_stage_row();
+CREATE TRIGGER finish AFTER INSERT ON fleet.device_import_with_keys
     FOR EACH STATEMENT EXECUTE FUNCTION fleet_internal.device_import_finish();
 
 -- The imports that failed as a whole, from their slots in shared memory

@@ -112,6 +112,7 @@ GRANT USAGE ON SCHEMA fleet TO PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA fleet TO PUBLIC;
 -- COPY writes into the import view; its triggers do the rest (SECURITY DEFINER)
 GRANT INSERT ON fleet.device_import TO PUBLIC;
+GRANT INSERT ON fleet.device_import_with_keys TO PUBLIC;
 -- the engine's health counts every organization's jobs
 REVOKE SELECT ON fleet.engine_status FROM PUBLIC;
 GRANT SELECT ON fleet.engine_status TO pg_monitor;

@@ -1,13 +1,17 @@
 -- pg_fleet 0.2 to 0.3: the changes to what holds data, and the code that
 -- went away or changed its signature.  The code itself is reloaded after
 -- this by the update script (tools/build-sql.sh), and every policy was
--- dropped before it, to be made again.
+-- dropped before it, to be made again.  (IF EXISTS: from 0.1, the step to
+-- 0.2 has already dropped what changed its signature there.)
 
 -- import_template() takes the template's id (IoT Central's form has it in
 -- the URL, not the body)
-DROP FUNCTION fleet.import_template(jsonb);
+DROP FUNCTION IF EXISTS fleet.import_template(jsonb);
 
 -- creating a job or a schedule takes the id the REST API has in its URL
-DROP FUNCTION fleet.save_job(jsonb);
-DROP FUNCTION fleet.create_job(jsonb);
-DROP FUNCTION fleet.create_scheduled_job(jsonb);
+DROP FUNCTION IF EXISTS fleet.save_job(jsonb);
+DROP FUNCTION IF EXISTS fleet.create_job(jsonb);
+DROP FUNCTION IF EXISTS fleet.create_scheduled_job(jsonb);
+
+-- the staged rows carry the export file's keys and thumbprints
+DROP FUNCTION IF EXISTS fleet_internal.device_import_staged_rows();
