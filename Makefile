@@ -61,6 +61,7 @@ CODE_SOURCES = \
 	src/sql/device_templates.sql \
 	src/sql/edge_manifests.sql \
 	src/sql/devices.sql \
+	src/sql/device_group_queries.sql \
 	src/sql/device_groups.sql \
 	src/sql/device_keys.sql \
 	src/sql/device_import.sql \

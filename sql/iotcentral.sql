@@ -141,3 +141,45 @@ SELECT line, device_id, error FROM fleet.device_operation_errors
  WHERE operation_id = fleet.last_device_operation() ORDER BY line;
 SELECT id, display_name, x509_thumbprint_primary, x509_thumbprint_secondary
   FROM fleet.devices WHERE id LIKE 'exported-%' ORDER BY id;
+
+-- Device groups (PUT /deviceGroups/{id}) in IoT Central's query language
+UPDATE fleet.devices SET simulated = (id = 'cold-4'),
+       reported = jsonb_build_object('compressor', jsonb_build_object('load', substr(id, 6)::int * 10))
+ WHERE id LIKE 'cold-%';
+SELECT fleet.import_device_group('loaded-stores', '{
+  "displayName": "Loaded cold stores",
+  "description": "Compressors above 20 %",
+  "filter": "SELECT * FROM devices WHERE $template = \"dtmi:modelDefinition:coldStore\" AND $provisioned = true AND $simulated = false AND compressor.load > 20",
+  "organizations": ["root"]
+}') - 'etag' AS device_group;
+SELECT fleet.get_device_group_devices('loaded-stores');
+SELECT fleet.count_device_group_members('loaded-stores');
+-- every REST example's shape: one template; provisioned, simulated; OR; CONTAINS; single quotes
+SELECT q, (fleet_internal.group_query_translate(q)).*
+  FROM unnest(ARRAY[
+    'SELECT * FROM devices WHERE $template = "dtmi:modelDefinition:coldStore"',
+    'SELECT * FROM devices WHERE $template = "dtmi:modelDefinition:coldStore" AND $simulated = true',
+    'SELECT * FROM devices WHERE $provisioned = true',
+    'SELECT * FROM devices',
+    'SELECT * FROM devices WHERE $id = ''cold-1'' OR $id == "cold-2" AND site != "Oslo"',
+    'SELECT * FROM devices WHERE CONTAINS($displayName, "store 1") AND temperature <= -18.5']) q;
+-- the filter comes back as it was sent; an update is If-Match on the etag
+SELECT fleet.get_device_group('loaded-stores') ->> 'etag' AS etag \gset
+SELECT fleet.update_device_group('loaded-stores', jsonb_build_object('etag', :'etag',
+  'filter', 'SELECT * FROM devices WHERE $template = "dtmi:modelDefinition:coldStore" AND compressor.load >= 40')) ->> 'filter' AS filter;
+SELECT fleet.count_device_group_members('loaded-stores');
+SELECT fleet.update_device_group('loaded-stores', jsonb_build_object('etag', :'etag', 'description', 'stale'));
+-- a jsonpath filter still works, through the REST body too
+SELECT fleet.import_device_group('simulated-stores', '{"displayName": "Simulated stores", "filter": "$.simulated == true"}') ->> 'filter' AS filter;
+SELECT fleet.list_device_group_members('simulated-stores');
+-- refusals name the unsupported part
+SELECT fleet.import_device_group('bad', '{"displayName": "Bad", "filter": "SELECT * FROM devices WHERE $id IN [\"a\", \"b\"]"}');
+SELECT fleet.import_device_group('bad', '{"displayName": "Bad", "filter": "SELECT * FROM devices WHERE ($simulated = true OR $id = \"a\")"}');
+SELECT fleet.import_device_group('bad', '{"displayName": "Bad", "filter": "SELECT * FROM devices WHERE $lastSeen > 5"}');
+SELECT fleet.import_device_group('bad', '{"displayName": "Bad", "filter": "SELECT * FROM devices WHERE $simulated = maybe"}');
+SELECT fleet.import_device_group('bad', '{"displayName": "Bad", "filter": "SELECT * FROM devices WHERE $simulated = true XOR $id = \"a\""}');
+SELECT fleet.import_device_group('bad', '{"displayName": "Bad", "filter": "SELECT id FROM devices"}');
+SELECT fleet.import_device_group('bad', '{"displayName": "Bad", "filter": "SELECT * FROM devices WHERE $template = \"dtmi:no:Such;1\""}');
+SELECT fleet.import_device_group('bad', '{"displayName": "Bad", "filtre": "SELECT * FROM devices"}');
+SELECT fleet.import_device_group('bad', '{"displayName": "Bad", "filter": "SELECT * FROM devices WHERE"}');
+SELECT fleet.delete_device_group('simulated-stores');

@@ -52,7 +52,7 @@ AS $$
 DECLARE
     sample jsonb := jsonb_build_object(
         'id', 'sample', 'displayName', 'sample', 'template', 'dtmi:sample:Sample;1',
-        'organization', 'root', 'simulated', false, 'edge', false, 'manifest', NULL,
+        'organization', 'root', 'simulated', false, 'provisioned', true, 'edge', false, 'manifest', NULL,
         'properties', '{}'::jsonb, 'reported', '{}'::jsonb, 'cloudProperties', '{}'::jsonb);
     problem text := fleet_internal.filter_problem(filter);
 BEGIN
@@ -124,7 +124,10 @@ BEGIN
 END;
 $$;
 
--- The group as IoT Central's REST API shows it (its filter is a jsonpath).
+-- The group as IoT Central's REST API shows it: its filter as it was
+-- given (IoT Central's query, or a jsonpath), description, organizations
+-- and etag; "template" and "jsonpath" (the query's translation) are
+-- pg_fleet's.
 CREATE FUNCTION fleet.get_device_group(device_group_id text)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -133,11 +136,111 @@ AS $$
 DECLARE
     g fleet.device_groups := fleet_internal.require_device_group(device_group_id);
 BEGIN
-    RETURN jsonb_build_object('id', g.id, 'displayName', g.display_name, 'template', g.template_id,
-                              'filter', g.filter::text, 'organizations', jsonb_build_array(g.organization_id));
+    RETURN jsonb_strip_nulls(jsonb_build_object(
+        'id', g.id, 'displayName', g.display_name, 'description', g.description,
+        'filter', coalesce(g.query, g.filter::text),
+        'organizations', jsonb_build_array(g.organization_id),
+        'etag', fleet_internal.device_group_etag(g),
+        'template', g.template_id,
+        'jsonpath', CASE WHEN g.query IS NOT NULL THEN g.filter::text END));
 END;
 $$;
-COMMENT ON FUNCTION fleet.get_device_group(text) IS 'The device group as JSON: id, displayName, template, filter, organizations';
+COMMENT ON FUNCTION fleet.get_device_group(text) IS 'The device group as IoT Central''s REST API shows it: id, displayName, description, filter, organizations, etag; with template and the jsonpath a query translates to';
+
+-- A device group's etag (fleet_internal.etag).
+CREATE FUNCTION fleet_internal.device_group_etag(g fleet.device_groups)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT fleet_internal.etag(jsonb_build_array(g.display_name, g.description, g.template_id, g.filter::text,
+                                                 g.query, g.organization_id))
+$$;
+
+-- A filter as a device group takes it: IoT Central's query (SELECT * FROM
+-- devices WHERE ...), translated, or a jsonpath predicate.
+CREATE FUNCTION fleet_internal.group_filter(filter text, label text,
+                                            OUT template text, OUT path jsonpath, OUT query text)
+RETURNS record
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    translated record;
+BEGIN
+    IF filter IS NULL THEN
+        RETURN;
+    END IF;
+    IF filter ~* '^\s*select\s' THEN
+        translated := fleet_internal.group_query_translate(filter);
+        template := translated.template;
+        path := translated.filter;
+        query := filter;
+    ELSE
+        BEGIN
+            path := filter::jsonpath;
+        EXCEPTION WHEN syntax_error OR invalid_text_representation THEN
+            RAISE EXCEPTION 'the filter of % is neither IoT Central''s query nor a jsonpath: %', label, filter
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write SELECT * FROM devices WHERE $template = "..." AND ..., or a jsonpath predicate such as ''$.reported.firmware == "1.2"''.';
+        END;
+    END IF;
+    PERFORM fleet_internal.require_group_filter(path);
+    IF template IS NOT NULL THEN
+        PERFORM fleet_internal.require_template(template);
+    END IF;
+END;
+$$;
+
+-- Creates a device group from IoT Central's REST body, as PUT
+-- /deviceGroups/{id} takes it: {"displayName", "filter", "description",
+-- "organizations"}; the filter is IoT Central's query or a jsonpath.
+CREATE FUNCTION fleet.import_device_group(device_group_id text, body jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller       name := fleet_internal.calling_role();
+    label        text := format('device group "%s"', device_group_id);
+    filter       record;
+    organization text := 'root';
+BEGIN
+    IF jsonb_typeof(body) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'the body of % must be a JSON object', label
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass IoT Central''s device group: {"displayName": ..., "filter": "SELECT * FROM devices WHERE ..."}.';
+    END IF;
+    body := fleet_internal.body_with_id(body, device_group_id, 'device group');
+    PERFORM fleet_internal.refuse_unknown_keys(body, '{id,displayName,description,filter,organizations,etag}', label);
+    IF jsonb_typeof(body -> 'displayName') IS DISTINCT FROM 'string' THEN
+        RAISE EXCEPTION '% needs a "displayName"', label USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF body ? 'description' AND jsonb_typeof(body -> 'description') NOT IN ('string', 'null') THEN
+        RAISE EXCEPTION 'the description of % must be a string', label USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF body ? 'filter' AND jsonb_typeof(body -> 'filter') NOT IN ('string', 'null') THEN
+        RAISE EXCEPTION 'the filter of % must be a string', label USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF body ? 'organizations' THEN
+        IF jsonb_typeof(body -> 'organizations') <> 'array' OR jsonb_array_length(body -> 'organizations') <> 1
+           OR jsonb_typeof(body -> 'organizations' -> 0) <> 'string' THEN
+            RAISE EXCEPTION '"organizations" of % must be an array of one organization id', label
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('It is %s.', body -> 'organizations');
+        END IF;
+        organization := body -> 'organizations' ->> 0;
+    END IF;
+    filter := fleet_internal.group_filter(body ->> 'filter', label);
+    PERFORM fleet.create_device_group(device_group_id, body ->> 'displayName', filter.template, filter.path, organization);
+    UPDATE fleet.device_groups g
+       SET description = body ->> 'description', query = filter.query
+     WHERE g.id = device_group_id;
+    RETURN fleet.get_device_group(device_group_id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.import_device_group(text, jsonb) IS 'Creates a device group from IoT Central''s REST body ({"displayName", "filter", "description", "organizations"}); the filter is IoT Central''s query (SELECT * FROM devices WHERE ...) or a jsonpath'; 
 
 -- Changes a group's name, template or filter ({"displayName", "template",
 -- "filter"}; null clears the template or the filter).  Jobs already
@@ -153,9 +256,26 @@ DECLARE
     caller name := fleet_internal.calling_role();
     g      fleet.device_groups := fleet_internal.require_device_group(device_group_id, fleet_internal.calling_role());
     label  text := format('device group "%s"', device_group_id);
+    filter record;
 BEGIN
-    PERFORM fleet_internal.require_changes(changes, '{displayName,template,filter}', label);
+    PERFORM fleet_internal.require_changes(changes, '{displayName,description,template,filter,organizations,etag,id}', label);
     PERFORM fleet_internal.require_app_role(g.organization_id, 'operator', 'changing a device group', caller);
+    PERFORM fleet_internal.require_etag(label, changes -> 'etag', fleet_internal.device_group_etag(g));
+    IF changes ? 'id' AND changes -> 'id' IS DISTINCT FROM to_jsonb(g.id) THEN
+        RAISE EXCEPTION 'the id of % cannot change', label USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF changes ? 'organizations' AND changes -> 'organizations' IS DISTINCT FROM jsonb_build_array(g.organization_id) THEN
+        RAISE EXCEPTION '% cannot move to another organization', label
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = format('It belongs to organization "%s".', g.organization_id),
+                  HINT = 'Create a group in that organization instead.';
+    END IF;
+    IF changes ? 'description' THEN
+        IF jsonb_typeof(changes -> 'description') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION 'the description of % must be a string', label USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        g.description := changes ->> 'description';
+    END IF;
     IF changes ? 'displayName' THEN
         g.display_name := fleet_internal.changed_display_name(changes, 'device group', g.id, 255);
     END IF;
@@ -169,25 +289,25 @@ BEGIN
     END IF;
     IF changes ? 'filter' THEN
         IF jsonb_typeof(changes -> 'filter') NOT IN ('string', 'null') THEN
-            RAISE EXCEPTION 'the filter of % must be a jsonpath string or null', label
+            RAISE EXCEPTION 'the filter of % must be a string (IoT Central''s query or a jsonpath) or null', label
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        BEGIN
-            g.filter := (changes ->> 'filter')::jsonpath;
-        EXCEPTION WHEN syntax_error OR invalid_text_representation THEN
-            RAISE EXCEPTION 'the filter of % is not a jsonpath: %', label, changes ->> 'filter'
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Write the filter as a predicate, for example ''$.reported.firmware == "1.2"''.';
-        END;
-        PERFORM fleet_internal.require_group_filter(g.filter);
+        filter := fleet_internal.group_filter(changes ->> 'filter', label);
+        g.filter := filter.path;
+        g.query := filter.query;
+        -- IoT Central's query names the template itself
+        IF filter.query IS NOT NULL THEN
+            g.template_id := filter.template;
+        END IF;
     END IF;
     UPDATE fleet.device_groups dg
-       SET display_name = g.display_name, template_id = g.template_id, filter = g.filter
+       SET display_name = g.display_name, template_id = g.template_id, filter = g.filter,
+           description = g.description, query = g.query
      WHERE dg.id = g.id;
     RETURN fleet.get_device_group(g.id);
 END;
 $$;
-COMMENT ON FUNCTION fleet.update_device_group(text, jsonb) IS 'Changes a device group''s displayName, template or filter; returns the group';
+COMMENT ON FUNCTION fleet.update_device_group(text, jsonb) IS 'Changes a device group''s displayName, description, template or filter (IoT Central''s query or a jsonpath), If-Match on its etag; returns the group';
 
 -- Deletes a group no job or schedule uses: jobs keep the group they ran on
 -- (their results name it), so they go first (fleet.delete_job, or
@@ -252,6 +372,27 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION fleet.list_device_group_members(text) IS 'The ids of the devices in a device group now';
+
+-- The group's devices as IoT Central's GET /deviceGroups/{id}/devices
+-- returns them: {"value": [{"id", "displayName", "template", "simulated",
+-- "provisioned", "enabled", "organizations"}]}.  pg_fleet has no disabled
+-- devices and counts a registered device as provisioned.
+CREATE FUNCTION fleet.get_device_group_devices(device_group_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM fleet_internal.require_device_group(get_device_group_devices.device_group_id);
+    RETURN (SELECT jsonb_build_object('value', coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                       'id', d.id, 'displayName', d.display_name, 'template', d.template_id,
+                       'simulated', d.simulated, 'provisioned', true, 'enabled', true,
+                       'organizations', jsonb_build_array(d.organization_id))) ORDER BY d.id), '[]'))
+              FROM fleet.device_group_members m JOIN fleet.devices d ON d.id = m.device_id
+             WHERE m.group_id = get_device_group_devices.device_group_id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.get_device_group_devices(text) IS 'A device group''s devices as IoT Central''s REST API returns them: {"value": [{"id", "displayName", "template", "simulated", "provisioned", "enabled", "organizations"}]}';
 
 CREATE FUNCTION fleet.count_device_group_members(device_group_id text)
 RETURNS bigint

@@ -183,10 +183,13 @@ AS $$
         'template', device.template_id,
         'organization', device.organization_id,
         'simulated', device.simulated,
+        -- IoT Central's devices are provisioned once they first connect;
+        -- pg_fleet has no connection yet, so a registered device counts
+        'provisioned', true,
         'edge', device.edge,
         'manifest', device.manifest_id,
         'properties', device.properties,
         'reported', device.reported,
         'cloudProperties', device.cloud_properties)
 $$;
-COMMENT ON FUNCTION fleet.device_document(fleet.devices) IS 'The device as jsonb (id, displayName, template, organization, simulated, edge, manifest, properties, reported, cloudProperties), matched by device group filters';
+COMMENT ON FUNCTION fleet.device_document(fleet.devices) IS 'The device as jsonb (id, displayName, template, organization, simulated, provisioned, edge, manifest, properties, reported, cloudProperties), matched by device group filters';

@@ -15,3 +15,6 @@ DROP FUNCTION IF EXISTS fleet.create_scheduled_job(jsonb);
 
 -- the staged rows carry the export file's keys and thumbprints
 DROP FUNCTION IF EXISTS fleet_internal.device_import_staged_rows();
+
+-- device groups keep IoT Central's description and query
+ALTER TABLE fleet.device_groups ADD COLUMN description text, ADD COLUMN query text;
