@@ -183,3 +183,30 @@ SELECT fleet.import_device_group('bad', '{"displayName": "Bad", "filter": "SELEC
 SELECT fleet.import_device_group('bad', '{"displayName": "Bad", "filtre": "SELECT * FROM devices"}');
 SELECT fleet.import_device_group('bad', '{"displayName": "Bad", "filter": "SELECT * FROM devices WHERE"}');
 SELECT fleet.delete_device_group('simulated-stores');
+
+-- Enrollment groups (PATCH /enrollmentGroups/{id}): a team leaving IoT
+-- Central adopts its groups' keys, and its devices keep their SAS keys
+SELECT g - 'attestation' - 'etag' AS enrollment_group FROM fleet.get_enrollment_group('SAS-IoT-Devices') g;
+SELECT fleet.get_enrollment_group('SAS-IoT-Devices') ->> 'etag' AS etag \gset
+SELECT g - 'attestation' - 'etag' - 'rotatedAt' AS enrollment_group
+  FROM fleet.update_enrollment_group('SAS-IoT-Devices', jsonb_build_object('etag', :'etag',
+    'displayName', 'SAS-IoT-Devices/iotc',
+    'attestation', '{"type": "symmetricKey", "symmetricKey": {
+        "primaryKey": "0wVA+4JgjW7c8vPixr4xKpuu9+5CAJ/V+qFEyOoxLrLk/tC/nmK1UGqaovqcLpl0mgQq4xXJd51IqeI0Mlo78Q==",
+        "secondaryKey": "p51a4gxERMszfVBDD+H+JQRaXLlF/WlZjrEbIAae7U/nVurcTnHAG5Rui+6Yngp2wh8o5kwVe49EyXGA1EaJvQ=="}}'::jsonb)) g;
+-- the keys IoT Central gave its devices are theirs here too
+SELECT "IOTC_SASKEY_PRIMARY" = fleet.compute_device_key('0wVA+4JgjW7c8vPixr4xKpuu9+5CAJ/V+qFEyOoxLrLk/tC/nmK1UGqaovqcLpl0mgQq4xXJd51IqeI0Mlo78Q==', 'cold-1') AS adopted
+  FROM fleet.export_devices() WHERE "IOTC_DEVICEID" = 'cold-1';
+-- a stale etag, a key that is not one, X.509, and an unknown key are refused (never showing a key)
+SELECT fleet.update_enrollment_group('SAS-IoT-Devices', jsonb_build_object('etag', :'etag', 'enabled', false));
+SELECT fleet.update_enrollment_group('SAS-IoT-Devices', '{"attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": "c2hvcnQ=", "secondaryKey": "c2hvcnQ="}}}');
+SELECT fleet.update_enrollment_group('SAS-IoT-Devices', '{"attestation": {"type": "x509"}}');
+SELECT fleet.update_enrollment_group('SAS-IoT-Devices', '{"enable": false}');
+SELECT fleet.update_enrollment_group('SAS-IoT-Devices', '{"type": "iotEdge"}');
+-- a disabled group's devices export no keys, and an import with keys is refused
+SELECT fleet.update_enrollment_group('SAS-IoT-Devices', '{"enabled": false}') ->> 'enabled' AS enabled;
+SELECT "IOTC_DEVICEID", "IOTC_SASKEY_PRIMARY" IS NULL AS no_primary, "IOTC_SASKEY_SECONDARY" IS NULL AS no_secondary
+  FROM fleet.export_devices() WHERE "IOTC_DEVICEID" IN ('cold-1', 'cold-2') ORDER BY 1;
+INSERT INTO fleet.device_import_with_keys VALUES ('exported-7', 'Disabled group', 'bm90IHRoZSBncm91cCdzIGtleQ==', NULL, NULL, NULL);
+SELECT line, device_id, error FROM fleet.device_operation_errors WHERE operation_id = fleet.last_device_operation();
+SELECT fleet.update_enrollment_group('SAS-IoT-Devices', '{"enabled": true}') ->> 'enabled' AS enabled;

@@ -76,7 +76,7 @@ SELECT g ->> 'id' AS id, g ->> 'type' AS type, g ->> 'organization' AS organizat
 SELECT fleet.create_enrollment_groups('keys-a');
 SELECT fleet.rotate_enrollment_group_key('SAS-IoT-Edge-Devices@keys-a', 'secondary') ->> 'id';
 -- an enrollment group as IoT Central's REST API shows it, keys included
-SELECT g - 'attestation' - 'rotatedAt' AS enrollment_group, g #>> '{attestation,type}' AS attestation,
+SELECT g - 'attestation' - 'rotatedAt' - 'etag' AS enrollment_group, g ? 'etag' AS has_etag, g #>> '{attestation,type}' AS attestation,
        g #>> '{attestation,symmetricKey,primaryKey}' = e.primary_key AS primary_key_matches
   FROM fleet.get_enrollment_group('SAS-IoT-Devices@keys-a') g, fleet.enrollment_groups e
  WHERE e.id = 'SAS-IoT-Devices@keys-a';

@@ -27,6 +27,7 @@ char	   *fleet_import_organization = NULL;
 
 /* The job engine (launcher.c, engine.c, src/sql/engine.sql). */
 char	   *fleet_database_name = NULL;
+static char *fleet_id_scope = NULL;
 bool		fleet_engine_enabled = true;
 int			fleet_max_running_jobs = 5;
 int			fleet_command_timeout = 30000;
@@ -69,6 +70,15 @@ _PG_init(void)
 							   &fleet_import_organization,
 							   "",
 							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("fleet.id_scope",
+							   "ID scope devices provision with, shown as the enrollment groups' idScope.",
+							   "IoT Central's devices are configured with their application's ID scope; set it to keep theirs.",
+							   &fleet_id_scope,
+							   "",
+							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
 

@@ -24,6 +24,10 @@ DECLARE
     scope        text[];
     device_group fleet.enrollment_groups;
     edge_group   fleet.enrollment_groups;
+    device_primary   text;
+    device_secondary text;
+    edge_primary     text;
+    edge_secondary   text;
 BEGIN
     IF template IS NOT NULL THEN
         PERFORM fleet_internal.require_template(template);
@@ -62,6 +66,15 @@ BEGIN
          LIMIT 1;
     END IF;
 
+    IF device_group.enabled THEN
+        device_primary := device_group.primary_key;
+        device_secondary := device_group.secondary_key;
+    END IF;
+    IF edge_group.enabled THEN
+        edge_primary := edge_group.primary_key;
+        edge_secondary := edge_group.secondary_key;
+    END IF;
+
     -- (cells are neutralised only when asked: a function call per cell of a
     -- million rows costs seconds)
     RETURN QUERY
@@ -72,18 +85,17 @@ BEGIN
            k.x509_thumbprint_primary,      -- NULL: an empty CSV field
            k.x509_thumbprint_secondary
       FROM (SELECT d.id, d.display_name, d.x509_thumbprint_primary, d.x509_thumbprint_secondary,
-                   fleet.compute_device_key(CASE WHEN d.edge THEN edge_group.primary_key
-                                                 ELSE device_group.primary_key END, d.id) AS primary_key,
-                   fleet.compute_device_key(CASE WHEN d.edge THEN edge_group.secondary_key
-                                                 ELSE device_group.secondary_key END, d.id) AS secondary_key
+                   -- (a disabled group's devices get no keys: NULL in, NULL out)
+                   fleet.compute_device_key(CASE WHEN d.edge THEN edge_primary ELSE device_primary END, d.id) AS primary_key,
+                   fleet.compute_device_key(CASE WHEN d.edge THEN edge_secondary ELSE device_secondary END, d.id) AS secondary_key
               FROM fleet.devices d
              WHERE device_group.id IS NOT NULL
                AND (template IS NULL OR d.template_id = template)
                AND (scope IS NULL OR d.organization_id IN (SELECT unnest(scope)))
             UNION ALL
             SELECT d.id, d.display_name, d.x509_thumbprint_primary, d.x509_thumbprint_secondary,
-                   fleet.compute_device_key(g.primary_key, d.id),
-                   fleet.compute_device_key(g.secondary_key, d.id)
+                   fleet.compute_device_key(CASE WHEN g.enabled THEN g.primary_key END, d.id),
+                   fleet.compute_device_key(CASE WHEN g.enabled THEN g.secondary_key END, d.id)
               FROM fleet.devices d
               -- (a hash join with one row per organization and kind)
               JOIN fleet_internal.organization_enrollment_groups g

@@ -122,6 +122,9 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF (s.sas_key_primary IS NOT NULL OR s.sas_key_secondary IS NOT NULL) AND NOT keys.enabled THEN
+        RETURN format('device "%s" has SAS keys, but enrollment group "%s" is disabled: enable it, or leave the keys out', s.device_id, keys.id);
+    END IF;
     IF s.sas_key_primary IS NOT NULL
        AND s.sas_key_primary IS DISTINCT FROM fleet.compute_device_key(keys.primary_key, s.device_id) THEN
         RETURN format('IOTC_SASKEY_PRIMARY of device "%s" is not the key enrollment group "%s" gives it, so the device could not connect with it: make the group''s keys the ones the device''s keys came from, or leave the keys out',

@@ -24,10 +24,10 @@ COMMENT ON FUNCTION fleet.compute_device_key(text, text) IS 'base64(HMAC-SHA256(
 -- group its devices' keys derive from: the nearest one up its path.  Holds
 -- the keys: internal, for the SECURITY DEFINER functions below.
 CREATE VIEW fleet_internal.organization_enrollment_groups AS
-    SELECT o.id AS organization_id, k.edge, g.id AS group_id, g.primary_key, g.secondary_key
+    SELECT o.id AS organization_id, k.edge, g.id AS group_id, g.primary_key, g.secondary_key, g.enabled
       FROM fleet.organizations o
      CROSS JOIN (VALUES (false), (true)) k(edge)
-     CROSS JOIN LATERAL (SELECT eg.id, eg.primary_key, eg.secondary_key
+     CROSS JOIN LATERAL (SELECT eg.id, eg.primary_key, eg.secondary_key, eg.enabled
                            FROM fleet.enrollment_groups eg
                           WHERE eg.organization_id = ANY (o.path) AND eg.edge = k.edge
                           ORDER BY pg_catalog.array_position(o.path, eg.organization_id) DESC
@@ -101,17 +101,128 @@ DECLARE
     g fleet.enrollment_groups := fleet_internal.require_enrollment_group(enrollment_group_id, fleet_internal.calling_role(),
                                                                          'reading an enrollment group');
 BEGIN
-    RETURN jsonb_build_object(
-        'id', g.id, 'displayName', g.id, 'enabled', true,
+    RETURN jsonb_strip_nulls(jsonb_build_object(
+        'id', g.id, 'displayName', coalesce(g.display_name, g.id), 'enabled', g.enabled,
         'type', CASE WHEN g.edge THEN 'iotEdge' ELSE 'iot' END,
-        'organization', g.organization_id,
         'attestation', jsonb_build_object('type', 'symmetricKey',
                                           'symmetricKey', jsonb_build_object('primaryKey', g.primary_key,
                                                                              'secondaryKey', g.secondary_key)),
-        'rotatedAt', g.rotated_at);
+        'idScope', nullif(current_setting('fleet.id_scope'), ''),
+        'etag', fleet_internal.enrollment_group_etag(g),
+        'organization', g.organization_id,
+        'rotatedAt', fleet_internal.rest_timestamp(g.rotated_at)));
 END;
 $$;
-COMMENT ON FUNCTION fleet.get_enrollment_group(text) IS 'The enrollment group as JSON, its keys included (attestation.symmetricKey); for administrators of its organization';
+COMMENT ON FUNCTION fleet.get_enrollment_group(text) IS 'The enrollment group as IoT Central''s REST API shows it (displayName, enabled, type, attestation with its keys, idScope, etag), with its organization; for administrators of its organization';
+
+-- An enrollment group's etag (fleet_internal.etag): its keys go in only as
+-- a hash of a hash, so the etag tells nothing of them.
+CREATE FUNCTION fleet_internal.enrollment_group_etag(g fleet.enrollment_groups)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT fleet_internal.etag(jsonb_build_array(g.display_name, g.enabled, md5(g.primary_key || ':' || g.secondary_key)))
+$$;
+
+-- A symmetric key as DPS takes one: base64 of 16 to 64 bytes.  The
+-- message never shows the key.
+CREATE FUNCTION fleet_internal.require_group_key(key jsonb, what text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bytes int;
+BEGIN
+    IF jsonb_typeof(key) IS DISTINCT FROM 'string' THEN
+        RAISE EXCEPTION '% must be a base64 string', what USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+        bytes := length(decode(key #>> '{}', 'base64'));
+    EXCEPTION WHEN invalid_parameter_value OR invalid_text_representation THEN
+        bytes := NULL;
+    END;
+    IF bytes IS NULL OR bytes NOT BETWEEN 16 AND 64 OR (key #>> '{}') !~ '^[A-Za-z0-9+/]+={0,2}$' THEN
+        RAISE EXCEPTION '% is not a key: base64 of 16 to 64 bytes is', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Copy the key as IoT Central shows it (Permissions > Device connection groups), 88 characters ending in "==".';
+    END IF;
+    RETURN key #>> '{}';
+END;
+$$;
+
+-- Changes an enrollment group as the REST API's PATCH does: displayName,
+-- enabled, and its symmetric keys (attestation.symmetricKey), so that a
+-- team leaving IoT Central adopts its groups' keys and every migrated
+-- device keeps its SAS keys.  If-Match on "etag".  For administrators of
+-- the group's organization; keys never appear in a message.
+CREATE FUNCTION fleet.update_enrollment_group(enrollment_group_id text, changes jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g     fleet.enrollment_groups := fleet_internal.require_enrollment_group(enrollment_group_id, fleet_internal.calling_role(),
+                                                                            'changing an enrollment group');
+    label text := format('enrollment group "%s"', enrollment_group_id);
+    attestation jsonb := changes -> 'attestation';
+BEGIN
+    PERFORM fleet_internal.require_changes(changes, '{id,displayName,enabled,type,attestation,etag,idScope}', label);
+    PERFORM fleet_internal.require_etag(label, changes -> 'etag', fleet_internal.enrollment_group_etag(g));
+    IF changes ? 'id' AND changes -> 'id' IS DISTINCT FROM to_jsonb(g.id) THEN
+        RAISE EXCEPTION 'the id of % cannot change', label USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF changes ? 'type' AND changes -> 'type' IS DISTINCT FROM to_jsonb(CASE WHEN g.edge THEN 'iotEdge' ELSE 'iot' END) THEN
+        RAISE EXCEPTION 'the type of % cannot change', label
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is "%s".', CASE WHEN g.edge THEN 'iotEdge' ELSE 'iot' END);
+    END IF;
+    IF changes ? 'idScope' AND changes -> 'idScope' IS DISTINCT FROM to_jsonb(current_setting('fleet.id_scope'))
+       AND changes ->> 'idScope' IS DISTINCT FROM nullif(current_setting('fleet.id_scope'), '') THEN
+        RAISE EXCEPTION 'the idScope of % is the setting fleet.id_scope', label
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Set fleet.id_scope in postgresql.conf to keep IoT Central''s ID scope.';
+    END IF;
+    IF changes ? 'displayName' THEN
+        IF jsonb_typeof(changes -> 'displayName') IS DISTINCT FROM 'string' OR btrim(changes ->> 'displayName') = '' THEN
+            RAISE EXCEPTION 'the displayName of % must be a non-empty string', label USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        g.display_name := changes ->> 'displayName';
+    END IF;
+    IF changes ? 'enabled' THEN
+        IF jsonb_typeof(changes -> 'enabled') IS DISTINCT FROM 'boolean' THEN
+            RAISE EXCEPTION '"enabled" of % must be true or false', label USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        g.enabled := (changes ->> 'enabled')::boolean;
+    END IF;
+    IF changes ? 'attestation' THEN
+        PERFORM fleet_internal.refuse_unknown_keys(attestation, '{type,symmetricKey}', format('the attestation of %s', label));
+        IF jsonb_typeof(attestation) IS DISTINCT FROM 'object' OR attestation ->> 'type' IS DISTINCT FROM 'symmetricKey' THEN
+            RAISE EXCEPTION 'the attestation of % must be of type "symmetricKey"', label
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'pg_fleet''s enrollment groups derive device keys; X.509 attestation is not supported yet.';
+        END IF;
+        IF attestation ? 'symmetricKey' THEN
+            PERFORM fleet_internal.refuse_unknown_keys(attestation -> 'symmetricKey', '{primaryKey,secondaryKey}',
+                                                      format('the symmetric key of %s', label));
+            g.primary_key := fleet_internal.require_group_key(attestation #> '{symmetricKey,primaryKey}',
+                                                             format('the primary key of %s', label));
+            g.secondary_key := fleet_internal.require_group_key(attestation #> '{symmetricKey,secondaryKey}',
+                                                               format('the secondary key of %s', label));
+        END IF;
+    END IF;
+    UPDATE fleet.enrollment_groups eg
+       SET display_name = g.display_name, enabled = g.enabled,
+           primary_key = g.primary_key, secondary_key = g.secondary_key,
+           rotated_at = CASE WHEN eg.primary_key IS DISTINCT FROM g.primary_key OR eg.secondary_key IS DISTINCT FROM g.secondary_key
+                             THEN pg_catalog.now() ELSE eg.rotated_at END
+     WHERE eg.id = g.id;
+    RETURN fleet.get_enrollment_group(g.id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.update_enrollment_group(text, jsonb) IS 'Changes an enrollment group''s displayName, enabled, or symmetric keys (to adopt IoT Central''s), If-Match on etag; returns it';
 
 -- Removes an organization's own pair of groups: its devices' keys derive
 -- from the groups above it again (and change).  Refused while it has
@@ -164,7 +275,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE fleet.enrollment_groups g
-       SET primary_key = NEW.primary_key, secondary_key = NEW.secondary_key, rotated_at = NEW.rotated_at
+       SET primary_key = NEW.primary_key, secondary_key = NEW.secondary_key, rotated_at = NEW.rotated_at,
+           display_name = NEW.display_name, enabled = NEW.enabled
      WHERE g.id = NEW.id;
     IF FOUND THEN
         RETURN NULL;

@@ -18,7 +18,9 @@ CREATE TABLE fleet.enrollment_groups (
     rotated_at      timestamptz,
     organization_id text NOT NULL DEFAULT 'root' REFERENCES fleet.organizations (id) ON DELETE CASCADE,
     edge            boolean NOT NULL DEFAULT false,     -- the group of the organization's IoT Edge devices
-    CONSTRAINT enrollment_groups_one_per_kind UNIQUE (organization_id, edge)
+    CONSTRAINT enrollment_groups_one_per_kind UNIQUE (organization_id, edge),
+    display_name    text,
+    enabled         boolean NOT NULL DEFAULT true           -- a disabled group's devices export no keys
 );
 COMMENT ON TABLE fleet.enrollment_groups IS 'The SAS enrollment groups: root''s SAS-IoT-Devices and SAS-IoT-Edge-Devices, and a pair per organization created since 0.2; a device''s keys derive from the nearest pair up its organization''s path';
 

@@ -18,3 +18,8 @@ DROP FUNCTION IF EXISTS fleet_internal.device_import_staged_rows();
 
 -- device groups keep IoT Central's description and query
 ALTER TABLE fleet.device_groups ADD COLUMN description text, ADD COLUMN query text;
+
+-- enrollment groups: IoT Central's display name, and enabled
+ALTER TABLE fleet.enrollment_groups ADD COLUMN display_name text, ADD COLUMN enabled boolean NOT NULL DEFAULT true;
+-- (fleet_internal.organization_enrollment_groups gains "enabled" at its
+-- end: CREATE OR REPLACE VIEW below does that)
