@@ -186,7 +186,7 @@ SELECT fleet.delete_device_group('simulated-stores');
 
 -- Enrollment groups (PATCH /enrollmentGroups/{id}): a team leaving IoT
 -- Central adopts its groups' keys, and its devices keep their SAS keys
-SELECT g - 'attestation' - 'etag' AS enrollment_group FROM fleet.get_enrollment_group('SAS-IoT-Devices') g;
+SELECT g - 'attestation' - 'etag' - 'rotatedAt' AS enrollment_group FROM fleet.get_enrollment_group('SAS-IoT-Devices') g;
 SELECT fleet.get_enrollment_group('SAS-IoT-Devices') ->> 'etag' AS etag \gset
 SELECT g - 'attestation' - 'etag' - 'rotatedAt' AS enrollment_group
   FROM fleet.update_enrollment_group('SAS-IoT-Devices', jsonb_build_object('etag', :'etag',
