@@ -210,3 +210,31 @@ SELECT "IOTC_DEVICEID", "IOTC_SASKEY_PRIMARY" IS NULL AS no_primary, "IOTC_SASKE
 INSERT INTO fleet.device_import_with_keys VALUES ('exported-7', 'Disabled group', 'bm90IHRoZSBncm91cCdzIGtleQ==', NULL, NULL, NULL);
 SELECT line, device_id, error FROM fleet.device_operation_errors WHERE operation_id = fleet.last_device_operation();
 SELECT fleet.update_enrollment_group('SAS-IoT-Devices', '{"enabled": true}') ->> 'enabled' AS enabled;
+
+-- Organizations and deployment manifests (PUT /organizations/{id},
+-- PUT /deploymentManifests/{id}), with the read-only id in the body as the
+-- REST examples have it
+SELECT fleet.import_organization('washington', '{"id": "washington", "displayName": "Washington"}');
+SELECT fleet.import_organization('seattle', '{"id": "seattle", "displayName": "Seattle", "parent": "washington"}');
+SELECT fleet.import_organization('tacoma', '{"id": "seattle", "displayName": "Tacoma"}');
+SELECT fleet.import_organization('tacoma', '{"displayName": "Tacoma", "parnet": "washington"}');
+SELECT m - 'etag' AS manifest FROM fleet.import_edge_manifest('edge-seattle', '{
+  "id": "edge-seattle", "displayName": "Seattle deployment", "organizations": ["seattle"],
+  "data": {"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1"}},
+                              "$edgeHub": {"properties.desired": {"schemaVersion": "1.1"}}}}}') m;
+SELECT fleet.import_edge_manifest('edge-nowhere', '{"displayName": "Nowhere", "organizations": ["nowhere"],
+  "data": {"modulesContent": {"$edgeAgent": {}, "$edgeHub": {}}}}');
+-- PATCH /deviceTemplates/{id} sends the whole template: its name changes,
+-- its model may not
+SELECT fleet.update_template('dtmi:modelDefinition:coldStore',
+  jsonb_set(:'cold_store'::jsonb, '{displayName}', '"Cold store sensor v1"')) ->> 'displayName' AS display_name;
+SELECT fleet.update_template('dtmi:modelDefinition:coldStore',
+  jsonb_set(:'cold_store'::jsonb, '{capabilityModel,displayName}', '"Changed"'));
+-- IoT Central's legacy URN ids inside a wrapped template
+SELECT fleet.import_template('{"@type": ["ModelDefinition", "DeviceModel"], "displayName": "Legacy ids",
+  "capabilityModel": {"@id": "urn:contoso:legacy:1", "@type": "Interface",
+    "extends": [{"@id": "urn:contoso:legacy:base:1", "@type": "Interface",
+                 "contents": [{"@id": "urn:contoso:legacy:base:reboot:1", "@type": "Command", "name": "reboot"}]}],
+    "contents": [{"@id": "urn:contoso:legacy:level:1", "@type": "Property", "name": "level", "schema": "integer", "writable": true}]}}',
+  'urn:contoso:legacyTemplate') ->> '@id' AS template;
+SELECT name, capability FROM fleet.template_capabilities WHERE template_id = 'urn:contoso:legacyTemplate' ORDER BY name;

@@ -349,7 +349,9 @@ BEGIN
         END IF;
         names := names || item.name;
 
-        IF element ? '@id' AND (jsonb_typeof(element -> '@id') <> 'string' OR NOT fleet_internal.dtdl_is_dtmi(element ->> '@id')) THEN
+        -- (IoT Central's own templates give contents URN ids, as DTDL v1
+        -- did: nothing refers to a content by its id, so any string will do)
+        IF element ? '@id' AND jsonb_typeof(element -> '@id') <> 'string' THEN
             RAISE EXCEPTION '% has a malformed DTMI %', content_what, element -> '@id'
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
@@ -465,6 +467,11 @@ BEGIN
     IF ctx IS NOT NULL AND NOT interface ? '@context' THEN
         interface := interface || jsonb_build_object('@context', ctx);
     END IF;
+    -- an inline interface with IoT Central's URN id is parsed under a DTMI
+    -- made from it (nothing outside its holder names it)
+    IF context IS NOT NULL AND jsonb_typeof(interface -> '@id') = 'string' AND NOT fleet_internal.dtdl_is_dtmi(interface ->> '@id') THEN
+        interface := jsonb_set(interface, '{@id}', to_jsonb('dtmi:iotcentral:inline:i' || md5(interface ->> '@id') || ';1'));
+    END IF;
     IF jsonb_typeof(interface -> 'extends') IN ('object', 'array') THEN
         FOR element IN SELECT e FROM jsonb_array_elements(CASE jsonb_typeof(interface -> 'extends') WHEN 'array'
                                                             THEN interface -> 'extends'
@@ -475,8 +482,9 @@ BEGIN
                         USING ERRCODE = 'invalid_parameter_value',
                               HINT = 'Give the extended interface a DTMI as "@id".';
                 END IF;
-                hoisted := hoisted || fleet_internal.dtdl_hoist_inline(element, ctx);
-                element := element -> '@id';
+                inline := fleet_internal.dtdl_hoist_inline(element, coalesce(ctx, '"dtmi:dtdl:context;2"'));
+                hoisted := hoisted || inline;
+                element := inline -> 0 -> '@id';
             END IF;
             replaced := replaced || jsonb_build_array(element);
         END LOOP;
@@ -494,8 +502,9 @@ BEGIN
                         split_part(interface ->> '@id', ';', 1) || ':inline_' || (element ->> 'name') || ';'
                         || coalesce(nullif(split_part(interface ->> '@id', ';', 2), ''), '1'));
                 END IF;
-                hoisted := hoisted || fleet_internal.dtdl_hoist_inline(inline, ctx);
-                element := jsonb_set(element, '{schema}', coalesce(inline -> '@id', 'null'));
+                inline := fleet_internal.dtdl_hoist_inline(inline, coalesce(ctx, '"dtmi:dtdl:context;2"'));
+                hoisted := hoisted || inline;
+                element := jsonb_set(element, '{schema}', coalesce(inline -> 0 -> '@id', 'null'));
             END IF;
             replaced := replaced || jsonb_build_array(element);
         END LOOP;
@@ -544,7 +553,7 @@ BEGIN
     PERFORM fleet_internal.require_app_role('root', 'administrator', 'importing a device template');
     IF wrapped THEN
         PERFORM fleet_internal.refuse_unknown_keys(model,
-            '{@id,@type,@context,displayName,description,capabilityModel,etag,id,solutionModel,types}',
+            '{@id,@type,@context,displayName,description,capabilityModel,etag,id,deploymentManifest}',
             'the device template');
         IF template_id IS NULL AND jsonb_typeof(model -> '@id') = 'string' THEN
             template_id := model ->> '@id';
@@ -561,6 +570,12 @@ BEGIN
         -- IoT Central's templates are DTDL v2 with its extensions
         v2_context := coalesce(model -> '@context', '["dtmi:iotcentral:context;2", "dtmi:dtdl:context;2"]');
         given := jsonb_build_array(model -> 'capabilityModel');
+        -- its capabilityModel's id is not what anything names (the template
+        -- id is): IoT Central keeps URN ids there, which are parsed under a
+        -- DTMI of the template's
+        IF jsonb_typeof(given #> '{0,@id}') = 'string' AND NOT fleet_internal.dtdl_is_dtmi(given #>> '{0,@id}') THEN
+            given := jsonb_set(given, '{0,@id}', to_jsonb('dtmi:iotcentral:template:t' || md5(template_id) || ';1'));
+        END IF;
     ELSE
         IF template_id IS NOT NULL THEN
             RAISE EXCEPTION 'a DTDL Interface is its own template: its id is its "@id"'
@@ -761,9 +776,9 @@ BEGIN
                     || ARRAY(SELECT c FROM unnest(contents) c WHERE c.template_id <> root);
         ids[1] := template_id;
         stored := jsonb_set(stored, '{0}', model || jsonb_build_object('@id', template_id));
-        interfaces := jsonb_set(interfaces, '{0}', model || jsonb_build_object(
+        interfaces := jsonb_set(interfaces, '{0}', model || jsonb_strip_nulls(jsonb_build_object(
             'displayName', coalesce(model -> 'displayName', model #> '{capabilityModel,displayName}'),
-            'description', coalesce(model -> 'description', model #> '{capabilityModel,description}')));
+            'description', coalesce(model -> 'description', model #> '{capabilityModel,description}'))));
         root := template_id;
     END IF;
 
@@ -841,9 +856,26 @@ AS $$
 DECLARE
     label text := format('device template "%s"', template_id);
     field text;
+    current_template jsonb;
 BEGIN
     PERFORM fleet_internal.require_app_role('root', 'administrator', 'changing a device template');
     PERFORM fleet_internal.require_template(template_id);
+    -- IoT Central's PATCH sends the whole template: its model must be the
+    -- one it has, the rest is what changes (If-Match on "etag")
+    IF jsonb_typeof(changes) = 'object' THEN
+        current_template := fleet.get_template(template_id);
+        PERFORM fleet_internal.require_etag(label, changes -> 'etag', current_template ->> 'etag');
+        IF changes ? 'capabilityModel' AND changes -> 'capabilityModel' IS DISTINCT FROM current_template -> 'capabilityModel' THEN
+            RAISE EXCEPTION 'the model of % cannot change', label
+                USING ERRCODE = 'feature_not_supported',
+                      DETAIL = 'Its capabilityModel differs from the one imported.',
+                      HINT = 'DTDL models are immutable in pg_fleet: import the changed model as a new template, and migrate devices to it with a deviceTemplateMigration job.';
+        END IF;
+        IF changes ? '@id' AND changes -> '@id' IS DISTINCT FROM to_jsonb(template_id) THEN
+            RAISE EXCEPTION 'the id of % cannot change', label USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        changes := changes - '{@id,@type,capabilityModel,etag,id}'::text[];
+    END IF;
     PERFORM fleet_internal.require_changes(changes, '{displayName,description}', label);
     FOREACH field IN ARRAY ARRAY['displayName', 'description'] LOOP
         IF changes ? field AND jsonb_typeof(changes -> field) NOT IN ('string', 'null') THEN

@@ -59,7 +59,9 @@ AS $$
 DECLARE
     m fleet.edge_manifests := fleet_internal.require_edge_manifest(manifest_id);
 BEGIN
-    RETURN jsonb_build_object('id', m.id, 'displayName', m.display_name, 'data', m.manifest);
+    RETURN jsonb_strip_nulls(jsonb_build_object('id', m.id, 'displayName', m.display_name, 'data', m.manifest,
+                                                'organizations', to_jsonb(m.organizations),
+                                                'etag', fleet_internal.etag(jsonb_build_array(m.display_name, m.manifest, m.organizations))));
 END;
 $$;
 COMMENT ON FUNCTION fleet.get_edge_manifest(text) IS 'The edge manifest as IoT Central''s REST API shows a deployment manifest: id, displayName, data';
@@ -84,6 +86,43 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION fleet.create_edge_manifest(text, text, jsonb) IS 'Validates and stores an IoT Edge deployment manifest; returns it';
+
+-- Creates a manifest from IoT Central's REST body, as PUT
+-- /deploymentManifests/{id} takes it: {"displayName", "data",
+-- "organizations"}.  The organizations are checked and kept; a manifest,
+-- as a template, serves the whole application.
+CREATE FUNCTION fleet.import_edge_manifest(manifest_id text, body jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    label            text := format('edge manifest "%s"', manifest_id);
+    organization_ids text[];
+BEGIN
+    IF jsonb_typeof(body) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'the body of % must be a JSON object', label
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass IoT Central''s deployment manifest: {"displayName": ..., "data": {"modulesContent": ...}}.';
+    END IF;
+    body := fleet_internal.body_with_id(body, manifest_id, 'edge manifest');
+    PERFORM fleet_internal.refuse_unknown_keys(body, '{id,displayName,data,organizations,etag}', label);
+    IF body ? 'organizations' THEN
+        IF jsonb_typeof(body -> 'organizations') <> 'array'
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(body -> 'organizations') o WHERE jsonb_typeof(o) <> 'string') THEN
+            RAISE EXCEPTION '"organizations" of % must be an array of organization ids', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        organization_ids := ARRAY(SELECT fleet_internal.require_organization(o, fleet_internal.calling_role())
+                                 FROM jsonb_array_elements_text(body -> 'organizations') o);
+    END IF;
+    PERFORM fleet.create_edge_manifest(manifest_id, body ->> 'displayName', body -> 'data');
+    UPDATE fleet.edge_manifests m SET organizations = organization_ids WHERE m.id = manifest_id;
+    RETURN fleet.get_edge_manifest(manifest_id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.import_edge_manifest(text, jsonb) IS 'Creates an IoT Edge deployment manifest from IoT Central''s REST body ({"displayName", "data", "organizations"}); returns it';
 
 -- Changes a manifest's name or content ({"displayName", "data"}).  Devices
 -- that run it keep their deployment until a manifest job assigns it again.

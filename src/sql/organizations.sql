@@ -58,6 +58,35 @@ BEGIN
     RETURN fleet.get_organization(organization_id);
 END;
 $$;
+
+-- Creates an organization from IoT Central's REST body, as PUT
+-- /organizations/{id} takes it: {"displayName", "parent"} (and "id", which
+-- must be the same).
+CREATE FUNCTION fleet.import_organization(organization_id text, body jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    label text := format('organization "%s"', organization_id);
+BEGIN
+    IF jsonb_typeof(body) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'the body of % must be a JSON object', label
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass IoT Central''s organization: {"displayName": ..., "parent": ...}.';
+    END IF;
+    body := fleet_internal.body_with_id(body, organization_id, 'organization');
+    PERFORM fleet_internal.refuse_unknown_keys(body, '{id,displayName,parent}', label);
+    IF jsonb_typeof(body -> 'displayName') IS DISTINCT FROM 'string' THEN
+        RAISE EXCEPTION '% needs a "displayName"', label USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF body ? 'parent' AND jsonb_typeof(body -> 'parent') NOT IN ('string', 'null') THEN
+        RAISE EXCEPTION 'the parent of % must be an organization id', label USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN fleet.create_organization(organization_id, body ->> 'displayName', body ->> 'parent');
+END;
+$$;
+COMMENT ON FUNCTION fleet.import_organization(text, jsonb) IS 'Creates an organization from IoT Central''s REST body ({"displayName", "parent"}); returns it';
 COMMENT ON FUNCTION fleet.create_organization(text, text, text) IS 'Creates an organization below parent (default: root) and returns it';
 
 -- Renames an organization ({"displayName"}).  Moving one under another

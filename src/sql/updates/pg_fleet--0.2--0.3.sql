@@ -23,3 +23,6 @@ ALTER TABLE fleet.device_groups ADD COLUMN description text, ADD COLUMN query te
 ALTER TABLE fleet.enrollment_groups ADD COLUMN display_name text, ADD COLUMN enabled boolean NOT NULL DEFAULT true;
 -- (fleet_internal.organization_enrollment_groups gains "enabled" at its
 -- end: CREATE OR REPLACE VIEW below does that)
+
+-- deployment manifests keep the organizations IoT Central's body names
+ALTER TABLE fleet.edge_manifests ADD COLUMN organizations text[];
