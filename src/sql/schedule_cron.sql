@@ -187,7 +187,7 @@ $$;
 
 -- pg_fleet 0.1 re-pointed one schedule's entry here (and its README said
 -- to call it after a restore).  The engine does that now for all of them;
--- this asks it to look at once.  Deprecated: goes in 0.3.
+-- this asks it to look at once.  Deprecated: goes in 0.4.
 CREATE FUNCTION fleet.sync_schedule_cron(schedule_id text)
 RETURNS void
 LANGUAGE plpgsql

@@ -66,7 +66,21 @@ LANGUAGE sql AS $$
                        FROM pg_temp.all_contents(x) c WHERE pg_temp.is_a(c, '{Component}')), 0)::int
 $$;
 
--- Imports a file after the files whose models it names.
+-- Which files each file needs first: the files whose root interface it
+-- names (and does not declare itself), found once for all files.
+CREATE TEMP TABLE dependency AS
+SELECT DISTINCT m.path, o.path AS needs
+  FROM model m
+ CROSS JOIN LATERAL (SELECT DISTINCT s #>> '{}' AS dtmi
+                       FROM jsonb_path_query(m.doc, 'strict $.**') s
+                      WHERE jsonb_typeof(s) = 'string' AND (s #>> '{}') LIKE 'dtmi:%') x
+  JOIN model o ON o.root = x.dtmi AND o.path <> m.path
+ WHERE m.doc IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM jsonb_path_query(m.doc, 'strict $.**."@id"') own WHERE own #>> '{}' = x.dtmi);
+CREATE INDEX ON dependency (path);
+ANALYZE dependency;
+
+-- Imports a file after the files it needs.
 CREATE FUNCTION pg_temp.import_file(file text, depth int DEFAULT 0) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -76,11 +90,7 @@ BEGIN
     SELECT * INTO m FROM model WHERE path = file;
     IF m.outcome IS NOT NULL OR depth > 20 THEN RETURN; END IF;
     UPDATE model SET outcome = 'importing' WHERE path = file;
-    FOR dep IN SELECT DISTINCT o.path
-                 FROM jsonb_path_query(m.doc, 'strict $.**') s
-                 JOIN model o ON o.root = s #>> '{}' AND o.path <> file
-                WHERE jsonb_typeof(s) = 'string'
-                  AND NOT EXISTS (SELECT 1 FROM jsonb_path_query(m.doc, 'strict $.**."@id"') own WHERE own = s) LOOP
+    FOR dep IN SELECT d.needs FROM dependency d WHERE d.path = file LOOP
         PERFORM pg_temp.import_file(dep, depth + 1);
     END LOOP;
     BEGIN
