@@ -238,3 +238,34 @@ SELECT fleet.import_template('{"@type": ["ModelDefinition", "DeviceModel"], "dis
     "contents": [{"@id": "urn:contoso:legacy:level:1", "@type": "Property", "name": "level", "schema": "integer", "writable": true}]}}',
   'urn:contoso:legacyTemplate') ->> '@id' AS template;
 SELECT name, capability FROM fleet.template_capabilities WHERE template_id = 'urn:contoso:legacyTemplate' ORDER BY name;
+
+-- members read what IoT Central's shapes add (etags, UTC times) with their
+-- own rights
+CREATE ROLE iotc_viewer;
+SELECT fleet.grant_organization('root', 'iotc_viewer', 'viewer');
+SELECT fleet.create_device_group('seattle-all', 'Seattle, all', organization => 'seattle') ->> 'id';
+SET ROLE iotc_viewer;
+SELECT fleet.get_device_group('seattle-all') ->> 'etag' IS NOT NULL AS group_etag,
+       fleet.get_template('dtmi:modelDefinition:coldStore') ->> 'etag' IS NOT NULL AS template_etag,
+       fleet.get_edge_manifest('edge-seattle') -> 'organizations' AS manifest_organizations;
+SELECT j ->> 'status' AS status, j ->> 'start' ~ 'Z$' AS utc FROM fleet.get_job('set-cold') j;
+RESET ROLE;
+SELECT fleet.delete_device_group('seattle-all');
+SELECT fleet.revoke_organization('root', 'iotc_viewer') AS revoked;
+DROP ROLE iotc_viewer;
+
+-- $template compared with null narrows nothing: both conditions stay
+SELECT (fleet_internal.group_query_translate('SELECT * FROM devices WHERE $template = null AND $simulated = true')).*;
+-- one inline interface extended by two interfaces of a model is one
+-- interface, and every other interface keeps its own model
+SELECT fleet.import_template('[
+  {"@id": "dtmi:fleetTest:twice:p;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2",
+   "extends": {"@id": "dtmi:fleetTest:twice:x;1", "@type": "Interface", "contents": [{"@type": "Command", "name": "x"}]},
+   "contents": [{"@type": "Component", "name": "q", "schema": "dtmi:fleetTest:twice:q;1"},
+                {"@type": "Component", "name": "r", "schema": "dtmi:fleetTest:twice:r;1"}]},
+  {"@id": "dtmi:fleetTest:twice:q;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2", "displayName": "Q",
+   "extends": {"@id": "dtmi:fleetTest:twice:x;1", "@type": "Interface", "contents": [{"@type": "Command", "name": "x"}]}},
+  {"@id": "dtmi:fleetTest:twice:r;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2", "displayName": "R",
+   "contents": [{"@type": "Telemetry", "name": "r", "schema": "double"}]}]') ->> 'id' AS root;
+SELECT id, display_name, model ->> '@id' = id AS own_model FROM fleet.device_templates WHERE id LIKE 'dtmi:fleetTest:twice:%' ORDER BY id;
+SELECT component, name, capability FROM fleet.template_capabilities WHERE template_id = 'dtmi:fleetTest:twice:p;1' ORDER BY 1 NULLS FIRST, 2;

@@ -88,6 +88,7 @@ DECLARE
     literal    text;
     condition  text;
     templates  text[] := '{}';
+    template_at int[] := '{}';     -- where in conditions the template conditions are
 BEGIN
     IF length(query) > 2000 THEN
         RAISE EXCEPTION 'device group query has % characters, more than 2000', length(query)
@@ -152,8 +153,9 @@ BEGIN
                           HINT = 'Write strings in quotes ("text"), numbers, true or false.';
             END IF;
             op := CASE op WHEN '=' THEN '==' WHEN '<>' THEN '!=' ELSE op END;
-            IF lower(tokens[i]) = '$template' AND op = '==' THEN
+            IF lower(tokens[i]) = '$template' AND op = '==' AND left(literal, 1) = '"' THEN
                 templates := templates || (literal::jsonb #>> '{}');
+                template_at := template_at || (cardinality(conditions) + 1);
             END IF;
             condition := '(' || array_to_string(ARRAY(SELECT p || ' ' || op || ' ' || literal FROM unnest(paths) p), ' || ') || ')';
             i := i + 3;
@@ -175,8 +177,8 @@ BEGIN
     -- one template asked of every device: the template column does it
     IF cardinality(templates) = 1 AND NOT 'OR' = ANY (joiners) THEN
         template := templates[1];
-        conditions := ARRAY(SELECT c FROM unnest(conditions) c
-                             WHERE c <> '($.template == ' || to_jsonb(template)::text || ')');
+        conditions := ARRAY(SELECT c FROM unnest(conditions) WITH ORDINALITY AS x(c, k)
+                             WHERE k <> template_at[1] ORDER BY k);
         joiners := joiners[1:cardinality(conditions) - 1];
     END IF;
     IF cardinality(conditions) > 0 THEN

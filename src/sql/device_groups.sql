@@ -260,7 +260,14 @@ DECLARE
 BEGIN
     PERFORM fleet_internal.require_changes(changes, '{displayName,description,template,filter,organizations,etag,id}', label);
     PERFORM fleet_internal.require_app_role(g.organization_id, 'operator', 'changing a device group', caller);
+    -- locked before If-Match, so that a change in between is seen
+    SELECT dg.* INTO g FROM fleet.device_groups dg WHERE dg.id = g.id FOR UPDATE;
     PERFORM fleet_internal.require_etag(label, changes -> 'etag', fleet_internal.device_group_etag(g));
+    IF changes ? 'template' AND NOT changes ? 'filter' AND g.query IS NOT NULL THEN
+        RAISE EXCEPTION 'the template of % is its query''s $template', label
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Change the filter (SELECT * FROM devices WHERE $template = ...) instead.';
+    END IF;
     IF changes ? 'id' AND changes -> 'id' IS DISTINCT FROM to_jsonb(g.id) THEN
         RAISE EXCEPTION 'the id of % cannot change', label USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -294,11 +301,14 @@ BEGIN
         END IF;
         filter := fleet_internal.group_filter(changes ->> 'filter', label);
         g.filter := filter.path;
-        g.query := filter.query;
-        -- IoT Central's query names the template itself
+        -- IoT Central's query names the template itself; a jsonpath that
+        -- replaces a query leaves none, unless "template" names one
         IF filter.query IS NOT NULL THEN
             g.template_id := filter.template;
+        ELSIF g.query IS NOT NULL AND NOT changes ? 'template' THEN
+            g.template_id := NULL;
         END IF;
+        g.query := filter.query;
     END IF;
     UPDATE fleet.device_groups dg
        SET display_name = g.display_name, template_id = g.template_id, filter = g.filter,

@@ -169,6 +169,8 @@ DECLARE
     label text := format('enrollment group "%s"', enrollment_group_id);
     attestation jsonb := changes -> 'attestation';
 BEGIN
+    -- locked before If-Match, so that a rotation in between is not undone
+    SELECT eg.* INTO g FROM fleet.enrollment_groups eg WHERE eg.id = g.id FOR UPDATE;
     PERFORM fleet_internal.require_changes(changes, '{id,displayName,enabled,type,attestation,etag,idScope}', label);
     PERFORM fleet_internal.require_etag(label, changes -> 'etag', fleet_internal.enrollment_group_etag(g));
     IF changes ? 'id' AND changes -> 'id' IS DISTINCT FROM to_jsonb(g.id) THEN
@@ -340,7 +342,9 @@ DECLARE
 BEGIN
     organization := (fleet_internal.visible_device(device_id, caller)).organization_id;
     PERFORM fleet_internal.require_app_role(organization, 'administrator', 'reading device keys', caller);
-    SELECT fleet.compute_device_key(g.primary_key, d.id), fleet.compute_device_key(g.secondary_key, d.id)
+    -- (a disabled group gives no keys, as in exports)
+    SELECT fleet.compute_device_key(CASE WHEN g.enabled THEN g.primary_key END, d.id),
+           fleet.compute_device_key(CASE WHEN g.enabled THEN g.secondary_key END, d.id)
       INTO primary_key, secondary_key
       FROM fleet.devices d
       JOIN fleet_internal.organization_enrollment_groups g ON g.organization_id = d.organization_id AND g.edge = d.edge

@@ -609,11 +609,19 @@ BEGIN
 
     -- inline interfaces become interfaces of their own; a top-level one is
     -- kept as given, an inline one as hoisted
+    -- (an inline interface met twice, extended along two paths, is kept
+    -- once; the same id with other content is refused below)
     FOR interface IN SELECT e FROM jsonb_array_elements(given) e LOOP
         existing := fleet_internal.dtdl_hoist_inline(interface, v2_context);
-        interfaces := interfaces || existing;
-        stored := stored || jsonb_build_array(interface) || (existing - 0);
+        interfaces := interfaces || (existing -> 0);
+        stored := stored || jsonb_build_array(interface);
+        FOR n_interface IN 1 .. jsonb_array_length(existing) - 1 LOOP
+            CONTINUE WHEN EXISTS (SELECT 1 FROM jsonb_array_elements(interfaces) e WHERE e = existing -> n_interface);
+            interfaces := interfaces || (existing -> n_interface);
+            stored := stored || (existing -> n_interface);
+        END LOOP;
     END LOOP;
+    n_interface := 0;
 
     FOR interface IN SELECT e FROM jsonb_array_elements(interfaces) e LOOP
         n_interface := n_interface + 1;
@@ -625,15 +633,11 @@ BEGIN
                      WHEN n_interface > 1 THEN format('inline interface %s of the model', coalesce(interface -> '@id', '"(missing @id)"'))
                      ELSE 'the model' END) c);
         IF (interface ->> '@id') = ANY (ids) THEN
-            -- the same inline interface twice (extended along two paths) is one
-            CONTINUE WHEN (SELECT count(DISTINCT e) FROM jsonb_array_elements(interfaces) e
-                            WHERE e ->> '@id' = interface ->> '@id') = 1;
             RAISE EXCEPTION 'interface "%" appears twice in the model', interface ->> '@id'
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         ids := ids || (interface ->> '@id');
     END LOOP;
-    contents := ARRAY(SELECT DISTINCT ON (c.template_id, c.name) c FROM unnest(contents) c);
 
     -- "extends": every interface named is in this model or imported, and
     -- the extended contents, theirs included (ten levels at most), are
@@ -862,6 +866,7 @@ BEGIN
     PERFORM fleet_internal.require_template(template_id);
     -- IoT Central's PATCH sends the whole template: its model must be the
     -- one it has, the rest is what changes (If-Match on "etag")
+    PERFORM 1 FROM fleet.device_templates t WHERE t.id = update_template.template_id FOR UPDATE;
     IF jsonb_typeof(changes) = 'object' THEN
         current_template := fleet.get_template(template_id);
         PERFORM fleet_internal.require_etag(label, changes -> 'etag', current_template ->> 'etag');

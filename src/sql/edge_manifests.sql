@@ -60,7 +60,10 @@ DECLARE
     m fleet.edge_manifests := fleet_internal.require_edge_manifest(manifest_id);
 BEGIN
     RETURN jsonb_strip_nulls(jsonb_build_object('id', m.id, 'displayName', m.display_name, 'data', m.manifest,
-                                                'organizations', to_jsonb(m.organizations),
+                                                -- (only those the caller sees)
+                                                'organizations', CASE WHEN m.organizations IS NOT NULL THEN
+                                                                     to_jsonb(ARRAY(SELECT o FROM unnest(m.organizations) o
+                                                                                     WHERE fleet_internal.sees(fleet_internal.calling_role(), o))) END,
                                                 'etag', fleet_internal.etag(jsonb_build_array(m.display_name, m.manifest, m.organizations))));
 END;
 $$;

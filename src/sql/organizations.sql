@@ -65,6 +65,7 @@ $$;
 CREATE FUNCTION fleet.import_organization(organization_id text, body jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
+SECURITY DEFINER      -- (create_organization checks the caller)
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -133,7 +133,10 @@ GRANT EXECUTE ON FUNCTION fleet_internal.sees(name, text), fleet_internal.visibl
       fleet_internal.schedule_occurrences(fleet_internal.schedule, timestamptz, int),
       fleet_internal.spreadsheet_cell(text, boolean), fleet_internal.refuse_missing(text, text, text),
       fleet_internal.require_template(text), fleet_internal.require_organization(text, name),
-      fleet_internal.visible_device(text, name), fleet_internal.require_edge_manifest(text)
+      fleet_internal.visible_device(text, name), fleet_internal.require_edge_manifest(text),
+      -- what get_*() add as IoT Central's REST API shows objects (pure)
+      fleet_internal.etag(jsonb), fleet_internal.rest_timestamp(timestamptz),
+      fleet_internal.scheduled_job_etag(fleet.scheduled_jobs), fleet_internal.device_group_etag(fleet.device_groups)
    TO PUBLIC;
 GRANT SELECT ON fleet_internal.job_engine_state TO PUBLIC;
 -- what fleet.engine_status calls, for its readers

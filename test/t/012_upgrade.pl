@@ -80,6 +80,7 @@ for my $old (@old_versions)
 		SELECT fleet.create_job('{"id": "blink", "displayName": "Blink", "group": "a-lamps",
 		  "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}]}');
 		SELECT fleet.create_scheduled_job('{"id": "nightly", "displayName": "Nightly", "group": "lamps",
+		  "cancelationThreshold": {"type": "number", "value": 5},
 		  "data": [{"type": "property", "target": "dtmi:test:Lamp;1", "path": "level", "value": 5}],
 		  "schedule": {"start": "2099-01-01T02:00:00", "timeZone": "Europe/Berlin", "recurrence": "daily"}}');
 	});
@@ -106,7 +107,10 @@ for my $old (@old_versions)
 	  "data": [{"type": "property", "target": "dtmi:test:Lamp;1", "path": "level", "value": 4}]}')});
 	ok($node->poll_query_until($db, q{SELECT count(*) > 0 FROM fleet.job_devices WHERE job_id = 'during' AND status = 'completed'}),
 		"$old: a job is under way");
-	$node->safe_psql($db, 'ALTER EXTENSION pg_fleet UPDATE');
+	my ($update_rc, $update_out, $update_err) = $node->psql($db, 'ALTER EXTENSION pg_fleet UPDATE');
+	is($update_rc, 0, "$old: ALTER EXTENSION pg_fleet UPDATE ran") or diag($update_err);
+	like($update_err, qr/scheduled job "nightly" had keys pg_fleet does not know/,
+		"$old: the update names the schedule whose body had a key it never took");
 	is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'pg_fleet'}), $current,
 		"$old: updated to $current");
 
@@ -141,6 +145,8 @@ for my $old (@old_versions)
 	is($node->safe_psql($db, q{SELECT fleet.wait_for_job('stopped')}), 'completed', "$old: and completes");
 	is($node->safe_psql($db, q{SELECT fleet.run_job('saved') ->> 'status'}), 'pending', "$old: the saved job runs");
 	is($node->safe_psql($db, q{SELECT fleet.wait_for_job('saved')}), 'completed', "$old: and completes");
+	is($node->safe_psql($db, q{SELECT fleet.get_scheduled_job('nightly') ? 'cancelationThreshold'}), 'f',
+		"$old: and removed that key");
 	my $fired = $node->safe_psql($db, q{SELECT fleet.fire_scheduled_job('nightly', '2099-01-01 01:00:01+00')});
 	isnt($fired, '', "$old: the schedule fires");
 	is($node->safe_psql($db, "SELECT fleet.wait_for_job('$fired')"), 'completed', "$old: and its job completes");
