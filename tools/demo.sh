@@ -16,6 +16,7 @@ as_pg mkdir -p "$out"
 # the inputs: the public Thermostat model, and an IoT Central device CSV of
 # 10,000 thermostats with a few rows IoT Central would refuse too
 as_pg cp "$TOP/test/data/thermostat-1.json" "$out/thermostat-1.json"
+as_pg cp "$TOP/test/data/iotc_rest_template.json" "$out/iotc_rest_template.json"
 "$TOP/tools/gen-devices.sh" 10000 --with-bad-rows | as_pg tee "$out/devices.csv" >/dev/null
 
 # each step is SQL run with psql, or a shell script sourced here (for the
