@@ -140,6 +140,7 @@ $$;
 CREATE FUNCTION fleet_internal.closest_name(name text, candidates text[])
 RETURNS text
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'closest_name';
 COMMENT ON FUNCTION fleet_internal.closest_name(text, text[]) IS 'The candidate nearest to name by edit distance, ignoring case, or NULL when none is near';
 
