@@ -205,15 +205,10 @@ DECLARE
     caller       name := fleet_internal.calling_role();
     label        text := format('device group "%s"', device_group_id);
     filter       record;
-    organization text := 'root';
+    organization text;
 BEGIN
-    IF jsonb_typeof(body) IS DISTINCT FROM 'object' THEN
-        RAISE EXCEPTION 'the body of % must be a JSON object', label
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass IoT Central''s device group: {"displayName": ..., "filter": "SELECT * FROM devices WHERE ..."}.';
-    END IF;
-    body := fleet_internal.body_with_id(body, device_group_id, 'device group');
-    PERFORM fleet_internal.refuse_unknown_keys(body, '{id,displayName,description,filter,organizations,etag}', label);
+    body := fleet_internal.rest_body(body, device_group_id, 'device group', '{id,displayName,description,filter,organizations,etag}',
+                                     '{"displayName": ..., "filter": "SELECT * FROM devices WHERE ..."}');
     IF jsonb_typeof(body -> 'displayName') IS DISTINCT FROM 'string' THEN
         RAISE EXCEPTION '% needs a "displayName"', label USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -223,15 +218,7 @@ BEGIN
     IF body ? 'filter' AND jsonb_typeof(body -> 'filter') NOT IN ('string', 'null') THEN
         RAISE EXCEPTION 'the filter of % must be a string', label USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF body ? 'organizations' THEN
-        IF jsonb_typeof(body -> 'organizations') <> 'array' OR jsonb_array_length(body -> 'organizations') <> 1
-           OR jsonb_typeof(body -> 'organizations' -> 0) <> 'string' THEN
-            RAISE EXCEPTION '"organizations" of % must be an array of one organization id', label
-                USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = format('It is %s.', body -> 'organizations');
-        END IF;
-        organization := body -> 'organizations' ->> 0;
-    END IF;
+    organization := coalesce(fleet_internal.body_organization(body, label), 'root');
     filter := fleet_internal.group_filter(body ->> 'filter', label);
     PERFORM fleet.create_device_group(device_group_id, body ->> 'displayName', filter.template, filter.path, organization);
     UPDATE fleet.device_groups g

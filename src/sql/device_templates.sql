@@ -552,6 +552,9 @@ DECLARE
     problem     record;
     existing    jsonb;
     v2_context  jsonb;
+    edges       jsonb;                            -- [{child, parent}]: what "extends" names
+    ancestors   jsonb;                            -- [{child, parent, depth}]: what each one inherits from
+    inherited   fleet.template_contents[];
 BEGIN
     PERFORM fleet_internal.require_app_role('root', 'administrator', 'importing a device template');
     IF wrapped THEN
@@ -645,87 +648,68 @@ BEGIN
     -- "extends": every interface named is in this model or imported, and
     -- the extended contents, theirs included (ten levels at most), are
     -- the extending interface's too
-    SELECT i ->> '@id' AS interface, e AS extended INTO problem
-      FROM jsonb_array_elements(interfaces) i,
-           jsonb_array_elements_text(CASE jsonb_typeof(i -> 'extends') WHEN 'array' THEN i -> 'extends'
-                                          WHEN 'string' THEN jsonb_build_array(i -> 'extends') ELSE '[]' END) e
-     WHERE e <> ALL (ids) AND NOT EXISTS (SELECT 1 FROM fleet.device_templates t WHERE t.id = e)
+    edges := coalesce((SELECT jsonb_agg(jsonb_build_object('child', i ->> '@id', 'parent', e))
+                         FROM jsonb_array_elements(interfaces) i,
+                              jsonb_array_elements_text(CASE jsonb_typeof(i -> 'extends') WHEN 'array' THEN i -> 'extends'
+                                                             WHEN 'string' THEN jsonb_build_array(i -> 'extends') ELSE '[]' END) e),
+                      '[]');
+    SELECT x.child AS interface, x.parent AS extended INTO problem
+      FROM jsonb_to_recordset(edges) AS x(child text, parent text)
+     WHERE x.parent <> ALL (ids) AND NOT EXISTS (SELECT 1 FROM fleet.device_templates t WHERE t.id = x.parent)
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'interface "%" extends unknown interface "%"', problem.interface, problem.extended
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Include that interface in the same array, or import it first.';
     END IF;
-    WITH RECURSIVE edge AS (
-        SELECT i ->> '@id' AS child, e AS parent
-          FROM jsonb_array_elements(interfaces) i,
-               jsonb_array_elements_text(CASE jsonb_typeof(i -> 'extends') WHEN 'array' THEN i -> 'extends'
-                                              WHEN 'string' THEN jsonb_build_array(i -> 'extends') ELSE '[]' END) e
-    ), ancestor AS (
-        SELECT child, parent, 1 AS depth FROM edge
-        UNION
-        SELECT a.child, e.parent, a.depth + 1 FROM ancestor a JOIN edge e ON e.child = a.parent
-         WHERE a.depth <= 10 AND a.child <> a.parent
-    )
-    SELECT a.child, a.parent, a.depth INTO problem FROM ancestor a WHERE a.child = a.parent OR a.depth > 10 LIMIT 1;
+    -- every interface each one extends, directly or not (a cycle stops at
+    -- the eleventh level, and is refused there)
+    ancestors := coalesce((
+        WITH RECURSIVE edge AS (
+            SELECT x.child, x.parent FROM jsonb_to_recordset(edges) AS x(child text, parent text)
+        ), ancestor AS (
+            SELECT e.child, e.parent, 1 AS depth FROM edge e
+            UNION
+            SELECT a.child, e.parent, a.depth + 1 FROM ancestor a JOIN edge e ON e.child = a.parent
+             WHERE a.depth <= 10 AND a.child <> a.parent
+        )
+        SELECT jsonb_agg(to_jsonb(a)) FROM ancestor a), '[]');
+    SELECT a.child INTO problem
+      FROM jsonb_to_recordset(ancestors) AS a(child text, parent text, depth int)
+     WHERE a.child = a.parent OR a.depth > 10
+     ORDER BY a.child
+     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'interface "%" extends itself, or more than 10 levels deep', problem.child
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'DTDL allows "extends" chains without cycles, at most 10 deep.';
     END IF;
-    WITH RECURSIVE edge AS (
-        SELECT i ->> '@id' AS child, e AS parent
-          FROM jsonb_array_elements(interfaces) i,
-               jsonb_array_elements_text(CASE jsonb_typeof(i -> 'extends') WHEN 'array' THEN i -> 'extends'
-                                              WHEN 'string' THEN jsonb_build_array(i -> 'extends') ELSE '[]' END) e
-    ), ancestor AS (
-        SELECT child, parent FROM edge
-        UNION
-        SELECT a.child, e.parent FROM ancestor a JOIN edge e ON e.child = a.parent
-    ), inherited AS (
-        -- an ancestor of this model: its own contents; an imported one:
-        -- its rows, which hold what it inherited
-        SELECT a.child, c.name, c AS content
-          FROM ancestor a, unnest(contents) c WHERE c.template_id = a.parent
-        UNION ALL
-        SELECT a.child, c.name, c
-          FROM ancestor a JOIN fleet.template_contents c ON c.template_id = a.parent
-         WHERE a.parent <> ALL (ids)
-    ), candidate AS (
-        SELECT c.template_id AS child, c.name, c AS content FROM unnest(contents) c
-        UNION ALL
-        SELECT h.child, h.name, h.content FROM inherited h
-    )
-    SELECT x.child, x.name INTO problem
-      FROM candidate x
-     GROUP BY x.child, x.name
-    HAVING count(DISTINCT (to_jsonb(x.content) - 'template_id')) > 1
+    -- what each interface inherits, as rows of its own: an ancestor of this
+    -- model gives its own contents, an imported one its rows (which hold
+    -- what it inherited); every distinct definition of a name is kept, for
+    -- the check below
+    inherited := ARRAY(
+        SELECT DISTINCT jsonb_populate_record(NULL::fleet.template_contents,
+                                              to_jsonb(c) || jsonb_build_object('template_id', a.child))
+          FROM (SELECT DISTINCT x.child, x.parent
+                  FROM jsonb_to_recordset(ancestors) AS x(child text, parent text)) a,
+               LATERAL (SELECT o.* FROM unnest(contents) o WHERE o.template_id = a.parent
+                        UNION ALL
+                        SELECT t.* FROM fleet.template_contents t
+                         WHERE t.template_id = a.parent AND a.parent <> ALL (ids)) c);
+    SELECT c.template_id AS child, c.name INTO problem
+      FROM unnest(contents || inherited) c
+     GROUP BY c.template_id, c.name
+    HAVING count(DISTINCT (to_jsonb(c) - 'template_id')) > 1
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'interface "%" declares "%" more than once through "extends"', problem.child, problem.name
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'DTDL names are unique across an interface and the interfaces it extends: rename one of them.';
     END IF;
-    WITH RECURSIVE edge AS (
-        SELECT i ->> '@id' AS child, e AS parent
-          FROM jsonb_array_elements(interfaces) i,
-               jsonb_array_elements_text(CASE jsonb_typeof(i -> 'extends') WHEN 'array' THEN i -> 'extends'
-                                              WHEN 'string' THEN jsonb_build_array(i -> 'extends') ELSE '[]' END) e
-    ), ancestor AS (
-        SELECT child, parent FROM edge
-        UNION
-        SELECT a.child, e.parent FROM ancestor a JOIN edge e ON e.child = a.parent
-    )
-    SELECT contents || ARRAY(
-               SELECT DISTINCT ON (a.child, c.name)
-                      jsonb_populate_record(NULL::fleet.template_contents, to_jsonb(c) || jsonb_build_object('template_id', a.child))
-                 FROM ancestor a,
-                      LATERAL (SELECT x.* FROM unnest(contents) x WHERE x.template_id = a.parent
-                               UNION ALL
-                               SELECT x.* FROM fleet.template_contents x
-                                WHERE x.template_id = a.parent AND a.parent <> ALL (ids)) c
-                WHERE NOT EXISTS (SELECT 1 FROM unnest(contents) own WHERE own.template_id = a.child AND own.name = c.name))
-      INTO contents;
+    contents := contents || ARRAY(SELECT DISTINCT ON (h.template_id, h.name) h FROM unnest(inherited) h
+                                   WHERE NOT EXISTS (SELECT 1 FROM unnest(contents) own
+                                                      WHERE own.template_id = h.template_id AND own.name = h.name));
 
     -- every component names an interface of this model or an imported one,
     -- and (DTDL v2) that interface has no components of its own

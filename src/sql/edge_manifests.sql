@@ -104,13 +104,8 @@ DECLARE
     label            text := format('edge manifest "%s"', manifest_id);
     organization_ids text[];
 BEGIN
-    IF jsonb_typeof(body) IS DISTINCT FROM 'object' THEN
-        RAISE EXCEPTION 'the body of % must be a JSON object', label
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass IoT Central''s deployment manifest: {"displayName": ..., "data": {"modulesContent": ...}}.';
-    END IF;
-    body := fleet_internal.body_with_id(body, manifest_id, 'edge manifest');
-    PERFORM fleet_internal.refuse_unknown_keys(body, '{id,displayName,data,organizations,etag}', label);
+    body := fleet_internal.rest_body(body, manifest_id, 'edge manifest', '{id,displayName,data,organizations,etag}',
+                                     '{"displayName": ..., "data": {"modulesContent": ...}}');
     IF body ? 'organizations' THEN
         IF jsonb_typeof(body -> 'organizations') <> 'array'
            OR EXISTS (SELECT 1 FROM jsonb_array_elements(body -> 'organizations') o WHERE jsonb_typeof(o) <> 'string') THEN

@@ -193,13 +193,7 @@ BEGIN
 
     -- IoT Central takes the organization as a one-element array
     IF definition ? 'organizations' THEN
-        IF jsonb_typeof(definition -> 'organizations') <> 'array' OR jsonb_array_length(definition -> 'organizations') <> 1
-           OR jsonb_typeof(definition -> 'organizations' -> 0) <> 'string' THEN
-            RAISE EXCEPTION '"organizations" of % must be an array of one organization id', label
-                USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = format('It is %s.', definition -> 'organizations');
-        END IF;
-        job.organization_id := fleet_internal.require_organization(definition -> 'organizations' ->> 0, actor);
+        job.organization_id := fleet_internal.require_organization(fleet_internal.body_organization(definition, label), actor);
         IF NOT EXISTS (SELECT 1 FROM fleet.organizations o
                         WHERE o.id = grp.organization_id AND o.path @> ARRAY[job.organization_id]) THEN
             RAISE EXCEPTION 'device group "%" is not in organization "%"', grp.id, job.organization_id

@@ -71,13 +71,8 @@ AS $$
 DECLARE
     label text := format('organization "%s"', organization_id);
 BEGIN
-    IF jsonb_typeof(body) IS DISTINCT FROM 'object' THEN
-        RAISE EXCEPTION 'the body of % must be a JSON object', label
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass IoT Central''s organization: {"displayName": ..., "parent": ...}.';
-    END IF;
-    body := fleet_internal.body_with_id(body, organization_id, 'organization');
-    PERFORM fleet_internal.refuse_unknown_keys(body, '{id,displayName,parent}', label);
+    body := fleet_internal.rest_body(body, organization_id, 'organization', '{id,displayName,parent}',
+                                     '{"displayName": ..., "parent": ...}');
     IF jsonb_typeof(body -> 'displayName') IS DISTINCT FROM 'string' THEN
         RAISE EXCEPTION '% needs a "displayName"', label USING ERRCODE = 'invalid_parameter_value';
     END IF;

@@ -97,6 +97,47 @@ BEGIN
 END;
 $$;
 
+-- A REST body as the import_<kind>() functions take it (PUT /<kinds>/{id}):
+-- a JSON object of known keys, with the URL's id (body_with_id).  example
+-- shows its shape in the HINT of a body that is not an object.
+CREATE FUNCTION fleet_internal.rest_body(body jsonb, id text, kind text, known text[], example text)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(body) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'the body of % "%" must be a JSON object', kind, id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Pass IoT Central''s %s: %s.', kind, example);
+    END IF;
+    body := fleet_internal.body_with_id(body, id, kind);
+    PERFORM fleet_internal.refuse_unknown_keys(body, known, format('%s "%s"', kind, id));
+    RETURN body;
+END;
+$$;
+
+-- The organization of a REST body: IoT Central gives it as an array of one
+-- id ("organizations"); NULL when the body names none.
+CREATE FUNCTION fleet_internal.body_organization(body jsonb, label text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT body ? 'organizations' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(body -> 'organizations') <> 'array' OR jsonb_array_length(body -> 'organizations') <> 1
+       OR jsonb_typeof(body -> 'organizations' -> 0) <> 'string' THEN
+        RAISE EXCEPTION '"organizations" of % must be an array of one organization id', label
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is %s.', body -> 'organizations');
+    END IF;
+    RETURN body -> 'organizations' ->> 0;
+END;
+$$;
+
 -- A time as IoT Central's REST API writes one: UTC, milliseconds, "Z".
 CREATE FUNCTION fleet_internal.rest_timestamp(t timestamptz)
 RETURNS text
