@@ -269,3 +269,13 @@ SELECT fleet.import_template('[
    "contents": [{"@type": "Telemetry", "name": "r", "schema": "double"}]}]') ->> 'id' AS root;
 SELECT id, display_name, model ->> '@id' = id AS own_model FROM fleet.device_templates WHERE id LIKE 'dtmi:fleetTest:twice:%' ORDER BY id;
 SELECT component, name, capability FROM fleet.template_capabilities WHERE template_id = 'dtmi:fleetTest:twice:p;1' ORDER BY 1 NULLS FIRST, 2;
+
+-- refusals of REST bodies, each naming the value
+SELECT fleet.import_device_group('not-an-object', '["displayName"]');
+SELECT fleet.import_device_group('bad-filter', '{"displayName": "Bad", "filter": 5}');
+SELECT fleet.import_device_group('bad-orgs', '{"displayName": "Bad", "organizations": "root"}');
+SELECT fleet.import_organization('no-name', '{"parent": "root"}');
+SELECT fleet.import_edge_manifest('bad-orgs', '{"displayName": "Bad", "organizations": "seattle",
+  "data": {"modulesContent": {"$edgeAgent": {"properties.desired": {}}, "$edgeHub": {"properties.desired": {}}}}}');
+SELECT fleet.update_enrollment_group('SAS-IoT-Devices', '{"idScope": "0ne00000000"}');
+SELECT fleet.update_enrollment_group('SAS-IoT-Devices', '{"displayName": ""}');

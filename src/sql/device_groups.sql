@@ -210,13 +210,16 @@ BEGIN
     body := fleet_internal.rest_body(body, device_group_id, 'device group', '{id,displayName,description,filter,organizations,etag}',
                                      '{"displayName": ..., "filter": "SELECT * FROM devices WHERE ..."}');
     IF jsonb_typeof(body -> 'displayName') IS DISTINCT FROM 'string' THEN
-        RAISE EXCEPTION '% needs a "displayName"', label USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION '% needs a "displayName"', label
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Add "displayName": "a name people read".';
     END IF;
     IF body ? 'description' AND jsonb_typeof(body -> 'description') NOT IN ('string', 'null') THEN
         RAISE EXCEPTION 'the description of % must be a string', label USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF body ? 'filter' AND jsonb_typeof(body -> 'filter') NOT IN ('string', 'null') THEN
-        RAISE EXCEPTION 'the filter of % must be a string', label USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'the filter of % must be a string', label
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Write IoT Central''s query, "SELECT * FROM devices WHERE ...", or a jsonpath predicate, as a string.';
     END IF;
     organization := coalesce(fleet_internal.body_organization(body, label), 'root');
     filter := fleet_internal.group_filter(body ->> 'filter', label);

@@ -189,7 +189,8 @@ BEGIN
     END IF;
     IF changes ? 'displayName' THEN
         IF jsonb_typeof(changes -> 'displayName') IS DISTINCT FROM 'string' OR btrim(changes ->> 'displayName') = '' THEN
-            RAISE EXCEPTION 'the displayName of % must be a non-empty string', label USING ERRCODE = 'invalid_parameter_value';
+            RAISE EXCEPTION 'the displayName of % must be a non-empty string', label
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the name IoT Central shows, such as "SAS-IoT-Devices".';
         END IF;
         g.display_name := changes ->> 'displayName';
     END IF;

@@ -110,7 +110,9 @@ BEGIN
         IF jsonb_typeof(body -> 'organizations') <> 'array'
            OR EXISTS (SELECT 1 FROM jsonb_array_elements(body -> 'organizations') o WHERE jsonb_typeof(o) <> 'string') THEN
             RAISE EXCEPTION '"organizations" of % must be an array of organization ids', label
-                USING ERRCODE = 'invalid_parameter_value';
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('It is %s.', body -> 'organizations'),
+                      HINT = 'Write "organizations": ["an-organization-id"].';
         END IF;
         organization_ids := ARRAY(SELECT fleet_internal.require_organization(o, fleet_internal.calling_role())
                                  FROM jsonb_array_elements_text(body -> 'organizations') o);

@@ -74,7 +74,8 @@ BEGIN
     body := fleet_internal.rest_body(body, organization_id, 'organization', '{id,displayName,parent}',
                                      '{"displayName": ..., "parent": ...}');
     IF jsonb_typeof(body -> 'displayName') IS DISTINCT FROM 'string' THEN
-        RAISE EXCEPTION '% needs a "displayName"', label USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION '% needs a "displayName"', label
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Add "displayName": "a name people read".';
     END IF;
     IF body ? 'parent' AND jsonb_typeof(body -> 'parent') NOT IN ('string', 'null') THEN
         RAISE EXCEPTION 'the parent of % must be an organization id', label USING ERRCODE = 'invalid_parameter_value';
