@@ -15,7 +15,7 @@ EXTVERSION := $(shell sed -n "s/^default_version = '\([^']*\)'.*/\1/p" $(EXTENSI
 # Versions users update from: each has its install script frozen in
 # src/sql/versions/ (for the upgrade suite) and its migration in
 # src/sql/updates/.  Add the version just released here.
-UPDATE_FROM = 0.1 0.2
+UPDATE_FROM = 0.1 0.2 0.3
 
 MODULE_big = pg_fleet
 OBJS = \
@@ -31,7 +31,8 @@ OBJS = \
 	src/import_tracking.o \
 	src/cron_bridge.o \
 	src/spreadsheet_cell.o \
-	src/closest_name.o
+	src/closest_name.o \
+	src/x509_certificates.o
 
 SHLIB_LINK += -lcrypto
 
@@ -63,6 +64,8 @@ CODE_SOURCES = \
 	src/sql/devices.sql \
 	src/sql/device_group_queries.sql \
 	src/sql/device_groups.sql \
+	src/sql/enrollment_groups.sql \
+	src/sql/enrollment_group_certificates.sql \
 	src/sql/device_keys.sql \
 	src/sql/device_import.sql \
 	src/sql/device_export.sql \
@@ -88,7 +91,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(UPDATE_SCRIPTS)
 DATA = $(wildcard src/sql/versions/$(EXTENSION)--*.sql)
 PG_CPPFLAGS += -DPG_FLEET_VERSION='"$(EXTVERSION)"'
 
-REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules reporting access_control engine iotcentral
+REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules reporting access_control engine iotcentral enrollment_groups
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
 
 ISOLATION = concurrent_import concurrent_claims stop_at_batch_boundary completion_vs_timeout claim_vs_stop \

@@ -26,8 +26,9 @@
  *
  * A database whose pg_fleet is still at 0.1 gets that version's single
  * step, fleet.engine_step(), until ALTER EXTENSION pg_fleet UPDATE has run:
- * the engine carries on across the update.  0.2's engine functions are
- * this version's (engine_turn_versions), so its turns are the same.
+ * the engine carries on across the update.  0.2's and 0.3's engine
+ * functions are this version's (engine_turn_runs), so their turns are the
+ * same.
  *
  *-------------------------------------------------------------------------
  */
@@ -276,7 +277,7 @@ read_int(void *arg)
 static bool
 engine_turn_runs(const char *version)
 {
-	static const char *const same_engine[] = {PG_FLEET_VERSION, "0.2"};
+	static const char *const same_engine[] = {PG_FLEET_VERSION, "0.2", "0.3"};
 
 	for (int i = 0; i < lengthof(same_engine); i++)
 		if (strcmp(version, same_engine[i]) == 0)

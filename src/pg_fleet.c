@@ -24,6 +24,7 @@ PG_MODULE_MAGIC;
 /* Target of the next COPY into fleet.device_import (see device_import.c). */
 char	   *fleet_import_template = NULL;
 char	   *fleet_import_organization = NULL;
+static char *fleet_import_enrollment_group = NULL;	/* read by the SQL side */
 
 /* The job engine (launcher.c, engine.c, src/sql/engine.sql). */
 char	   *fleet_database_name = NULL;
@@ -68,6 +69,15 @@ _PG_init(void)
 							   "Organization that devices imported through fleet.device_import belong to.",
 							   "Empty means the root organization.",
 							   &fleet_import_organization,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("fleet.import_enrollment_group",
+							   "Enrollment group that devices imported through fleet.device_import derive their keys from.",
+							   "Empty means their organization's default group; with keys in the file, the group they match.",
+							   &fleet_import_enrollment_group,
 							   "",
 							   PGC_USERSET,
 							   0,

@@ -111,37 +111,83 @@ BEGIN
 END;
 $$;
 
--- What is wrong with the SAS keys and X.509 thumbprints of a row of IoT
--- Central's export file, or NULL: a key must be the one the enrollment
--- group derives for the device (else the device could not connect with
--- it), a thumbprint a SHA-1 or SHA-256 one.  Messages never show a key.
-CREATE FUNCTION fleet_internal.device_credentials_problem(
-    s record, keys fleet.enrollment_groups)
+-- The enrollment group fleet.import_enrollment_group names for the
+-- imported devices, or NULL (their organization's default, or with keys in
+-- the file the group the keys match).  It must be one a device of the
+-- target organization may name, and the caller an administrator there:
+-- it decides the devices' keys.
+CREATE FUNCTION fleet_internal.device_import_enrollment_group(organization text, caller name)
 RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    named text := nullif(current_setting('fleet.import_enrollment_group'), '');
+BEGIN
+    IF named IS NOT NULL THEN
+        PERFORM fleet_internal.require_app_role(organization, 'administrator', 'importing devices into an enrollment group', caller);
+        PERFORM fleet_internal.require_device_enrollment_group(named, organization, false,
+                                                               format('devices of organization "%s"', organization), caller);
+    END IF;
+    RETURN named;
+END;
+$$;
+
+-- The enrollment group of a row of IoT Central's export file, and what is
+-- wrong with its SAS keys and X.509 thumbprints (NULL when nothing).  A
+-- key must be the one a group derives for the device (else the device
+-- could not connect with it): the named group's, else the first of the
+-- candidates (the organization's default first) whose keys the row's
+-- match; a row without keys gets the named group.  The group is NULL when
+-- it is the organization's default, which the device then follows.
+-- Messages never show a key.
+CREATE FUNCTION fleet_internal.device_import_credentials(
+    s record, candidates fleet.enrollment_groups[], named_group text,
+    OUT enrollment_group_id text, OUT problem text)
+RETURNS record
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    first   fleet.enrollment_groups := candidates[1];
+    matched fleet.enrollment_groups;
 BEGIN
-    IF (s.sas_key_primary IS NOT NULL OR s.sas_key_secondary IS NOT NULL) AND NOT keys.enabled THEN
-        RETURN format('device "%s" has SAS keys, but enrollment group "%s" is disabled: enable it, or leave the keys out', s.device_id, keys.id);
-    END IF;
-    IF s.sas_key_primary IS NOT NULL
-       AND s.sas_key_primary IS DISTINCT FROM fleet.compute_device_key(keys.primary_key, s.device_id) THEN
-        RETURN format('IOTC_SASKEY_PRIMARY of device "%s" is not the key enrollment group "%s" gives it, so the device could not connect with it: make the group''s keys the ones the device''s keys came from, or leave the keys out',
-                      s.device_id, keys.id);
-    END IF;
-    IF s.sas_key_secondary IS NOT NULL
-       AND s.sas_key_secondary IS DISTINCT FROM fleet.compute_device_key(keys.secondary_key, s.device_id) THEN
-        RETURN format('IOTC_SASKEY_SECONDARY of device "%s" is not the key enrollment group "%s" gives it, so the device could not connect with it: make the group''s keys the ones the device''s keys came from, or leave the keys out',
-                      s.device_id, keys.id);
+    enrollment_group_id := named_group;
+    IF s.sas_key_primary IS NOT NULL OR s.sas_key_secondary IS NOT NULL THEN
+        -- (a loop over a few groups, for one row)
+        FOR i IN 1 .. coalesce(cardinality(candidates), 0) LOOP
+            IF (s.sas_key_primary IS NULL OR s.sas_key_primary = fleet.compute_device_key(candidates[i].primary_key, s.device_id))
+               AND (s.sas_key_secondary IS NULL OR s.sas_key_secondary = fleet.compute_device_key(candidates[i].secondary_key, s.device_id)) THEN
+                matched := candidates[i];
+                EXIT;
+            END IF;
+        END LOOP;
+        IF matched.id IS NULL AND NOT first.enabled THEN
+            matched := first;     -- (refused below, for what the operator can change)
+        END IF;
+        IF matched.id IS NULL THEN
+            problem := format('%s of device "%s" is not the key enrollment group "%s" gives it%s, so the device could not connect with it: %s, or leave the keys out',
+                              CASE WHEN s.sas_key_primary IS NOT NULL
+                                        AND s.sas_key_primary IS DISTINCT FROM fleet.compute_device_key(first.primary_key, s.device_id)
+                                   THEN 'IOTC_SASKEY_PRIMARY' ELSE 'IOTC_SASKEY_SECONDARY' END,
+                              s.device_id, first.id,
+                              CASE WHEN named_group IS NULL AND cardinality(candidates) > 1 THEN ' (nor any other group of its organization)' ELSE '' END,
+                              CASE WHEN named_group IS NULL
+                                   THEN 'adopt the group its keys came from with fleet.import_enrollment_group() and IoT Central''s keys'
+                                   ELSE 'make the group''s keys the ones the device''s keys came from' END);
+            RETURN;
+        END IF;
+        IF NOT matched.enabled THEN
+            problem := format('device "%s" has SAS keys, but enrollment group "%s" is disabled: enable it, or leave the keys out', s.device_id, matched.id);
+            RETURN;
+        END IF;
+        enrollment_group_id := CASE WHEN matched.organization_default AND named_group IS NULL THEN NULL ELSE matched.id END;
     END IF;
     IF s.x509_thumbprint_primary !~ '^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$' THEN
-        RETURN format('IOTC_X509THUMBPRINT_PRIMARY of device "%s" is not a certificate thumbprint (40 or 64 hexadecimal digits)', s.device_id);
+        problem := format('IOTC_X509THUMBPRINT_PRIMARY of device "%s" is not a certificate thumbprint (40 or 64 hexadecimal digits)', s.device_id);
+    ELSIF s.x509_thumbprint_secondary !~ '^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$' THEN
+        problem := format('IOTC_X509THUMBPRINT_SECONDARY of device "%s" is not a certificate thumbprint (40 or 64 hexadecimal digits)', s.device_id);
     END IF;
-    IF s.x509_thumbprint_secondary !~ '^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$' THEN
-        RETURN format('IOTC_X509THUMBPRINT_SECONDARY of device "%s" is not a certificate thumbprint (40 or 64 hexadecimal digits)', s.device_id);
-    END IF;
-    RETURN NULL;
 END;
 $$;
 
@@ -161,6 +207,7 @@ DECLARE
     target record := fleet_internal.device_import_target(caller);
 BEGIN
     PERFORM fleet_internal.require_app_role(target.organization, 'operator', 'importing devices', caller);
+    PERFORM fleet_internal.device_import_enrollment_group(target.organization, caller);
     PERFORM fleet_internal.device_import_begin(nextval('fleet.device_operations_id_seq'),
                                                target.template, target.organization);
     RETURN NULL;
@@ -192,46 +239,58 @@ DECLARE
     n_conflicts bigint := 0;
     n_invalid   bigint := 0;
     n_rejected  bigint;
-    keys        fleet.enrollment_groups;   -- what imported SAS keys must match
+    named_group text := fleet_internal.device_import_enrollment_group(target.organization, caller);
+    candidates  fleet.enrollment_groups[];   -- what imported SAS keys may match, in order
 BEGIN
-    -- devices are imported as devices (not IoT Edge): their organization's
-    -- group for devices derives their keys
-    SELECT g.* INTO keys
-      FROM fleet_internal.organization_enrollment_groups x JOIN fleet.enrollment_groups g ON g.id = x.group_id
-     WHERE x.organization_id = target.organization AND NOT x.edge;
+    -- devices are imported as devices (not IoT Edge): the named group, else
+    -- their organization's default group for devices, then the other groups
+    -- with keys they may name, nearest first
+    candidates := ARRAY(
+        SELECT g FROM fleet.enrollment_groups g JOIN fleet.organizations o ON o.id = target.organization
+         WHERE CASE WHEN named_group IS NOT NULL THEN g.id = named_group
+                    ELSE g.organization_id = ANY (o.path) AND NOT g.edge AND g.attestation = 'symmetricKey' END
+         ORDER BY g.id IS DISTINCT FROM (SELECT x.group_id FROM fleet_internal.organization_enrollment_groups x
+                                          WHERE x.organization_id = target.organization AND NOT x.edge),
+                  array_position(o.path, g.organization_id) DESC, g.id);
 
     INSERT INTO fleet.device_operations (id, kind, status, template_id, organization_id, started_by, started_at)
     VALUES (op_id, 'import', 'running', target.template, target.organization, caller, statement_timestamp());
 
     BEGIN
-        n_imported := fleet_internal.device_import_register(op_id, target.template, target.organization);
+        -- (the bulk path sets no enrollment group)
+        n_imported := CASE WHEN named_group IS NULL
+                           THEN fleet_internal.device_import_register(op_id, target.template, target.organization)
+                           ELSE -1 END;
         IF n_imported < 0 THEN
             -- no bulk path (the table has a trigger of someone's): a plain INSERT
             -- (also where rows carry keys to check and thumbprints to store)
             INSERT INTO fleet.devices (id, display_name, template_id, organization_id, import_operation_id,
-                                       x509_thumbprint_primary, x509_thumbprint_secondary)
+                                       x509_thumbprint_primary, x509_thumbprint_secondary, enrollment_group_id)
             SELECT s.device_id, coalesce(nullif(s.display_name, ''), s.device_id),
                    target.template, target.organization, op_id,
-                   s.x509_thumbprint_primary, s.x509_thumbprint_secondary
+                   s.x509_thumbprint_primary, s.x509_thumbprint_secondary, c.enrollment_group_id
               FROM fleet_internal.device_import_staged_rows() s
+             CROSS JOIN LATERAL fleet_internal.device_import_credentials(s, candidates, named_group) c
              WHERE fleet_internal.device_identity_problem(s.device_id, s.display_name) IS NULL
-               AND fleet_internal.device_credentials_problem(s, keys) IS NULL;
+               AND c.problem IS NULL;
             GET DIAGNOSTICS n_imported = ROW_COUNT;
         END IF;
     EXCEPTION WHEN unique_violation THEN
         WITH valid AS (
-            SELECT s.line, s.device_id, s.display_name, s.x509_thumbprint_primary, s.x509_thumbprint_secondary
+            SELECT s.line, s.device_id, s.display_name, s.x509_thumbprint_primary, s.x509_thumbprint_secondary,
+                   c.enrollment_group_id
               FROM fleet_internal.device_import_staged_rows() s
+             CROSS JOIN LATERAL fleet_internal.device_import_credentials(s, candidates, named_group) c
              WHERE fleet_internal.device_identity_problem(s.device_id, s.display_name) IS NULL
-               AND fleet_internal.device_credentials_problem(s, keys) IS NULL
+               AND c.problem IS NULL
         ),
         inserted AS (
             -- rows go in file order, so of repeated ids the first line wins
             INSERT INTO fleet.devices (id, display_name, template_id, organization_id, import_operation_id,
-                                       x509_thumbprint_primary, x509_thumbprint_secondary)
+                                       x509_thumbprint_primary, x509_thumbprint_secondary, enrollment_group_id)
             SELECT v.device_id, coalesce(nullif(v.display_name, ''), v.device_id),
                    target.template, target.organization, op_id,
-                   v.x509_thumbprint_primary, v.x509_thumbprint_secondary
+                   v.x509_thumbprint_primary, v.x509_thumbprint_secondary, v.enrollment_group_id
               FROM valid v
             ON CONFLICT (id) DO NOTHING
             RETURNING id
@@ -259,9 +318,9 @@ BEGIN
         INSERT INTO fleet.device_operation_errors (operation_id, line, device_id, error)
         SELECT op_id, p.line, p.device_id, p.problem
           FROM (SELECT s.line, s.device_id,
-                       coalesce(fleet_internal.device_identity_problem(s.device_id, s.display_name),
-                                fleet_internal.device_credentials_problem(s, keys)) AS problem
-                  FROM fleet_internal.device_import_staged_rows() s) p
+                       coalesce(fleet_internal.device_identity_problem(s.device_id, s.display_name), c.problem) AS problem
+                  FROM fleet_internal.device_import_staged_rows() s
+                 CROSS JOIN LATERAL fleet_internal.device_import_credentials(s, candidates, named_group) c) p
          WHERE p.problem IS NOT NULL;
         GET DIAGNOSTICS n_invalid = ROW_COUNT;
     END IF;

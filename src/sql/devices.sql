@@ -55,8 +55,11 @@ CREATE FUNCTION fleet.get_device(device_id text)
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT fleet.device_document(fleet_internal.visible_device(device_id, fleet_internal.calling_role())) $$;
-COMMENT ON FUNCTION fleet.get_device(text) IS 'The device as JSON: id, displayName, template, organization, simulated, edge, manifest, properties, reported, cloudProperties';
+AS $$
+    SELECT fleet.device_document(d) || jsonb_build_object('enrollmentGroup', fleet_internal.device_enrollment_group(d.id))
+      FROM fleet_internal.visible_device(device_id, fleet_internal.calling_role()) d
+$$;
+COMMENT ON FUNCTION fleet.get_device(text) IS 'The device as JSON: id, displayName, template, organization, simulated, provisioned, edge, manifest, properties, reported, cloudProperties, and the enrollmentGroup its keys derive from';
 
 -- SECURITY DEFINER, as every function that writes: members hold no write
 -- privilege on the tables (src/sql/access.sql).
@@ -101,11 +104,14 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.create_device(text, text, text, text, boolean, boolean) IS 'Registers one device and returns it; the name defaults to the id, the organization to root';
 
--- Changes a device's name, organization or simulated flag ({"displayName",
--- "organization", "simulated"}).  Its template changes through a template
--- migration job, its manifest through a manifest job.  A device moved to an
+-- Changes a device's name, organization, simulated flag or enrollment
+-- group ({"displayName", "organization", "simulated", "enrollmentGroup"}).
+-- Its template changes through a template migration job, its manifest
+-- through a manifest job.  A device that names no group and moves to an
 -- organization with enrollment groups of its own gets keys derived from
--- them.
+-- them; one that names a group keeps it, which must be available in the
+-- new organization.  Naming a group (null: the organization's default)
+-- changes the device's keys, and is for administrators.
 CREATE FUNCTION fleet.update_device(device_id text, changes jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -118,7 +124,7 @@ DECLARE
     label   text := format('device "%s"', device_id);
     problem text;
 BEGIN
-    PERFORM fleet_internal.require_changes(changes, '{displayName,organization,simulated}', label);
+    PERFORM fleet_internal.require_changes(changes, '{displayName,organization,simulated,enrollmentGroup}', label);
     PERFORM fleet_internal.require_app_role(device.organization_id, 'operator', 'changing a device', caller);
     IF changes ? 'displayName' THEN
         device.display_name := coalesce(nullif(changes ->> 'displayName', ''), device.id);
@@ -145,13 +151,32 @@ BEGIN
         END IF;
         device.simulated := (changes -> 'simulated')::boolean;
     END IF;
+    IF changes ? 'enrollmentGroup' THEN
+        IF jsonb_typeof(changes -> 'enrollmentGroup') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION 'the enrollmentGroup of % must be an enrollment group id, or null for its organization''s default', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        device.enrollment_group_id := changes ->> 'enrollmentGroup';
+    END IF;
+    IF changes ? 'enrollmentGroup' THEN
+        -- (the device's keys change)
+        PERFORM fleet_internal.require_app_role(device.organization_id, 'administrator', 'choosing a device''s enrollment group', caller);
+    END IF;
+    IF device.enrollment_group_id IS NOT NULL
+       AND (changes ? 'enrollmentGroup' OR changes ? 'organization') THEN
+        PERFORM fleet_internal.require_device_enrollment_group(device.enrollment_group_id, device.organization_id, device.edge,
+                                                               label, caller);
+        -- (the group stays while the device names it: delete_enrollment_group locks it too)
+        PERFORM 1 FROM fleet.enrollment_groups g WHERE g.id = device.enrollment_group_id FOR SHARE;
+    END IF;
     UPDATE fleet.devices d
-       SET display_name = device.display_name, organization_id = device.organization_id, simulated = device.simulated
+       SET display_name = device.display_name, organization_id = device.organization_id, simulated = device.simulated,
+           enrollment_group_id = device.enrollment_group_id
      WHERE d.id = device.id;
     RETURN fleet.get_device(device.id);
 END;
 $$;
-COMMENT ON FUNCTION fleet.update_device(text, jsonb) IS 'Changes a device''s displayName, organization or simulated flag; returns the device';
+COMMENT ON FUNCTION fleet.update_device(text, jsonb) IS 'Changes a device''s displayName, organization, simulated flag or enrollmentGroup; returns the device';
 
 CREATE FUNCTION fleet.delete_device(device_id text)
 RETURNS void

@@ -94,6 +94,13 @@ ALTER TABLE fleet.enrollment_groups FORCE ROW LEVEL SECURITY;
 CREATE POLICY administrators_read ON fleet.enrollment_groups FOR SELECT
     USING (organization_id IN (SELECT fleet_internal.organizations_for('administrator')));
 
+-- and their certificates, to the same administrators (the groups' own
+-- policy applies to the subquery)
+ALTER TABLE fleet.enrollment_group_certificates ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.enrollment_group_certificates FORCE ROW LEVEL SECURITY;
+CREATE POLICY administrators_read ON fleet.enrollment_group_certificates FOR SELECT
+    USING (enrollment_group_id IN (SELECT g.id FROM fleet.enrollment_groups g));
+
 -- each role's own device list columns
 ALTER TABLE fleet.job_device_list_columns ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.job_device_list_columns FORCE ROW LEVEL SECURITY;
@@ -134,6 +141,7 @@ GRANT EXECUTE ON FUNCTION fleet_internal.sees(name, text), fleet_internal.visibl
       fleet_internal.spreadsheet_cell(text, boolean), fleet_internal.refuse_missing(text, text, text),
       fleet_internal.require_template(text), fleet_internal.require_organization(text, name),
       fleet_internal.visible_device(text, name), fleet_internal.require_edge_manifest(text),
+      fleet_internal.device_enrollment_group(text),
       -- what get_*() add as IoT Central's REST API shows objects (pure)
       fleet_internal.etag(jsonb), fleet_internal.rest_timestamp(timestamptz),
       fleet_internal.scheduled_job_etag(fleet.scheduled_jobs), fleet_internal.device_group_etag(fleet.device_groups)

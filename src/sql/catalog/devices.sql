@@ -26,7 +26,8 @@ CREATE TABLE fleet.devices (
     created_at                timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT devices_identity_check CHECK (fleet_internal.device_identity_problem(id, display_name) IS NULL),
     CONSTRAINT devices_x509_primary_check CHECK (x509_thumbprint_primary ~ '^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$'),
-    CONSTRAINT devices_x509_secondary_check CHECK (x509_thumbprint_secondary ~ '^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$')
+    CONSTRAINT devices_x509_secondary_check CHECK (x509_thumbprint_secondary ~ '^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$'),
+    enrollment_group_id       text                           -- NULL: its organization's default group for its kind
 );
 -- No secondary indexes yet: every query so far (groups, export) reads most
 -- devices, and each index costs about 40 % more import time.  See README.

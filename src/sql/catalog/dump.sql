@@ -7,6 +7,7 @@ SELECT pg_catalog.pg_extension_config_dump('fleet.edge_manifests', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.devices', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.device_groups', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.enrollment_groups', '');
+SELECT pg_catalog.pg_extension_config_dump('fleet.enrollment_group_certificates', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.device_operations', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.device_operations_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.device_operation_errors', '');

@@ -1,0 +1,214 @@
+/*-------------------------------------------------------------------------
+ *
+ * x509_certificates.c
+ *	  Reading the X.509 signing certificates of enrollment groups, and the
+ *	  proof of possession IoT Central asks for before it trusts one.
+ *
+ * IoT Central's REST API takes a certificate as a string: the PEM file's
+ * text, or its base64 (what "az iot central enrollment-group" sends), or
+ * the DER bytes in base64.  All three are read here with OpenSSL, so that
+ * a string that is not a certificate is refused when it is given, not when
+ * a device presents a certificate signed by it.
+ *
+ * Proof of possession is the Device Provisioning Service's: the group gets
+ * a random verification code, and its owner signs, with the certificate's
+ * private key, a certificate whose subject common name is that code.  Only
+ * the holder of the key can make one that verifies.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+#include <time.h>
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "access/htup_details.h"
+#include "common/base64.h"
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(x509_certificate_info);
+PG_FUNCTION_INFO_V1(x509_certificate_signed_by);
+
+#define PEM_MARKER "-----BEGIN"
+
+/* base64 without the whitespace a pasted or wrapped string carries */
+static char *
+decode_base64(const char *given, int given_len, int *decoded_len)
+{
+	char	   *compact = palloc(given_len + 1);
+	int			compact_len = 0;
+	char	   *decoded;
+
+	for (int i = 0; i < given_len; i++)
+		if (!isspace((unsigned char) given[i]))
+			compact[compact_len++] = given[i];
+	decoded = palloc(pg_b64_dec_len(compact_len) + 1);
+	*decoded_len = pg_b64_decode(compact, compact_len, decoded, pg_b64_dec_len(compact_len));
+	pfree(compact);
+	return decoded;
+}
+
+/* A PEM or DER certificate in memory, or NULL. */
+static X509 *
+parse_bytes(const char *bytes, int len)
+{
+	X509	   *cert = NULL;
+
+	if (len >= (int) strlen(PEM_MARKER) && memmem(bytes, len, PEM_MARKER, strlen(PEM_MARKER)) != NULL)
+	{
+		BIO		   *bio = BIO_new_mem_buf(bytes, len);
+
+		if (bio != NULL)
+		{
+			cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+			BIO_free(bio);
+		}
+	}
+	else if (len > 0)
+	{
+		const unsigned char *p = (const unsigned char *) bytes;
+
+		cert = d2i_X509(NULL, &p, len);
+		/* DER with bytes after the certificate is not one certificate */
+		if (cert != NULL && p != (const unsigned char *) bytes + len)
+		{
+			X509_free(cert);
+			cert = NULL;
+		}
+	}
+	return cert;
+}
+
+/*
+ * The certificate a string holds: PEM text, base64 of PEM text, or base64
+ * of DER.  Refused with an error naming "what" otherwise.  The caller
+ * frees it with X509_free().
+ */
+static X509 *
+read_certificate(text *given, const char *what)
+{
+	const char *data = VARDATA_ANY(given);
+	int			len = VARSIZE_ANY_EXHDR(given);
+	X509	   *cert = parse_bytes(data, len);
+
+	if (cert == NULL && memmem(data, len, PEM_MARKER, strlen(PEM_MARKER)) == NULL)
+	{
+		int			decoded_len;
+		char	   *decoded = decode_base64(data, len, &decoded_len);
+
+		if (decoded_len > 0)
+			cert = parse_bytes(decoded, decoded_len);
+		pfree(decoded);
+	}
+	if (cert == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is not an X.509 certificate", what),
+				 errhint("Give the certificate as its PEM file's text (-----BEGIN CERTIFICATE----- ...), or that text or its DER bytes in base64.")));
+	return cert;
+}
+
+static char *
+hex_digest(X509 *cert, const EVP_MD *md)
+{
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int digest_len;
+	char	   *hex;
+
+	if (!X509_digest(cert, md, digest, &digest_len))
+		elog(ERROR, "could not compute a certificate digest");
+	hex = palloc(digest_len * 2 + 1);
+	for (unsigned int i = 0; i < digest_len; i++)
+		sprintf(hex + i * 2, "%02X", digest[i]);
+	return hex;
+}
+
+/* The common name of the certificate's subject, or NULL. */
+static char *
+subject_common_name(X509 *cert)
+{
+	X509_NAME  *subject = X509_get_subject_name(cert);
+	int			index = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+	ASN1_STRING *value;
+	unsigned char *utf8;
+	int			utf8_len;
+	char	   *result;
+
+	if (index < 0)
+		return NULL;
+	value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, index));
+	utf8_len = ASN1_STRING_to_UTF8(&utf8, value);
+	if (utf8_len < 0)
+		return NULL;
+	result = pnstrdup((char *) utf8, utf8_len);
+	OPENSSL_free(utf8);
+	return result;
+}
+
+/* An ASN1 time as a timestamptz (ASN1_TIME_to_tm normalises UTCTime and GeneralizedTime). */
+static TimestampTz
+asn1_timestamptz(const ASN1_TIME *when)
+{
+	struct tm	tm;
+
+	if (!ASN1_TIME_to_tm(when, &tm))
+		elog(ERROR, "could not read a certificate's validity time");
+	return (TimestampTz) ((timegm(&tm) - ((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)) * USECS_PER_SEC);
+}
+
+/*
+ * fleet_internal.x509_certificate_info(certificate text, what text)
+ *	  sha1_thumbprint, sha256_thumbprint (upper-case hex, as IoT Central
+ *	  shows them), subject_common_name, not_before, not_after.
+ */
+Datum
+x509_certificate_info(PG_FUNCTION_ARGS)
+{
+	char	   *what = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	X509	   *cert = read_certificate(PG_GETARG_TEXT_PP(0), what);
+	TupleDesc	desc;
+	Datum		values[5];
+	bool		nulls[5] = {false};
+	char	   *common_name;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "x509_certificate_info must return a record");
+	values[0] = CStringGetTextDatum(hex_digest(cert, EVP_sha1()));
+	values[1] = CStringGetTextDatum(hex_digest(cert, EVP_sha256()));
+	common_name = subject_common_name(cert);
+	if (common_name != NULL)
+		values[2] = CStringGetTextDatum(common_name);
+	else
+		nulls[2] = true;
+	values[3] = TimestampTzGetDatum(asn1_timestamptz(X509_get0_notBefore(cert)));
+	values[4] = TimestampTzGetDatum(asn1_timestamptz(X509_get0_notAfter(cert)));
+	X509_free(cert);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/*
+ * fleet_internal.x509_certificate_signed_by(certificate text, signer text)
+ *	  Whether the signer's key signed the certificate: the proof that whoever
+ *	  made the certificate holds the signer's private key.
+ */
+Datum
+x509_certificate_signed_by(PG_FUNCTION_ARGS)
+{
+	X509	   *cert = read_certificate(PG_GETARG_TEXT_PP(0), "the verification certificate");
+	X509	   *signer = read_certificate(PG_GETARG_TEXT_PP(1), "the signing certificate");
+	EVP_PKEY   *key = X509_get0_pubkey(signer);
+	bool		signed_by = key != NULL && X509_verify(cert, key) == 1;
+
+	X509_free(cert);
+	X509_free(signer);
+	PG_RETURN_BOOL(signed_by);
+}
