@@ -218,6 +218,10 @@ SELECT fleet.import_organization('washington', '{"id": "washington", "displayNam
 SELECT fleet.import_organization('seattle', '{"id": "seattle", "displayName": "Seattle", "parent": "washington"}');
 SELECT fleet.import_organization('tacoma', '{"id": "seattle", "displayName": "Tacoma"}');
 SELECT fleet.import_organization('tacoma', '{"displayName": "Tacoma", "parnet": "washington"}');
+-- PATCH /organizations/{id} with the same body: id and parent unchanged
+SELECT fleet.update_organization('seattle', '{"id": "seattle", "displayName": "Seattle, WA", "parent": "washington"}') ->> 'displayName' AS renamed;
+SELECT fleet.update_organization('seattle', '{"displayName": "Seattle", "parent": "root"}');
+SELECT fleet.update_organization('seattle', '{"id": "tacoma"}');
 SELECT m - 'etag' AS manifest FROM fleet.import_edge_manifest('edge-seattle', '{
   "id": "edge-seattle", "displayName": "Seattle deployment", "organizations": ["seattle"],
   "data": {"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1"}},

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -109,6 +110,11 @@ read_certificate(text *given, const char *what)
 			cert = parse_bytes(decoded, decoded_len);
 		pfree(decoded);
 	}
+	/*
+	 * A failed parse leaves errors in OpenSSL's queue, which the server's own
+	 * SSL code reads after its calls: leave it empty.
+	 */
+	ERR_clear_error();
 	if (cert == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -207,6 +213,8 @@ x509_certificate_signed_by(PG_FUNCTION_ARGS)
 	X509	   *signer = read_certificate(PG_GETARG_TEXT_PP(1), "the signing certificate");
 	EVP_PKEY   *key = X509_get0_pubkey(signer);
 	bool		signed_by = key != NULL && X509_verify(cert, key) == 1;
+
+	ERR_clear_error();			/* (a signature that does not verify queues one) */
 
 	X509_free(cert);
 	X509_free(signer);

@@ -86,8 +86,8 @@ $$;
 COMMENT ON FUNCTION fleet.import_organization(text, jsonb) IS 'Creates an organization from IoT Central''s REST body ({"displayName", "parent"}); returns it';
 COMMENT ON FUNCTION fleet.create_organization(text, text, text) IS 'Creates an organization below parent (default: root) and returns it';
 
--- Renames an organization ({"displayName"}).  Moving one under another
--- parent is not supported: it would change who sees its devices while
+-- Renames an organization ({"displayName"}; "id" and "parent" may come
+-- with it, unchanged).  Moving one under another parent is not supported: it would change who sees its devices while
 -- their jobs run.
 CREATE FUNCTION fleet.update_organization(organization_id text, changes jsonb)
 RETURNS jsonb
@@ -101,12 +101,18 @@ DECLARE
 BEGIN
     PERFORM fleet_internal.require_organization(organization_id, caller);
     PERFORM fleet_internal.require_app_role(organization_id, 'administrator', 'changing an organization', caller);
-    IF jsonb_typeof(changes) = 'object' AND changes ? 'parent' THEN
+    -- (IoT Central's PATCH body may repeat the id and parent unchanged)
+    IF jsonb_typeof(changes) = 'object' AND changes ? 'parent'
+       AND changes -> 'parent' IS DISTINCT FROM (SELECT to_jsonb(o.parent_id) FROM fleet.organizations o
+                                                  WHERE o.id = update_organization.organization_id) THEN
         RAISE EXCEPTION 'the parent of % cannot change', label
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Create an organization under the new parent and move the devices to it with fleet.update_device().';
     END IF;
-    PERFORM fleet_internal.require_changes(changes, '{displayName}', label);
+    IF jsonb_typeof(changes) = 'object' AND changes ? 'id' AND changes -> 'id' IS DISTINCT FROM to_jsonb(organization_id) THEN
+        RAISE EXCEPTION 'the id of % cannot change', label USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM fleet_internal.require_changes(changes, '{id,displayName,parent}', label);
     UPDATE fleet.organizations o
        SET display_name = fleet_internal.changed_display_name(changes, 'organization', organization_id, 128)
      WHERE o.id = update_organization.organization_id;

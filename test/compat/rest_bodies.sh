@@ -9,8 +9,9 @@
 # them in a manifest, one per line:
 #   <operation> TAB <id from the URL> TAB <file>
 # where operation is one of PUT/PATCH + deviceTemplates, deviceGroups, jobs,
-# scheduledJobs, organizations, deploymentManifests, enrollmentGroups,
-# e.g. "PUT jobs	myJobId	jobs_create.json".  The objects a body names
+# scheduledJobs, organizations, deploymentManifests, enrollmentGroups, or
+# "PUT enrollmentGroupCertificates" and "POST enrollmentGroupVerify" with
+# "<group>/<entry>" as the id, e.g. "PUT jobs	myJobId	jobs_create.json".  The objects a body names
 # (its group, the templates its data targets, a parent organization) are
 # made first as stubs, since the examples do not include them: a stub
 # template has exactly the capabilities the job's data names.
@@ -36,4 +37,4 @@ base=$(dirname "$manifest")
 	done < "$manifest"
 	echo '\.'
 	cat "$here/rest_bodies.sql"
-} | psql -X -q -v ON_ERROR_STOP=1 "$@"
+} | psql -X -q -v ON_ERROR_STOP=1 -v stub_certificate="$(cat "$here/../data/x509/signing-ca.pem")" "$@"

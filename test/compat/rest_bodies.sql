@@ -4,6 +4,7 @@
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
 BEGIN;
+SELECT set_config('rest_bodies.stub_certificate', :'stub_certificate', true) IS NULL AS quiet \gset
 
 -- A stub template with exactly the capabilities a job's data names, each
 -- with the schema of the value it is sent.
@@ -72,6 +73,21 @@ BEGIN
 END;
 $$;
 
+-- An X.509 enrollment group, with the stub certificate (rest_bodies.sh
+-- sets it) as its entry's when one is named.
+CREATE FUNCTION pg_temp.stub_x509_group(group_id text, entry text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM fleet.enrollment_groups g WHERE g.id = group_id) THEN
+        PERFORM fleet.import_enrollment_group(group_id, '{"displayName": "stub", "type": "iot", "attestation": {"type": "x509"}}');
+    END IF;
+    IF entry IS NOT NULL THEN
+        PERFORM fleet.set_enrollment_group_certificate(group_id, entry,
+                    jsonb_build_object('certificate', current_setting('rest_bodies.stub_certificate')));
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION pg_temp.send(operation text, url_id text, body jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -119,15 +135,33 @@ BEGIN
         END IF;
         RETURN fleet.update_scheduled_job(url_id, body);
     WHEN 'PUT organizations' THEN RETURN fleet.import_organization(url_id, body);
+    WHEN 'PATCH organizations' THEN
+        -- the organization it changes, where the body says it is
+        IF NOT EXISTS (SELECT 1 FROM fleet.organizations o WHERE o.id = url_id) THEN
+            PERFORM fleet.create_organization(url_id, 'stub', body ->> 'parent');
+        END IF;
+        RETURN fleet.update_organization(url_id, body);
     WHEN 'PUT deploymentManifests' THEN RETURN fleet.import_edge_manifest(url_id, body);
     WHEN 'PATCH deploymentManifests' THEN
         IF NOT EXISTS (SELECT 1 FROM fleet.edge_manifests m WHERE m.id = url_id) THEN
             PERFORM fleet.create_edge_manifest(url_id, 'stub', '{"modulesContent": {"$edgeAgent": {"properties.desired": {}}, "$edgeHub": {"properties.desired": {}}}}');
         END IF;
         RETURN fleet.update_edge_manifest(url_id, body);
-    WHEN 'PATCH enrollmentGroups' THEN RETURN fleet.update_enrollment_group(url_id, body);
-    WHEN 'PUT enrollmentGroups' THEN
-        RAISE EXCEPTION 'pg_fleet has no function that creates an enrollment group' USING ERRCODE = 'feature_not_supported';
+    WHEN 'PATCH enrollmentGroups' THEN
+        IF NOT EXISTS (SELECT 1 FROM fleet.enrollment_groups g WHERE g.id = url_id) THEN
+            PERFORM fleet.import_enrollment_group(url_id, '{"displayName": "stub", "type": "iot", "attestation": {"type": "symmetricKey"}}');
+        END IF;
+        RETURN fleet.update_enrollment_group(url_id, body);
+    WHEN 'PUT enrollmentGroups' THEN RETURN fleet.import_enrollment_group(url_id, body);
+    -- (url_id is "<group>/<entry>"; the group is an X.509 one, with a real
+    -- certificate where the body is checked against it)
+    WHEN 'PUT enrollmentGroupCertificates' THEN
+        PERFORM pg_temp.stub_x509_group(split_part(url_id, '/', 1), NULL);
+        RETURN fleet.set_enrollment_group_certificate(split_part(url_id, '/', 1), split_part(url_id, '/', 2), body);
+    WHEN 'POST enrollmentGroupVerify' THEN
+        PERFORM pg_temp.stub_x509_group(split_part(url_id, '/', 1), split_part(url_id, '/', 2));
+        PERFORM fleet.generate_enrollment_group_verification_code(split_part(url_id, '/', 1), split_part(url_id, '/', 2));
+        RETURN fleet.verify_enrollment_group_certificate(split_part(url_id, '/', 1), split_part(url_id, '/', 2), body);
     ELSE
         RAISE EXCEPTION 'unknown operation "%"', operation;
     END CASE;

@@ -2,7 +2,8 @@
 # -> delete -> \copy into fleet.device_import_with_keys -> export again
 # gives identical ids, names, SAS keys and X.509 thumbprints, for root's
 # devices and for an organization's (whose keys come from its own
-# enrollment groups).  A key that is not the one the device's group gives
+# enrollment groups, or from a second group some of its devices name: the
+# import finds it by their keys).  A key that is not the one the device's group gives
 # refuses that row alone, with its reason; IoT Central's two-column import
 # file keeps working in fleet.device_import.
 use strict;
@@ -30,6 +31,10 @@ $node->safe_psql('postgres', q{
 	 WHERE id LIKE '%3';
 	SELECT fleet.create_organization('acme', 'Acme');
 	SELECT fleet.create_device('acme-' || i, organization => 'acme') FROM generate_series(1, 20) i;
+	-- a second group adopted from IoT Central, which five of acme's devices name
+	SELECT fleet.import_enrollment_group('acme-line-2', '{"displayName": "Line 2", "type": "iot", "organization": "acme",
+	    "attestation": {"type": "symmetricKey"}}');
+	SELECT fleet.update_device('acme-' || i, '{"enrollmentGroup": "acme-line-2"}') FROM generate_series(1, 5) i;
 });
 
 sub export_file
@@ -52,7 +57,7 @@ sub import_file
 
 # acme's devices: its own enrollment groups derive their keys
 my $acme = export_file('acme', 'acme');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM fleet.enrollment_groups WHERE organization_id = 'acme'}), '2',
+is($node->safe_psql('postgres', q{SELECT count(*) FROM fleet.enrollment_groups WHERE organization_id = 'acme'}), '3',
 	'acme has enrollment groups of its own');
 $node->safe_psql('postgres', q{DELETE FROM fleet.devices WHERE organization_id = 'acme'});
 
@@ -68,6 +73,8 @@ is(import_file($root, 'root'), 'completed 500 0', "root's file imports through S
 is(slurp_file(export_file('root-again', 'root')), slurp_file($root), 'exported again: identical ids, names, keys and thumbprints');
 is(import_file($acme, 'acme'), 'completed 20 0', "acme's file imports into acme");
 is(slurp_file(export_file('acme-again', 'acme')), slurp_file($acme), "acme's: identical too");
+is($node->safe_psql('postgres', q{SELECT string_agg(id, ',' ORDER BY id) FROM fleet.devices WHERE enrollment_group_id = 'acme-line-2'}),
+	'acme-1,acme-2,acme-3,acme-4,acme-5', 'the devices whose keys came from the second group name it again');
 
 # a key that is not the group's refuses its row alone, and says why
 $node->safe_psql('postgres', 'DELETE FROM fleet.devices');
