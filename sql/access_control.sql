@@ -263,7 +263,6 @@ VALUES ('bogus', 'Bogus', 'acme-east', 'east-lamps', '{}', '{"bogus": true}', tr
 -- through the API, West's group does not exist for it
 SELECT fleet.update_scheduled_job('east-nightly', '{"group": "west-lamps"}');
 SELECT fleet.update_scheduled_job('east-nightly', '{"organizations": ["acme-west"]}');
-SELECT fleet.sync_schedule_cron('east-hourly');
 SELECT created_by, changed_by FROM fleet.scheduled_jobs WHERE id = 'east-hourly';
 SELECT fleet.fire_scheduled_job('east-hourly', '2099-06-01 06:00:00+00');
 SELECT fleet.fire_scheduled_job('east-hourly') AS nothing_due;

@@ -62,5 +62,5 @@ SELECT fleet.update_device_group('old-firmware', '{"displayName": ""}');
 SELECT fleet.delete_device_group('old-firmware');
 SELECT fleet.get_device_group('old-firmware');
 SELECT fleet.delete_device_group('old-firmware');
--- the 0.1 names still answer, for one version
-SELECT array(SELECT fleet.group_members('thermostats')) AS members, fleet.group_member_count('thermostats') AS count;
+-- the 0.1 names, deprecated in 0.2, are gone in 0.4
+SELECT fleet.group_members('thermostats');

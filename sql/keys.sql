@@ -81,7 +81,7 @@ SELECT g - 'attestation' - 'rotatedAt' - 'etag' AS enrollment_group, g ? 'etag' 
   FROM fleet.get_enrollment_group('SAS-IoT-Devices@keys-a') g, fleet.enrollment_groups e
  WHERE e.id = 'SAS-IoT-Devices@keys-a';
 SELECT fleet.get_enrollment_group('no-such-group');
--- the 0.1 name still rotates, for one version
+-- the 0.1 name, deprecated in 0.2, is gone in 0.4
 SELECT fleet.rotate_group_key('SAS-IoT-Devices@keys-a', 'secondary');
 -- an organization's own pair goes only when no device's keys derive from it
 SELECT fleet.delete_enrollment_groups('keys-a');

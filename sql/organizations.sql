@@ -39,5 +39,5 @@ SELECT fleet.delete_organization('root');
 SELECT fleet.delete_organization('short-lived');
 SELECT fleet.get_organization('short-lived');
 SELECT count(*) AS its_groups_left FROM fleet.enrollment_groups WHERE organization_id = 'short-lived';
--- the 0.1 name still lists, for one version
+-- the 0.1 name, deprecated in 0.2, is gone in 0.4
 SELECT * FROM fleet.organization_subtree('contoso') ORDER BY 1;

@@ -180,14 +180,6 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.list_organization_members(text) IS 'The members of the organizations the caller administers (or of one of them and those below it)';
 
--- Deprecated name (0.1); goes in 0.4.
-CREATE FUNCTION fleet.organization_member_list(organization text DEFAULT NULL)
-RETURNS TABLE (organization_id text, member regrole, app_role text, granted_by name, granted_at timestamptz)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM fleet.list_organization_members(organization) $$;
-COMMENT ON FUNCTION fleet.organization_member_list(text) IS 'Deprecated: use fleet.list_organization_members(); goes in pg_fleet 0.4';
-
 -- Jobs and schedules live where the engine runs: elsewhere they would wait
 -- for ever.  Refuses in any other database.
 CREATE FUNCTION fleet_internal.require_engine_database(action text)

@@ -403,17 +403,3 @@ AS $$
 $$;
 COMMENT ON FUNCTION fleet.count_device_group_members(text) IS 'How many devices a job on this group would apply to now, as IoT Central shows under the group selection';
 
--- Deprecated names (0.1); they go in 0.4.
-CREATE FUNCTION fleet.group_members(group_id text)
-RETURNS SETOF text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT m.device_id FROM fleet.list_device_group_members(group_id) m $$;
-COMMENT ON FUNCTION fleet.group_members(text) IS 'Deprecated: use fleet.list_device_group_members(); goes in pg_fleet 0.4';
-
-CREATE FUNCTION fleet.group_member_count(group_id text)
-RETURNS bigint
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT fleet.count_device_group_members(group_id) $$;
-COMMENT ON FUNCTION fleet.group_member_count(text) IS 'Deprecated: use fleet.count_device_group_members(); goes in pg_fleet 0.4';

@@ -71,14 +71,6 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.rotate_enrollment_group_key(text, text) IS 'Regenerates the primary or secondary key of an enrollment group, and so every device key derived from it; returns the group';
 
--- Deprecated name (0.1); goes in 0.4.
-CREATE FUNCTION fleet.rotate_group_key(group_id text, which text DEFAULT 'primary')
-RETURNS text
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT fleet.rotate_enrollment_group_key(group_id, which) ->> 'id' $$;
-COMMENT ON FUNCTION fleet.rotate_group_key(text, text) IS 'Deprecated: use fleet.rotate_enrollment_group_key(); goes in pg_fleet 0.4';
-
 -- One device's keys, derived from its enrollment group.
 CREATE FUNCTION fleet.device_keys(device_id text, OUT primary_key text, OUT secondary_key text)
 RETURNS record

@@ -108,11 +108,3 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.job_results(text, boolean) IS 'The results log of a job: device, name ("deleted" for deleted devices), batch, status, error, times';
 
--- Deprecated name of fleet.list_job_devices() (0.1); goes in 0.4.
-CREATE FUNCTION fleet.job_device_list(job_id text, device_filter text DEFAULT NULL, status_filter text DEFAULT NULL)
-RETURNS TABLE (device_id text, device_name text, batch int, status text, error text,
-               started_at timestamptz, finished_at timestamptz, columns jsonb)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM fleet.list_job_devices(job_id, device_filter, status_filter) $$;
-COMMENT ON FUNCTION fleet.job_device_list(text, text, text) IS 'Deprecated: use fleet.list_job_devices(); goes in pg_fleet 0.4';

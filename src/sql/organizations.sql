@@ -181,14 +181,6 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.list_organizations(text) IS 'An organization (default: root) and those below it that the caller sees, parents first';
 
--- Deprecated name (0.1); goes in 0.4.
-CREATE FUNCTION fleet.organization_subtree(organization text)
-RETURNS SETOF text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT o.id FROM fleet.list_organizations(organization) o $$;
-COMMENT ON FUNCTION fleet.organization_subtree(text) IS 'Deprecated: use fleet.list_organizations(); goes in pg_fleet 0.4';
-
 -- The organization below root that an organization belongs under (itself,
 -- or root for root): the unit of fleet.max_running_jobs_per_organization.
 CREATE FUNCTION fleet_internal.top_organization(path text[])

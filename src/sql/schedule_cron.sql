@@ -185,17 +185,3 @@ BEGIN
 END;
 $$;
 
--- pg_fleet 0.1 re-pointed one schedule's entry here (and its README said
--- to call it after a restore).  The engine does that now for all of them;
--- this asks it to look at once.  Deprecated: goes in 0.4.
-CREATE FUNCTION fleet.sync_schedule_cron(schedule_id text)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM fleet_internal.schedules_changed();
-END;
-$$;
-COMMENT ON FUNCTION fleet.sync_schedule_cron(text) IS 'Deprecated (the engine keeps pg_cron in line by itself): asks the engine to bring pg_cron in line with the schedules now';

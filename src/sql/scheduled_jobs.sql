@@ -489,11 +489,3 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.list_scheduled_job_runs(text) IS 'The occurrences of a scheduled job so far: started (with the job and its status), missed, or failed to start';
 
--- Deprecated name of fleet.list_scheduled_job_runs() (0.1); goes in 0.4.
-CREATE FUNCTION fleet.scheduled_job_instances(id text)
-RETURNS TABLE (occurrence timestamptz, outcome text, job_id text, status text,
-               started_at timestamptz, finished_at timestamptz, error text)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM fleet.list_scheduled_job_runs(id) $$;
-COMMENT ON FUNCTION fleet.scheduled_job_instances(text) IS 'Deprecated: use fleet.list_scheduled_job_runs(); goes in pg_fleet 0.4';

@@ -87,7 +87,7 @@ $node->safe_psql('fleet', qq{BEGIN;
 	SELECT fleet.create_scheduled_job('{"id": "ghost", "displayName": "Ghost", $job,
 	  "schedule": {"start": "2099-01-01T00:00:00", "recurrence": "daily"}}');
 	ROLLBACK;});
-$node->safe_psql('fleet', q{SELECT fleet.sync_schedule_cron('daily')});     # the engine looks at once
+$node->safe_psql('fleet', q{SELECT fleet_internal.schedules_changed()});     # the engine looks at once
 ok(wait_for('fleet', q{SELECT cron_synced_version = cron_version FROM fleet_internal.engine_state}, 't', 20),
 	'the engine brought pg_cron in line');
 is($node->safe_psql('postgres', $entries),

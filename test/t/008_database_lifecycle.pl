@@ -134,7 +134,7 @@ $node->safe_psql('postgres', 'CREATE DATABASE fleet_copy');
 $node->command_ok([ 'pg_restore', '-d', $node->connstr('fleet_copy'), $dump ], 'pg_restore into fleet_copy');
 is($node->safe_psql('fleet_copy', q{SELECT fleet.disable_scheduled_job('nightly') ->> 'enabled'}), 'false',
 	'in the copy, its schedule can be disabled');
-$node->safe_psql('fleet', q{SELECT fleet.sync_schedule_cron('nightly')});
+$node->safe_psql('fleet', q{SELECT fleet_internal.schedules_changed()});
 sleep(1);
 is($node->safe_psql('postgres', $entries), 'pg_fleet fleet nightly', 'and the original keeps its entry');
 # the documented step: the copy becomes the engine's database

@@ -1,6 +1,6 @@
 -- A team leaves IoT Central and brings what IoT Central gives it, unedited:
--- its device template (the REST API's wrapped form), its enrollment group
--- keys, its device export file, its device group query and its job body.
+-- its device template (the REST API's wrapped form), its enrollment groups
+-- and their keys, its device export file, its device group query and its job body.
 \set template `cat iotc_rest_template.json`
 SELECT t ->> '@id' AS template, t ->> 'displayName' AS display_name
   FROM fleet.import_template(:'template', 'dtmi:modelDefinition:coldStore') t;
@@ -17,14 +17,24 @@ SELECT g ->> 'id' AS enrollment_group, g ->> 'displayName' AS display_name
          'displayName', 'SAS-IoT-Devices',
          'attestation', jsonb_build_object('type', 'symmetricKey', 'symmetricKey',
                                            jsonb_build_object('primaryKey', :'iotc_primary', 'secondaryKey', :'iotc_secondary')))) g;
+-- and its second group, the one line 2's devices provisioned through
+-- (its keys made up here, as IoT Central would have)
+SELECT fleet_internal.generate_group_key() AS line2_primary, fleet_internal.generate_group_key() AS line2_secondary \gset
+SELECT g ->> 'id' AS enrollment_group, g ->> 'displayName' AS display_name
+  FROM fleet.import_enrollment_group('line-2', jsonb_build_object(
+         'displayName', 'Line 2', 'type', 'iot', 'enabled', true, 'organization', 'contoso-iotc',
+         'attestation', jsonb_build_object('type', 'symmetricKey', 'symmetricKey',
+                                           jsonb_build_object('primaryKey', :'line2_primary', 'secondaryKey', :'line2_secondary')))) g;
 
 -- IoT Central's export file, as it writes one (here made from the same
 -- group keys IoT Central derived its device keys from), with one row whose
 -- key was mangled on the way
 CREATE TEMP TABLE iotc_export AS
 SELECT 'cold-store-' || i AS "IOTC_DEVICEID", 'Cold store ' || i AS "IOTC_DEVICENAME",
-       CASE WHEN i = 7 THEN 'bm90IHRoZSBrZXk=' ELSE fleet.compute_device_key(:'iotc_primary', 'cold-store-' || i) END AS "IOTC_SASKEY_PRIMARY",
-       fleet.compute_device_key(:'iotc_secondary', 'cold-store-' || i) AS "IOTC_SASKEY_SECONDARY",
+       CASE WHEN i = 7 THEN 'bm90IHRoZSBrZXk='
+            WHEN i > 40 THEN fleet.compute_device_key(:'line2_primary', 'cold-store-' || i)
+            ELSE fleet.compute_device_key(:'iotc_primary', 'cold-store-' || i) END AS "IOTC_SASKEY_PRIMARY",
+       fleet.compute_device_key(CASE WHEN i > 40 THEN :'line2_secondary' ELSE :'iotc_secondary' END, 'cold-store-' || i) AS "IOTC_SASKEY_SECONDARY",
        CASE WHEN i % 10 = 0 THEN upper(md5(i::text)) || '0BADF00D' END AS "IOTC_X509THUMBPRINT_PRIMARY",
        NULL::text AS "IOTC_X509THUMBPRINT_SECONDARY"
   FROM generate_series(1, 50) i;
@@ -37,6 +47,9 @@ RESET fleet.import_template;
 SELECT line, device_id, error FROM fleet.device_operation_errors WHERE operation_id = fleet.last_device_operation();
 SELECT count(*) FILTER (WHERE x509_thumbprint_primary IS NOT NULL) AS with_thumbprints, count(*) AS devices
   FROM fleet.devices WHERE organization_id = 'contoso-iotc';
+-- each device found the group its keys came from
+SELECT fleet.get_device(id) ->> 'enrollmentGroup' AS enrollment_group, count(*) AS devices
+  FROM fleet.devices WHERE organization_id = 'contoso-iotc' GROUP BY 1 ORDER BY 1;
 
 -- its device group, in IoT Central's query language
 UPDATE fleet.devices SET reported = jsonb_build_object('compressor', jsonb_build_object('load', (random() * 100)::int))

@@ -110,7 +110,7 @@ ALTER TABLE fleet.job_devices
 COMMENT ON TABLE fleet.job_devices IS 'Every device of every started job: its batch, status (pending, completed, failed) and error';
 
 -- Which device properties each role shows as extra columns of
--- fleet.job_device_list(); kept across sessions.
+-- fleet.list_job_devices(); kept across sessions.
 CREATE TABLE fleet.job_device_list_columns (
     role_name name NOT NULL,
     position  int NOT NULL,

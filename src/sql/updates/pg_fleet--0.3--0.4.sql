@@ -39,3 +39,15 @@ ALTER TABLE fleet.devices ADD COLUMN enrollment_group_id text;
 
 -- an imported row's keys may match any group its device may name
 DROP FUNCTION IF EXISTS fleet_internal.device_credentials_problem(record, fleet.enrollment_groups);
+
+-- the names 0.2 deprecated (0.1's), kept through 0.3, go
+DROP FUNCTION IF EXISTS fleet.organization_member_list(text);
+DROP FUNCTION IF EXISTS fleet.group_members(text);
+DROP FUNCTION IF EXISTS fleet.group_member_count(text);
+DROP FUNCTION IF EXISTS fleet.rotate_group_key(text, text);
+DROP FUNCTION IF EXISTS fleet.job_device_list(text, text, text);
+DROP FUNCTION IF EXISTS fleet.organization_subtree(text);
+DROP FUNCTION IF EXISTS fleet.scheduled_job_instances(text);
+DROP FUNCTION IF EXISTS fleet.sync_schedule_cron(text);
+CREATE INDEX devices_enrollment_group_idx ON fleet.devices (enrollment_group_id)
+    WHERE enrollment_group_id IS NOT NULL;
