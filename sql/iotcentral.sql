@@ -218,14 +218,21 @@ SELECT fleet.import_organization('washington', '{"id": "washington", "displayNam
 SELECT fleet.import_organization('seattle', '{"id": "seattle", "displayName": "Seattle", "parent": "washington"}');
 SELECT fleet.import_organization('tacoma', '{"id": "seattle", "displayName": "Tacoma"}');
 SELECT fleet.import_organization('tacoma', '{"displayName": "Tacoma", "parnet": "washington"}');
--- PATCH /organizations/{id} with the same body: id and parent unchanged
+-- PATCH /organizations/{id}, as the docs send it: the parent alone,
+-- unchanged; and the same body as the PUT: id and parent unchanged
 SELECT fleet.update_organization('seattle', '{"id": "seattle", "displayName": "Seattle, WA", "parent": "washington"}') ->> 'displayName' AS renamed;
+SELECT fleet.update_organization('seattle', '{"parent": "washington"}') ->> 'displayName' AS unchanged;
 SELECT fleet.update_organization('seattle', '{"displayName": "Seattle", "parent": "root"}');
 SELECT fleet.update_organization('seattle', '{"id": "tacoma"}');
 SELECT m - 'etag' AS manifest FROM fleet.import_edge_manifest('edge-seattle', '{
   "id": "edge-seattle", "displayName": "Seattle deployment", "organizations": ["seattle"],
   "data": {"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1"}},
                               "$edgeHub": {"properties.desired": {"schemaVersion": "1.1"}}}}}') m;
+-- PATCH /deploymentManifests/{id} as the docs send it: one module's setting
+SELECT m #> '{data,modulesContent,SimulatedTemperatureSensor}' AS module,
+       m #> '{data,modulesContent}' ? '$edgeAgent' AS agent_stays
+  FROM fleet.update_edge_manifest('edge-seattle', '{"data": {"modulesContent": {"SimulatedTemperatureSensor":
+         {"properties.desired": {"SendInterval": 30}}}}}') m;
 SELECT fleet.import_edge_manifest('edge-nowhere', '{"displayName": "Nowhere", "organizations": ["nowhere"],
   "data": {"modulesContent": {"$edgeAgent": {}, "$edgeHub": {}}}}');
 -- PATCH /deviceTemplates/{id} sends the whole template: its name changes,
@@ -234,6 +241,13 @@ SELECT fleet.update_template('dtmi:modelDefinition:coldStore',
   jsonb_set(:'cold_store'::jsonb, '{displayName}', '"Cold store sensor v1"')) ->> 'displayName' AS display_name;
 SELECT fleet.update_template('dtmi:modelDefinition:coldStore',
   jsonb_set(:'cold_store'::jsonb, '{capabilityModel,displayName}', '"Changed"'));
+-- a PATCH is a merge patch: part of the model, the same as it is, and the
+-- DTDL context the body may carry, are taken
+SELECT fleet.update_template('dtmi:modelDefinition:coldStore', jsonb_build_object(
+  '@context', '["dtmi:iotcentral:context;2", "dtmi:dtdl:context;2"]'::jsonb,
+  'capabilityModel', jsonb_build_object('displayName', :'cold_store'::jsonb #> '{capabilityModel,displayName}'),
+  'description', 'Walk-in cold stores')) ->> 'description' AS description;
+SELECT fleet.update_template('dtmi:modelDefinition:coldStore', '{"capabilityModel": {"contents": []}}');
 -- IoT Central's legacy URN ids inside a wrapped template
 SELECT fleet.import_template('{"@type": ["ModelDefinition", "DeviceModel"], "displayName": "Legacy ids",
   "capabilityModel": {"@id": "urn:contoso:legacy:1", "@type": "Interface",

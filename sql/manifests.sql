@@ -29,7 +29,9 @@ SELECT fleet.update_edge_manifest('edge-base', '{"displayName": "Base deployment
   "data": {"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1"}},
                               "$edgeHub": {"properties.desired": {"schemaVersion": "1.2"}}}}}')
        #> '{data,modulesContent,$edgeHub,properties.desired,schemaVersion}' AS hub_schema;
-SELECT fleet.update_edge_manifest('edge-base', '{"data": {"modulesContent": {}}}');
+-- (data is a merge patch, as IoT Central's PATCH: null removes a module)
+SELECT fleet.update_edge_manifest('edge-base', '{"data": {"modulesContent": {}}}') #> '{data,modulesContent}' ? '$edgeAgent' AS agent_stays;
+SELECT fleet.update_edge_manifest('edge-base', '{"data": {"modulesContent": {"$edgeAgent": null}}}');
 SELECT fleet.update_edge_manifest('edge-base', '{"id": "other"}');
 SELECT fleet.update_edge_manifest('edge-base', '{"displayName": null}');
 SELECT fleet.create_edge_manifest('edge-spare', 'Spare', '{"modulesContent": {"$edgeAgent": {"properties.desired": {}}, "$edgeHub": {"properties.desired": {}}}}') ->> 'id';

@@ -851,13 +851,16 @@ DECLARE
 BEGIN
     PERFORM fleet_internal.require_app_role('root', 'administrator', 'changing a device template');
     PERFORM fleet_internal.require_template(template_id);
-    -- IoT Central's PATCH sends the whole template: its model must be the
-    -- one it has, the rest is what changes (If-Match on "etag")
+    -- IoT Central's PATCH is a merge patch of the template, often the whole
+    -- of it: its model must stay the one it has, the rest is what changes
+    -- (If-Match on "etag")
     PERFORM 1 FROM fleet.device_templates t WHERE t.id = update_template.template_id FOR UPDATE;
     IF jsonb_typeof(changes) = 'object' THEN
         current_template := fleet.get_template(template_id);
         PERFORM fleet_internal.require_etag(label, changes -> 'etag', current_template ->> 'etag');
-        IF changes ? 'capabilityModel' AND changes -> 'capabilityModel' IS DISTINCT FROM current_template -> 'capabilityModel' THEN
+        IF changes ? 'capabilityModel'
+           AND fleet_internal.json_merge_patch(current_template -> 'capabilityModel', changes -> 'capabilityModel')
+               IS DISTINCT FROM current_template -> 'capabilityModel' THEN
             RAISE EXCEPTION 'the model of % cannot change', label
                 USING ERRCODE = 'feature_not_supported',
                       DETAIL = 'Its capabilityModel differs from the one imported.',
@@ -866,7 +869,8 @@ BEGIN
         IF changes ? '@id' AND changes -> '@id' IS DISTINCT FROM to_jsonb(template_id) THEN
             RAISE EXCEPTION 'the id of % cannot change', label USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        changes := changes - '{@id,@type,capabilityModel,etag,id}'::text[];
+        -- (the DTDL context a body may carry is the model's, read-only here)
+        changes := changes - '{@id,@type,@context,capabilityModel,etag,id}'::text[];
     END IF;
     PERFORM fleet_internal.require_changes(changes, '{displayName,description}', label);
     FOREACH field IN ARRAY ARRAY['displayName', 'description'] LOOP

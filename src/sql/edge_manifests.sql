@@ -143,13 +143,14 @@ BEGIN
         m.display_name := fleet_internal.changed_display_name(changes, 'edge manifest', m.id, 255);
     END IF;
     IF changes ? 'data' THEN
-        m.manifest := fleet_internal.require_manifest_content(m.id, changes -> 'data');
+        -- (a merge patch, as IoT Central's PATCH: a module not named stays)
+        m.manifest := fleet_internal.require_manifest_content(m.id, fleet_internal.json_merge_patch(m.manifest, changes -> 'data'));
     END IF;
     UPDATE fleet.edge_manifests em SET display_name = m.display_name, manifest = m.manifest WHERE em.id = m.id;
     RETURN fleet.get_edge_manifest(m.id);
 END;
 $$;
-COMMENT ON FUNCTION fleet.update_edge_manifest(text, jsonb) IS 'Changes an edge manifest''s displayName or content (data); returns it';
+COMMENT ON FUNCTION fleet.update_edge_manifest(text, jsonb) IS 'Changes an edge manifest''s displayName or content (data, merged as a JSON merge patch); returns it';
 
 -- Deletes a manifest no device runs and no unfinished job or schedule
 -- would assign.

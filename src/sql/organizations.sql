@@ -113,9 +113,11 @@ BEGIN
         RAISE EXCEPTION 'the id of % cannot change', label USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM fleet_internal.require_changes(changes, '{id,displayName,parent}', label);
-    UPDATE fleet.organizations o
-       SET display_name = fleet_internal.changed_display_name(changes, 'organization', organization_id, 128)
-     WHERE o.id = update_organization.organization_id;
+    IF changes ? 'displayName' THEN
+        UPDATE fleet.organizations o
+           SET display_name = fleet_internal.changed_display_name(changes, 'organization', organization_id, 128)
+         WHERE o.id = update_organization.organization_id;
+    END IF;
     RETURN fleet.get_organization(organization_id);
 END;
 $$;

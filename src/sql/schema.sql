@@ -138,6 +138,27 @@ BEGIN
 END;
 $$;
 
+-- RFC 7396 JSON merge patch, as IoT Central's PATCH requests
+-- (application/merge-patch+json) apply: objects merge key by key, null
+-- removes a key, anything else replaces.
+CREATE FUNCTION fleet_internal.json_merge_patch(target jsonb, patch jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(patch) IS DISTINCT FROM 'object' THEN
+        RETURN patch;
+    END IF;
+    RETURN (SELECT coalesce(jsonb_object_agg(coalesce(p.key, t.key),
+                                             CASE WHEN p.key IS NULL THEN t.value
+                                                  ELSE fleet_internal.json_merge_patch(t.value, p.value) END), '{}')
+              FROM jsonb_each(CASE WHEN jsonb_typeof(target) = 'object' THEN target ELSE '{}' END) t
+              FULL JOIN jsonb_each(patch) p ON p.key = t.key
+             WHERE p.key IS NULL OR jsonb_typeof(p.value) <> 'null');
+END;
+$$;
+
 -- A time as IoT Central's REST API writes one: UTC, milliseconds, "Z".
 CREATE FUNCTION fleet_internal.rest_timestamp(t timestamptz)
 RETURNS text

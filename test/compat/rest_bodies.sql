@@ -73,6 +73,12 @@ BEGIN
 END;
 $$;
 
+-- Where a body comes from: its file's name up to "__", "-put-" or "-patch-".
+CREATE FUNCTION pg_temp.source_of(file text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT regexp_replace(regexp_replace(file, '^.*/', ''), '(__|-put-|-patch-).*$', '')
+$$;
+
 -- An X.509 enrollment group, with the stub certificate (rest_bodies.sh
 -- sets it) as its entry's when one is named.
 CREATE FUNCTION pg_temp.stub_x509_group(group_id text, entry text) RETURNS void
@@ -88,7 +94,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION pg_temp.send(operation text, url_id text, body jsonb) RETURNS jsonb
+CREATE FUNCTION pg_temp.send(operation text, url_id text, body jsonb, file text) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     t text;
@@ -114,9 +120,16 @@ BEGIN
     CASE operation
     WHEN 'PUT deviceTemplates' THEN RETURN fleet.import_template(body, url_id);
     WHEN 'PATCH deviceTemplates' THEN
-        -- the template it changes: its own model, under another name
+        -- the template it changes: the one the PUT of the same id from the
+        -- same source made (the same API version's examples, the same docs
+        -- page: the file name up to "__", "-put-" or "-patch-"), else its own
+        -- model under another name
         IF NOT EXISTS (SELECT 1 FROM fleet.device_templates x WHERE x.id = url_id) THEN
-            PERFORM fleet.import_template(body || '{"displayName": "stub"}', url_id);
+            PERFORM fleet.import_template(coalesce((SELECT b.body::jsonb FROM body b
+                                                     WHERE b.operation = 'PUT deviceTemplates' AND b.url_id = send.url_id
+                                                       AND pg_temp.source_of(b.file) = pg_temp.source_of(send.file)
+                                                     ORDER BY b.n LIMIT 1),
+                                                    body || '{"displayName": "stub"}'), url_id);
         END IF;
         RETURN fleet.update_template(url_id, body);
     WHEN 'PUT deviceGroups' THEN RETURN fleet.import_device_group(url_id, body);
@@ -177,7 +190,7 @@ BEGIN
     FOR b IN SELECT * FROM body ORDER BY n LOOP
         BEGIN
             doc := b.body::jsonb;
-            PERFORM pg_temp.send(b.operation, b.url_id, doc);
+            PERFORM pg_temp.send(b.operation, b.url_id, doc, b.file);
             RAISE EXCEPTION USING ERRCODE = 'PF999';          -- accepted: undo it
         EXCEPTION WHEN OTHERS THEN
             INSERT INTO outcome VALUES (b.n, b.operation, b.file, SQLSTATE = 'PF999',
