@@ -248,6 +248,34 @@ SELECT fleet.update_template('dtmi:modelDefinition:coldStore', jsonb_build_objec
   'capabilityModel', jsonb_build_object('displayName', :'cold_store'::jsonb #> '{capabilityModel,displayName}'),
   'description', 'Walk-in cold stores')) ->> 'description' AS description;
 SELECT fleet.update_template('dtmi:modelDefinition:coldStore', '{"capabilityModel": {"contents": []}}');
+-- cloud properties may be added, as IoT Central adds them to a published
+-- template (the docs' PATCH): the device's model is the same
+SELECT fleet.update_template('dtmi:modelDefinition:coldStore', jsonb_build_object('capabilityModel', jsonb_build_object('contents',
+         (:'cold_store'::jsonb #> '{capabilityModel,contents}')
+         || '[{"@type": ["Cloud", "Property"], "displayName": "Last maintenance", "name": "LastMaintenanceDate", "schema": "date"}]'::jsonb)))
+       #> '{capabilityModel,contents}' @> '[{"name": "LastMaintenanceDate"}]' AS added;
+SELECT name, capability, schema FROM fleet.template_capabilities
+ WHERE template_id = 'dtmi:modelDefinition:coldStore' AND name = 'LastMaintenanceDate';
+-- but nothing else, and no name twice
+SELECT fleet.update_template('dtmi:modelDefinition:coldStore', jsonb_build_object('capabilityModel', jsonb_build_object('contents',
+         (fleet.get_template('dtmi:modelDefinition:coldStore') #> '{capabilityModel,contents}')
+         || '[{"@type": "Property", "name": "newDeviceProperty", "schema": "string"}]'::jsonb)));
+SELECT fleet.update_template('dtmi:modelDefinition:coldStore', jsonb_build_object('capabilityModel', jsonb_build_object('contents',
+         (fleet.get_template('dtmi:modelDefinition:coldStore') #> '{capabilityModel,contents}')
+         || '[{"@type": ["Cloud", "Property"], "name": "LastMaintenanceDate", "schema": "string"}]'::jsonb)));
+-- IoT Central's 1.0 API form: "id" and "types", an empty "solutionModel"
+SELECT t ->> '@id' AS id, t -> '@type' AS type
+  FROM fleet.import_template('{"id": "dtmi:modelDefinition:onePointO", "types": ["DeviceModel"], "displayName": "1.0 API",
+    "capabilityModel": {"@id": "dtmi:fleetTest:onePointO;1", "@type": "Interface", "@context": ["dtmi:iotcentral:context;2", "dtmi:dtdl:context;2"],
+                        "contents": [{"@type": "Command", "name": "reboot", "commandType": "synchronous"}]},
+    "solutionModel": {"@id": "dtmi:solutionModel:onePointO", "@type": "SolutionModel"}}') t;
+-- its solutionModel with content, and the preview API's DTDL v1, are refused saying what to send
+SELECT fleet.import_template('{"types": ["DeviceModel"], "displayName": "x",
+    "capabilityModel": {"@id": "dtmi:fleetTest:sm;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2", "contents": []},
+    "solutionModel": {"@type": ["SolutionModel"], "cloudProperties": [{"@type": "CloudProperty", "name": "site", "schema": "string"}]}}', 'dtmi:modelDefinition:sm');
+SELECT fleet.import_template('{"types": ["DeviceModel"], "displayName": "EnvironmentSensor1",
+    "capabilityModel": {"@id": "urn:contoso:capabilityModel:1", "@type": ["CapabilityModel"], "implements": [],
+                        "@context": ["http://azureiot.com/v1/contexts/IoTModel.json"]}}', 'EnvironmentSensor1id;1');
 -- IoT Central's legacy URN ids inside a wrapped template
 SELECT fleet.import_template('{"@type": ["ModelDefinition", "DeviceModel"], "displayName": "Legacy ids",
   "capabilityModel": {"@id": "urn:contoso:legacy:1", "@type": "Interface",

@@ -559,8 +559,36 @@ BEGIN
     PERFORM fleet_internal.require_app_role('root', 'administrator', 'importing a device template');
     IF wrapped THEN
         PERFORM fleet_internal.refuse_unknown_keys(model,
-            '{@id,@type,@context,displayName,description,capabilityModel,etag,id,deploymentManifest}',
+            '{@id,@type,@context,displayName,description,capabilityModel,etag,id,deploymentManifest,types,solutionModel}',
             'the device template');
+        -- IoT Central's preview API held DTDL v1 capability models
+        IF model #> '{capabilityModel,@type}' IN ('"CapabilityModel"', '["CapabilityModel"]')
+           OR model #> '{capabilityModel,@context}' @> '["http://azureiot.com/v1/contexts/IoTModel.json"]' THEN
+            RAISE EXCEPTION 'the capabilityModel of the device template is DTDL v1 ("CapabilityModel"), from IoT Central''s preview API'
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'pg_fleet reads DTDL v2, which IoT Central''s REST API (2022-05-31 and later) returns: get the template with it, or export it from the application as DTDL v2.';
+        END IF;
+        -- IoT Central's 1.0 API wrote "id" and "types" for "@id" and
+        -- "@type", with a "solutionModel" beside the model: taken when it
+        -- holds nothing (its cloud properties and overrides moved into the
+        -- model since)
+        IF model ? 'solutionModel'
+           AND (jsonb_typeof(model -> 'solutionModel') IS DISTINCT FROM 'object'
+                OR EXISTS (SELECT 1 FROM jsonb_each(model -> 'solutionModel') e
+                            WHERE e.key NOT IN ('@id', '@type')
+                              AND e.value NOT IN ('[]', '{}', 'null'))) THEN
+            RAISE EXCEPTION 'the solutionModel of the device template has content'
+                USING ERRCODE = 'feature_not_supported',
+                      DETAIL = 'IoT Central''s 1.0 API kept cloud properties, initial values and overrides there.',
+                      HINT = 'Get the template with IoT Central''s REST API 2022-05-31 or later, where they are in the capabilityModel.';
+        END IF;
+        IF model ? 'types' AND NOT model ? '@type' THEN
+            model := model || jsonb_build_object('@type', model -> 'types');
+        END IF;
+        IF model ? 'id' AND NOT model ? '@id' AND jsonb_typeof(model -> 'id') = 'string' THEN
+            model := model || jsonb_build_object('@id', model -> 'id');
+        END IF;
+        model := model - '{types,solutionModel}'::text[];
         IF template_id IS NULL AND jsonb_typeof(model -> '@id') = 'string' THEN
             template_id := model ->> '@id';
         END IF;
@@ -848,6 +876,9 @@ DECLARE
     label text := format('device template "%s"', template_id);
     field text;
     current_template jsonb;
+    new_model jsonb;
+    added     jsonb;
+    n_added   bigint;
 BEGIN
     PERFORM fleet_internal.require_app_role('root', 'administrator', 'changing a device template');
     PERFORM fleet_internal.require_template(template_id);
@@ -858,13 +889,34 @@ BEGIN
     IF jsonb_typeof(changes) = 'object' THEN
         current_template := fleet.get_template(template_id);
         PERFORM fleet_internal.require_etag(label, changes -> 'etag', current_template ->> 'etag');
-        IF changes ? 'capabilityModel'
-           AND fleet_internal.json_merge_patch(current_template -> 'capabilityModel', changes -> 'capabilityModel')
-               IS DISTINCT FROM current_template -> 'capabilityModel' THEN
+        new_model := fleet_internal.json_merge_patch(current_template -> 'capabilityModel', changes -> 'capabilityModel');
+        IF changes ? 'capabilityModel' AND new_model IS DISTINCT FROM current_template -> 'capabilityModel'
+           AND fleet_internal.added_cloud_properties(current_template -> 'capabilityModel', new_model) IS NOT NULL THEN
+            -- cloud properties added, as IoT Central lets a published template
+            -- have them: the device's model is the same
+            added := fleet_internal.added_cloud_properties(current_template -> 'capabilityModel', new_model);
+            INSERT INTO fleet.template_contents
+            SELECT (jsonb_populate_record(NULL::fleet.template_contents,
+                                          to_jsonb(c) || jsonb_build_object('template_id', update_template.template_id))).*
+              FROM fleet_internal.dtdl_interface_contents(
+                       jsonb_build_object('@id', coalesce(new_model ->> '@id', 'dtmi:iotcentral:added;1'), '@type', 'Interface',
+                                          '@context', coalesce(current_template -> '@context', '["dtmi:iotcentral:context;2", "dtmi:dtdl:context;2"]'),
+                                          'contents', added),
+                       format('the cloud properties added to %s', label)) c
+            ON CONFLICT ON CONSTRAINT template_contents_pkey DO NOTHING;
+            GET DIAGNOSTICS n_added = ROW_COUNT;
+            IF n_added < jsonb_array_length(added) THEN
+                RAISE EXCEPTION 'a cloud property added to % has the name of one it has', label
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Names are unique in an interface: give the new cloud property another name.';
+            END IF;
+            UPDATE fleet.device_templates t SET model = jsonb_set(t.model, '{capabilityModel}', new_model)
+             WHERE t.id = update_template.template_id;
+        ELSIF changes ? 'capabilityModel' AND new_model IS DISTINCT FROM current_template -> 'capabilityModel' THEN
             RAISE EXCEPTION 'the model of % cannot change', label
                 USING ERRCODE = 'feature_not_supported',
                       DETAIL = 'Its capabilityModel differs from the one imported.',
-                      HINT = 'DTDL models are immutable in pg_fleet: import the changed model as a new template, and migrate devices to it with a deviceTemplateMigration job.';
+                      HINT = 'DTDL models are immutable in pg_fleet (cloud properties may be added): import the changed model as a new template, and migrate devices to it with a deviceTemplateMigration job.';
         END IF;
         IF changes ? '@id' AND changes -> '@id' IS DISTINCT FROM to_jsonb(template_id) THEN
             RAISE EXCEPTION 'the id of % cannot change', label USING ERRCODE = 'invalid_parameter_value';
@@ -886,7 +938,34 @@ BEGIN
     RETURN fleet.get_template(template_id);
 END;
 $$;
-COMMENT ON FUNCTION fleet.update_template(text, jsonb) IS 'Changes a device template''s displayName or description (its model is immutable); returns it';
+COMMENT ON FUNCTION fleet.update_template(text, jsonb) IS 'Changes a device template''s displayName or description, or adds cloud properties to IoT Central''s form of template (its device model is immutable), as a merge patch; returns it';
+
+-- The cloud properties a new capabilityModel adds to an old one, when that
+-- is all it changes (every other key and every old content the same, in
+-- order, the new contents after them); else NULL.  Cloud properties are
+-- the operator's, never the device's: IoT Central adds them to a
+-- published template, whose device model stays as it was.
+CREATE FUNCTION fleet_internal.added_cloud_properties(old_model jsonb, new_model jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN jsonb_typeof(old_model) = 'object' AND jsonb_typeof(new_model) = 'object'
+                     AND (old_model - 'contents') = (new_model - 'contents')
+                     AND jsonb_typeof(coalesce(new_model -> 'contents', '[]')) = 'array'
+                     AND jsonb_array_length(coalesce(new_model -> 'contents', '[]')) > jsonb_array_length(coalesce(old_model -> 'contents', '[]'))
+                     -- the old contents, unchanged, first
+                     AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(old_model -> 'contents', '[]')) WITH ORDINALITY o(e, n)
+                                      WHERE new_model -> 'contents' -> (o.n::int - 1) IS DISTINCT FROM o.e)
+                     -- then only cloud properties
+                     AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(new_model -> 'contents') WITH ORDINALITY a(e, n)
+                                      WHERE a.n > jsonb_array_length(coalesce(old_model -> 'contents', '[]'))
+                                        AND NOT coalesce(a.e -> '@type' @> '["Cloud"]', false))
+                THEN (SELECT jsonb_agg(a.e ORDER BY a.n)
+                        FROM jsonb_array_elements(new_model -> 'contents') WITH ORDINALITY a(e, n)
+                       WHERE a.n > jsonb_array_length(coalesce(old_model -> 'contents', '[]')))
+           END
+$$;
 
 -- Deletes a template nothing uses: no device, device group, other
 -- template (as a component), unfinished job or scheduled job.
