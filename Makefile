@@ -95,7 +95,7 @@ REGRESS = setup keys organizations templates manifests devices groups import exp
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
 
 ISOLATION = concurrent_import concurrent_claims stop_at_batch_boundary completion_vs_timeout claim_vs_stop \
-	step_vs_lock device_recreated_mid_chunk schedule_vs_rollback rotation_vs_held_job
+	step_vs_lock device_recreated_mid_chunk schedule_vs_rollback rotation_vs_held_job enrollment_group_delete_vs_name
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/fleet_isolation.conf \
 	--inputdir=test --outputdir=test
 

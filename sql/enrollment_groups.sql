@@ -107,7 +107,21 @@ INSERT INTO fleet.device_import VALUES ('eg-named-3', 'Named 3');
 SET fleet.import_enrollment_group = 'no-such-group';
 INSERT INTO fleet.device_import VALUES ('eg-named-3', 'Named 3');
 RESET fleet.import_enrollment_group;
+-- keys an organization above derives (root's default group, here) are
+-- kept: the device names that group (root's keys are made anew first:
+-- another test gave them to a group of eg-org too)
+SELECT fleet.rotate_enrollment_group_key('SAS-IoT-Devices', 'primary') IS NOT NULL AS rotated;
+SELECT fleet.compute_device_key(g.primary_key, 'eg-rootkeys-1') AS root_pk FROM fleet.enrollment_groups g WHERE g.id = 'SAS-IoT-Devices' \gset
+INSERT INTO fleet.device_import_with_keys VALUES ('eg-rootkeys-1', NULL, :'root_pk', NULL, NULL, NULL);
+SELECT enrollment_group_id, (fleet.device_keys('eg-rootkeys-1')).primary_key = :'root_pk' AS keys_as_in_file
+  FROM fleet.devices WHERE id = 'eg-rootkeys-1';
 RESET fleet.import_organization;
+-- a default pair named by a device below its organization stays
+SELECT fleet.create_organization('eg-sub-sub', 'Further below', 'eg-sub') ->> 'id' AS organization;
+SELECT fleet.create_device('eg-deep-1', organization => 'eg-sub-sub') ->> 'enrollmentGroup' AS own_default;
+SELECT fleet.update_device('eg-deep-1', '{"enrollmentGroup": "SAS-IoT-Devices@eg-sub"}') ->> 'enrollmentGroup' AS named;
+SELECT fleet.update_device('eg-dev-1', '{"organization": "eg-org"}') ->> 'organization' AS no_other_device_in_eg_sub;
+SELECT fleet.delete_enrollment_groups('eg-sub');
 
 -- X.509 groups: signing certificates as IoT Central takes them (the PEM
 -- text in base64, as the az CLI sends it, or the PEM text), and proof of
@@ -155,6 +169,19 @@ SELECT fleet.set_enrollment_group_certificate('x509-sensors', 'tertiary', jsonb_
 SELECT fleet.set_enrollment_group_certificate('legacy-sensors', 'primary', jsonb_build_object('certificate', :'signing_ca'));
 SELECT fleet.rotate_enrollment_group_key('x509-sensors');
 SELECT fleet.update_enrollment_group('x509-sensors', '{"attestation": {"type": "symmetricKey"}}');
+-- a private key pasted with the certificate is refused, never kept
+SELECT fleet.set_enrollment_group_certificate('x509-sensors', 'secondary', jsonb_build_object('certificate',
+         :'signing_ca' || E'\n-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5LCBidXQgaXQgbG9va3MgbGlrZSBvbmU=\n-----END PRIVATE KEY-----\n'));
+SELECT fleet.set_enrollment_group_certificate('x509-sensors', 'secondary', jsonb_build_object('certificate',
+         encode(convert_to(:'signing_ca' || E'-----BEGIN EC PRIVATE KEY-----\nbm90IGEga2V5\n-----END EC PRIVATE KEY-----\n', 'UTF8'), 'base64')));
+-- devices imported into an X.509 group have no SAS keys to bring
+SET fleet.import_enrollment_group = 'x509-sensors';
+INSERT INTO fleet.device_import_with_keys VALUES ('eg-x509-keys', NULL, 'bm90IHRoZSBncm91cCdzIGtleQ==', NULL, NULL, NULL),
+                                                 ('eg-x509-thumb', NULL, NULL, NULL, repeat('AB', 20), NULL);
+SELECT line, device_id, error FROM fleet.device_operation_errors WHERE operation_id = fleet.last_device_operation();
+SELECT id, enrollment_group_id, x509_thumbprint_primary FROM fleet.devices WHERE id LIKE 'eg-x509-%' ORDER BY id;
+RESET fleet.import_enrollment_group;
+SELECT fleet.delete_device('eg-x509-thumb');
 SELECT fleet.import_enrollment_group('x509-bad', '{"displayName": "x", "type": "iot", "attestation": {"type": "x509",
     "x509": {"signingCertificates": {"primary": {"certificate": "<base64-certificate>"}}}}}');
 -- a device of an X.509 group has no SAS keys, its thumbprints stay
@@ -167,6 +194,27 @@ SELECT fleet.delete_enrollment_group_certificate('x509-sensors', 'secondary');
 SELECT fleet.update_device('eg-x509-1', '{"enrollmentGroup": null}') ->> 'enrollmentGroup' AS default_again;
 SELECT fleet.delete_enrollment_group('x509-sensors');
 SELECT count(*) AS certificates_left FROM fleet.enrollment_group_certificates WHERE enrollment_group_id = 'x509-sensors';
+
+-- Naming a group takes what reading its keys takes: an administrator of
+-- an organization, who only views root, may not name root's group
+CREATE ROLE regress_eg_subadmin LOGIN;
+SELECT fleet.grant_organization('eg-org', 'regress_eg_subadmin', 'administrator');
+SELECT fleet.grant_organization('root', 'regress_eg_subadmin', 'viewer');
+SET ROLE regress_eg_subadmin;
+SELECT fleet.create_device('eg-victim-id', organization => 'eg-org') ->> 'enrollmentGroup' AS own_default;
+SELECT fleet.update_device('eg-victim-id', '{"enrollmentGroup": "myEnrollmentGroupId"}');
+SET fleet.import_organization = 'eg-org';
+SET fleet.import_enrollment_group = 'myEnrollmentGroupId';
+INSERT INTO fleet.device_import VALUES ('eg-victim-2', NULL);
+RESET fleet.import_enrollment_group;
+RESET fleet.import_organization;
+-- but it may move a device that names a group of its own organization
+SELECT fleet.update_device('eg-victim-id', '{"enrollmentGroup": "legacy-sensors"}') ->> 'enrollmentGroup' AS named;
+SELECT fleet.update_device('eg-victim-id', '{"organization": "eg-sub"}') ->> 'organization' AS moved;
+RESET ROLE;
+SELECT fleet.delete_device('eg-victim-id');
+SELECT fleet.revoke_organization('eg-org', 'regress_eg_subadmin'), fleet.revoke_organization('root', 'regress_eg_subadmin');
+DROP ROLE regress_eg_subadmin;
 
 -- Administrators only: an operator of the organization sees no group
 CREATE ROLE regress_eg_operator LOGIN;

@@ -33,6 +33,7 @@
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -89,40 +90,66 @@ parse_bytes(const char *bytes, int len)
 	return cert;
 }
 
+/* Whether the bytes hold a private key, of any kind PEM writes. */
+static bool
+holds_private_key(const char *bytes, int len)
+{
+	return memmem(bytes, len, "PRIVATE KEY", strlen("PRIVATE KEY")) != NULL;
+}
+
 /*
  * The certificate a string holds: PEM text, base64 of PEM text, or base64
- * of DER.  Refused with an error naming "what" otherwise.  The caller
- * frees it with X509_free().
+ * of DER; NULL when it holds none.  *private_key says whether it also
+ * holds a private key (a bundle pasted whole), which is never kept.  The
+ * caller frees the certificate with X509_free().  Nothing here raises an
+ * error, so that the caller frees what it holds before it does.
  */
 static X509 *
-read_certificate(text *given, const char *what)
+parse_certificate(text *given, bool *private_key)
 {
 	const char *data = VARDATA_ANY(given);
 	int			len = VARSIZE_ANY_EXHDR(given);
 	X509	   *cert = parse_bytes(data, len);
 
+	*private_key = holds_private_key(data, len);
 	if (cert == NULL && memmem(data, len, PEM_MARKER, strlen(PEM_MARKER)) == NULL)
 	{
 		int			decoded_len;
 		char	   *decoded = decode_base64(data, len, &decoded_len);
 
 		if (decoded_len > 0)
+		{
 			cert = parse_bytes(decoded, decoded_len);
+			*private_key = *private_key || holds_private_key(decoded, decoded_len);
+		}
 		pfree(decoded);
 	}
+
 	/*
 	 * A failed parse leaves errors in OpenSSL's queue, which the server's own
 	 * SSL code reads after its calls: leave it empty.
 	 */
 	ERR_clear_error();
-	if (cert == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is not an X.509 certificate", what),
-				 errhint("Give the certificate as its PEM file's text (-----BEGIN CERTIFICATE----- ...), or that text or its DER bytes in base64.")));
 	return cert;
 }
 
+/* Refuses what parse_certificate() could not take, naming it "what". */
+static void
+refuse_certificate(const char *what, bool private_key)
+{
+	if (private_key)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s holds a private key", what),
+				 errdetail("A private key is never stored, and never sent anywhere."),
+				 errhint("Give the certificate alone: the -----BEGIN CERTIFICATE----- block of the file.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("%s is not an X.509 certificate", what),
+			 errhint("Give the certificate as its PEM file's text (-----BEGIN CERTIFICATE----- ...), or that text or its DER bytes in base64.")));
+}
+
+/* The digest in upper-case hex, as IoT Central shows thumbprints; NULL on failure. */
 static char *
 hex_digest(X509 *cert, const EVP_MD *md)
 {
@@ -131,14 +158,14 @@ hex_digest(X509 *cert, const EVP_MD *md)
 	char	   *hex;
 
 	if (!X509_digest(cert, md, digest, &digest_len))
-		elog(ERROR, "could not compute a certificate digest");
+		return NULL;
 	hex = palloc(digest_len * 2 + 1);
 	for (unsigned int i = 0; i < digest_len; i++)
 		sprintf(hex + i * 2, "%02X", digest[i]);
 	return hex;
 }
 
-/* The common name of the certificate's subject, or NULL. */
+/* The common name of the certificate's subject (UTF-8), or NULL. */
 static char *
 subject_common_name(X509 *cert)
 {
@@ -160,15 +187,11 @@ subject_common_name(X509 *cert)
 	return result;
 }
 
-/* An ASN1 time as a timestamptz (ASN1_TIME_to_tm normalises UTCTime and GeneralizedTime). */
+/* A broken-down UTC time as a timestamptz. */
 static TimestampTz
-asn1_timestamptz(const ASN1_TIME *when)
+tm_timestamptz(struct tm *tm)
 {
-	struct tm	tm;
-
-	if (!ASN1_TIME_to_tm(when, &tm))
-		elog(ERROR, "could not read a certificate's validity time");
-	return (TimestampTz) ((timegm(&tm) - ((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)) * USECS_PER_SEC);
+	return (TimestampTz) ((timegm(tm) - ((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)) * USECS_PER_SEC);
 }
 
 /*
@@ -180,24 +203,50 @@ Datum
 x509_certificate_info(PG_FUNCTION_ARGS)
 {
 	char	   *what = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	X509	   *cert = read_certificate(PG_GETARG_TEXT_PP(0), what);
+	bool		private_key;
+	X509	   *cert = parse_certificate(PG_GETARG_TEXT_PP(0), &private_key);
+	char	   *sha1;
+	char	   *sha256;
+	char	   *common_name;
+	struct tm	not_before;
+	struct tm	not_after;
+	bool		readable;
 	TupleDesc	desc;
 	Datum		values[5];
 	bool		nulls[5] = {false};
-	char	   *common_name;
+
+	if (cert == NULL || private_key)
+	{
+		if (cert != NULL)
+			X509_free(cert);
+		refuse_certificate(what, private_key);
+	}
+	/* (ASN1_TIME_to_tm takes UTCTime and GeneralizedTime alike) */
+	sha1 = hex_digest(cert, EVP_sha1());
+	sha256 = hex_digest(cert, EVP_sha256());
+	common_name = subject_common_name(cert);
+	readable = sha1 != NULL && sha256 != NULL
+		&& ASN1_TIME_to_tm(X509_get0_notBefore(cert), &not_before)
+		&& ASN1_TIME_to_tm(X509_get0_notAfter(cert), &not_after);
+	X509_free(cert);
+	ERR_clear_error();
+	if (!readable)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is not an X.509 certificate pg_fleet can read", what),
+				 errdetail("Its digest or its validity times could not be read."),
+				 errhint("Give a certificate that OpenSSL's \"openssl x509 -text\" reads.")));
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "x509_certificate_info must return a record");
-	values[0] = CStringGetTextDatum(hex_digest(cert, EVP_sha1()));
-	values[1] = CStringGetTextDatum(hex_digest(cert, EVP_sha256()));
-	common_name = subject_common_name(cert);
+	values[0] = CStringGetTextDatum(sha1);
+	values[1] = CStringGetTextDatum(sha256);
 	if (common_name != NULL)
-		values[2] = CStringGetTextDatum(common_name);
+		values[2] = CStringGetTextDatum(pg_any_to_server(common_name, strlen(common_name), PG_UTF8));
 	else
 		nulls[2] = true;
-	values[3] = TimestampTzGetDatum(asn1_timestamptz(X509_get0_notBefore(cert)));
-	values[4] = TimestampTzGetDatum(asn1_timestamptz(X509_get0_notAfter(cert)));
-	X509_free(cert);
+	values[3] = TimestampTzGetDatum(tm_timestamptz(&not_before));
+	values[4] = TimestampTzGetDatum(tm_timestamptz(&not_after));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
@@ -209,14 +258,26 @@ x509_certificate_info(PG_FUNCTION_ARGS)
 Datum
 x509_certificate_signed_by(PG_FUNCTION_ARGS)
 {
-	X509	   *cert = read_certificate(PG_GETARG_TEXT_PP(0), "the verification certificate");
-	X509	   *signer = read_certificate(PG_GETARG_TEXT_PP(1), "the signing certificate");
-	EVP_PKEY   *key = X509_get0_pubkey(signer);
-	bool		signed_by = key != NULL && X509_verify(cert, key) == 1;
+	bool		cert_private_key;
+	bool		signer_private_key;
+	X509	   *cert = parse_certificate(PG_GETARG_TEXT_PP(0), &cert_private_key);
+	X509	   *signer = parse_certificate(PG_GETARG_TEXT_PP(1), &signer_private_key);
+	bool		signed_by = false;
 
+	if (cert != NULL && signer != NULL)
+	{
+		EVP_PKEY   *key = X509_get0_pubkey(signer);
+
+		signed_by = key != NULL && X509_verify(cert, key) == 1;
+	}
+	if (cert != NULL)
+		X509_free(cert);
+	if (signer != NULL)
+		X509_free(signer);
 	ERR_clear_error();			/* (a signature that does not verify queues one) */
-
-	X509_free(cert);
-	X509_free(signer);
+	if (cert == NULL || cert_private_key)
+		refuse_certificate("the verification certificate", cert_private_key);
+	if (signer == NULL)
+		refuse_certificate("the signing certificate", false);
 	PG_RETURN_BOOL(signed_by);
 }

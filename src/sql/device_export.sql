@@ -112,7 +112,8 @@ BEGIN
                    fleet.compute_device_key(CASE WHEN n.enabled THEN n.primary_key END, d.id),
                    fleet.compute_device_key(CASE WHEN n.enabled THEN n.secondary_key END, d.id)
               FROM fleet.devices d
-              JOIN fleet.enrollment_groups n ON n.id = d.enrollment_group_id
+              -- (a device is never left out: a group gone gives no keys)
+              LEFT JOIN fleet.enrollment_groups n ON n.id = d.enrollment_group_id
              WHERE d.enrollment_group_id IS NOT NULL
                AND (template IS NULL OR d.template_id = template)
                AND (scope IS NULL OR d.organization_id IN (SELECT unnest(scope)))) k;

@@ -138,7 +138,11 @@ DECLARE
 BEGIN
     RETURN jsonb_strip_nulls(jsonb_build_object(
         'id', g.id, 'displayName', g.display_name, 'description', g.description,
-        'filter', coalesce(g.query, g.filter::text),
+        -- (IoT Central's groups always have a query: a group of pg_fleet's
+        -- with no filter shows the one that selects what it does)
+        'filter', coalesce(g.query, g.filter::text,
+                           'SELECT * FROM devices' || CASE WHEN g.template_id IS NOT NULL
+                                                           THEN format(' WHERE $template = "%s"', g.template_id) ELSE '' END),
         'organizations', jsonb_build_array(g.organization_id),
         'etag', fleet_internal.device_group_etag(g),
         'template', g.template_id,

@@ -118,7 +118,7 @@ $$;
 -- it decides the devices' keys.
 CREATE FUNCTION fleet_internal.device_import_enrollment_group(organization text, caller name)
 RETURNS text
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -127,7 +127,7 @@ BEGIN
     IF named IS NOT NULL THEN
         PERFORM fleet_internal.require_app_role(organization, 'administrator', 'importing devices into an enrollment group', caller);
         PERFORM fleet_internal.require_device_enrollment_group(named, organization, false,
-                                                               format('devices of organization "%s"', organization), caller);
+                                                               format('devices of organization "%s"', organization), caller, true);
     END IF;
     RETURN named;
 END;
@@ -153,6 +153,11 @@ DECLARE
     matched fleet.enrollment_groups;
 BEGIN
     enrollment_group_id := named_group;
+    IF (s.sas_key_primary IS NOT NULL OR s.sas_key_secondary IS NOT NULL) AND first.attestation = 'x509' THEN
+        problem := format('device "%s" has SAS keys, but enrollment group "%s" is an X.509 group, whose devices have none: leave the keys out, or import it into a group with keys',
+                          s.device_id, first.id);
+        RETURN;
+    END IF;
     IF s.sas_key_primary IS NOT NULL OR s.sas_key_secondary IS NOT NULL THEN
         -- (a loop over a few groups, for one row)
         FOR i IN 1 .. coalesce(cardinality(candidates), 0) LOOP
@@ -181,7 +186,8 @@ BEGIN
             problem := format('device "%s" has SAS keys, but enrollment group "%s" is disabled: enable it, or leave the keys out', s.device_id, matched.id);
             RETURN;
         END IF;
-        enrollment_group_id := CASE WHEN matched.organization_default AND named_group IS NULL THEN NULL ELSE matched.id END;
+        -- (the group the device would derive from anyway stays implicit)
+        enrollment_group_id := CASE WHEN matched.id = first.id AND named_group IS NULL THEN NULL ELSE matched.id END;
     END IF;
     IF s.x509_thumbprint_primary !~ '^([0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$' THEN
         problem := format('IOTC_X509THUMBPRINT_PRIMARY of device "%s" is not a certificate thumbprint (40 or 64 hexadecimal digits)', s.device_id);
@@ -252,6 +258,9 @@ BEGIN
          ORDER BY g.id IS DISTINCT FROM (SELECT x.group_id FROM fleet_internal.organization_enrollment_groups x
                                           WHERE x.organization_id = target.organization AND NOT x.edge),
                   array_position(o.path, g.organization_id) DESC, g.id);
+    -- they stay while the devices are imported to name them
+    -- (delete_enrollment_group locks a group it deletes)
+    PERFORM 1 FROM fleet.enrollment_groups g WHERE g.id IN (SELECT c.id FROM unnest(candidates) c) FOR KEY SHARE;
 
     INSERT INTO fleet.device_operations (id, kind, status, template_id, organization_id, started_by, started_at)
     VALUES (op_id, 'import', 'running', target.template, target.organization, caller, statement_timestamp());

@@ -120,18 +120,26 @@ $$;
 
 -- A group a device may name: one of an organization on its organization's
 -- path (as default groups are found), of its kind (iotEdge for IoT Edge
--- devices).  Returns the group's id.
+-- devices), locked so that it stays while the device names it
+-- (delete_enrollment_group locks it too).  Naming a group derives the
+-- device's keys from it: the caller administers the group's organization,
+-- as reading its keys takes (naming); a device that moves keeps the group
+-- it names, which need only be available where it goes.  Returns the
+-- group's id.
 CREATE FUNCTION fleet_internal.require_device_enrollment_group(enrollment_group_id text, organization text, edge boolean,
-                                                              label text, caller name)
+                                                              label text, caller name, naming boolean)
 RETURNS text
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     g fleet.enrollment_groups;
 BEGIN
-    SELECT eg.* INTO g FROM fleet.enrollment_groups eg WHERE eg.id = enrollment_group_id;
-    IF NOT FOUND OR NOT fleet_internal.sees(caller, g.organization_id) THEN
+    IF naming THEN
+        g := fleet_internal.require_enrollment_group(enrollment_group_id, caller, 'naming a device''s enrollment group');
+    END IF;
+    SELECT eg.* INTO g FROM fleet.enrollment_groups eg WHERE eg.id = enrollment_group_id FOR KEY SHARE;
+    IF NOT FOUND THEN
         PERFORM fleet_internal.refuse_missing('enrollment group', enrollment_group_id,
                                               'List the groups with fleet.list_enrollment_groups().');
     END IF;

@@ -126,6 +126,8 @@ DECLARE
 BEGIN
     PERFORM fleet_internal.require_changes(changes, '{displayName,organization,simulated,enrollmentGroup}', label);
     PERFORM fleet_internal.require_app_role(device.organization_id, 'operator', 'changing a device', caller);
+    -- locked and read again, so that a change made meanwhile is not written back over
+    SELECT d.* INTO device FROM fleet.devices d WHERE d.id = device.id FOR UPDATE;
     IF changes ? 'displayName' THEN
         device.display_name := coalesce(nullif(changes ->> 'displayName', ''), device.id);
         problem := fleet_internal.device_identity_problem(device.id, device.display_name);
@@ -165,9 +167,7 @@ BEGIN
     IF device.enrollment_group_id IS NOT NULL
        AND (changes ? 'enrollmentGroup' OR changes ? 'organization') THEN
         PERFORM fleet_internal.require_device_enrollment_group(device.enrollment_group_id, device.organization_id, device.edge,
-                                                               label, caller);
-        -- (the group stays while the device names it: delete_enrollment_group locks it too)
-        PERFORM 1 FROM fleet.enrollment_groups g WHERE g.id = device.enrollment_group_id FOR SHARE;
+                                                               label, caller, changes ? 'enrollmentGroup');
     END IF;
     UPDATE fleet.devices d
        SET display_name = device.display_name, organization_id = device.organization_id, simulated = device.simulated,

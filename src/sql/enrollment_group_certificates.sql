@@ -288,13 +288,13 @@ BEGIN
     info := fleet_internal.x509_certificate_info(body ->> 'certificate', what);
     IF info.subject_common_name IS DISTINCT FROM c.verification_code THEN
         RAISE EXCEPTION '% does not carry the verification code', what
-            USING ERRCODE = 'invalid_authorization_specification',
+            USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Its subject''s common name is %s.', coalesce('"' || info.subject_common_name || '"', 'missing')),
                   HINT = 'Make a certificate whose common name is the code fleet.generate_enrollment_group_verification_code() gave last, signed with the group certificate''s private key.';
     END IF;
     IF NOT fleet_internal.x509_certificate_signed_by(body ->> 'certificate', c.certificate) THEN
         RAISE EXCEPTION '% is not signed by the group''s certificate', what
-            USING ERRCODE = 'invalid_authorization_specification',
+            USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Sign it with the private key of the certificate set on the group.';
     END IF;
     UPDATE fleet.enrollment_group_certificates x SET verified = true, verification_code = NULL

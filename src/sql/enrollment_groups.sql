@@ -285,6 +285,11 @@ BEGIN
     PERFORM fleet_internal.require_app_role(organization, 'administrator', 'creating an enrollment group', caller);
     attestation := fleet_internal.attestation_type(body -> 'attestation', label);
     keys := fleet_internal.attestation_keys(body -> 'attestation', label);
+    -- (before the insert: keep_restored_keys would rewrite a default group)
+    IF EXISTS (SELECT 1 FROM fleet.enrollment_groups g WHERE g.id = enrollment_group_id) THEN
+        PERFORM fleet_internal.refuse_existing('enrollment group', enrollment_group_id,
+                                               'Change it with fleet.update_enrollment_group(), or choose another id.');
+    END IF;
 
     INSERT INTO fleet.enrollment_groups (id, primary_key, secondary_key, organization_id, edge, display_name, enabled,
                                          organization_default, attestation)
@@ -294,9 +299,7 @@ BEGIN
             organization, body ->> 'type' = 'iotEdge', body ->> 'displayName', coalesce((body ->> 'enabled')::boolean, true),
             false, attestation)
     ON CONFLICT (id) DO NOTHING;
-    -- (keep_restored_keys turns an insert over an existing id into an
-    -- update: the refusal rolls it back)
-    IF NOT FOUND THEN
+    IF NOT FOUND THEN     -- (made meanwhile)
         PERFORM fleet_internal.refuse_existing('enrollment group', enrollment_group_id,
                                                'Change it with fleet.update_enrollment_group(), or choose another id.');
     END IF;
@@ -327,7 +330,8 @@ DECLARE
     keys  record;
 BEGIN
     -- locked before If-Match, so that a rotation in between is not undone
-    SELECT eg.* INTO g FROM fleet.enrollment_groups eg WHERE eg.id = g.id FOR UPDATE;
+    -- (its key stays: imports and devices naming it go on meanwhile)
+    SELECT eg.* INTO g FROM fleet.enrollment_groups eg WHERE eg.id = g.id FOR NO KEY UPDATE;
     PERFORM fleet_internal.require_changes(changes,
         '{id,displayName,enabled,type,attestation,etag,idScope,organization,organizationDefault,rotatedAt}', label);
     PERFORM fleet_internal.require_etag(label, changes -> 'etag', fleet_internal.enrollment_group_etag(g));
@@ -442,11 +446,16 @@ BEGIN
     END IF;
     PERFORM 1 FROM fleet.enrollment_groups g
       WHERE g.organization_id = delete_enrollment_groups.organization AND g.organization_default FOR UPDATE;
+    -- (devices that derive from the pair without naming it, and those that name it)
     SELECT count(*) INTO devices
-      FROM fleet.devices d JOIN fleet_internal.organization_enrollment_groups k
-        ON k.organization_id = d.organization_id AND k.edge = d.edge
-      JOIN fleet.enrollment_groups g ON g.id = k.group_id
-     WHERE g.organization_id = delete_enrollment_groups.organization AND d.enrollment_group_id IS NULL;
+      FROM fleet.devices d
+     WHERE d.enrollment_group_id IN (SELECT g.id FROM fleet.enrollment_groups g
+                                      WHERE g.organization_id = delete_enrollment_groups.organization AND g.organization_default)
+        OR (d.enrollment_group_id IS NULL
+            AND EXISTS (SELECT 1 FROM fleet_internal.organization_enrollment_groups k
+                          JOIN fleet.enrollment_groups g ON g.id = k.group_id
+                         WHERE k.organization_id = d.organization_id AND k.edge = d.edge
+                           AND g.organization_id = delete_enrollment_groups.organization));
     IF devices > 0 THEN
         RAISE EXCEPTION 'the enrollment groups of organization "%" are in use', organization
             USING ERRCODE = 'dependent_objects_still_exist',
@@ -459,8 +468,10 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.delete_enrollment_groups(text) IS 'Removes an organization''s own default enrollment groups (refused while devices derive their keys from them)';
 
--- pg_restore loads the dumped keys after CREATE EXTENSION made new ones:
--- keep the dumped keys, or every device key would change with a restore.
+-- pg_restore loads the dumped keys after CREATE EXTENSION made new ones
+-- for root's default groups: keep the dumped keys, or every device key
+-- would change with a restore.  (Only those: no other row exists before
+-- a restore, and the API refuses an existing id before it inserts.)
 CREATE FUNCTION fleet_internal.enrollment_groups_keep_restored_keys()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -470,7 +481,8 @@ BEGIN
     UPDATE fleet.enrollment_groups g
        SET primary_key = NEW.primary_key, secondary_key = NEW.secondary_key, rotated_at = NEW.rotated_at,
            display_name = NEW.display_name, enabled = NEW.enabled
-     WHERE g.id = NEW.id;
+     WHERE g.id = NEW.id AND g.organization_default AND NEW.organization_default
+       AND g.organization_id = 'root' AND NEW.organization_id = 'root';
     IF FOUND THEN
         RETURN NULL;
     END IF;

@@ -181,28 +181,48 @@ BEGIN
 END;
 $$;
 
-CREATE TEMP TABLE outcome (n int, operation text, file text, accepted boolean, error text);
+-- The fields IoT Central's REST schema (2022-07-31) gives every response
+-- of each kind (the optional ones, such as description, are not counted).
+CREATE TEMP TABLE response_fields (kind text PRIMARY KEY, fields text[]);
+INSERT INTO response_fields VALUES
+    ('deviceTemplates', '{@id,@type,displayName,capabilityModel,etag}'),
+    ('deviceGroups', '{id,displayName,filter,etag}'),
+    ('jobs', '{id,displayName,group,data,status}'),
+    ('scheduledJobs', '{id,displayName,group,data,schedule,enabled,completed,etag}'),
+    ('organizations', '{id,displayName}'),
+    ('deploymentManifests', '{id,displayName,data,etag}'),
+    ('enrollmentGroups', '{id,displayName,enabled,type,attestation,etag}'),
+    ('enrollmentGroupCertificates', '{certificate,verified,info,etag}');
+
+CREATE TEMP TABLE outcome (n int, operation text, file text, accepted boolean, error text, missing text[]);
 DO $$
 DECLARE
     b record;
     doc jsonb;
+    missing text[];
 BEGIN
     FOR b IN SELECT * FROM body ORDER BY n LOOP
         BEGIN
             doc := b.body::jsonb;
-            PERFORM pg_temp.send(b.operation, b.url_id, doc, b.file);
+            doc := pg_temp.send(b.operation, b.url_id, doc, b.file);
+            missing := ARRAY(SELECT f FROM response_fields r, unnest(r.fields) f
+                              WHERE r.kind = split_part(b.operation, ' ', 2) AND NOT doc ? f);
             RAISE EXCEPTION USING ERRCODE = 'PF999';          -- accepted: undo it
         EXCEPTION WHEN OTHERS THEN
             INSERT INTO outcome VALUES (b.n, b.operation, b.file, SQLSTATE = 'PF999',
-                                        CASE WHEN SQLSTATE <> 'PF999' THEN SQLERRM END);
+                                        CASE WHEN SQLSTATE <> 'PF999' THEN SQLERRM END,
+                                        CASE WHEN SQLSTATE = 'PF999' THEN missing END);
         END;
     END LOOP;
 END
 $$;
 
 \echo IoT Central REST request bodies, sent unedited:
-SELECT operation, count(*) AS bodies, count(*) FILTER (WHERE accepted) AS accepted
+SELECT operation, count(*) AS bodies, count(*) FILTER (WHERE accepted) AS accepted,
+       count(*) FILTER (WHERE accepted AND cardinality(missing) = 0) AS response_has_the_schema_fields
   FROM outcome GROUP BY ROLLUP (operation) ORDER BY operation NULLS LAST;
 \echo refused:
 SELECT operation, file, error FROM outcome WHERE NOT accepted ORDER BY n;
+\echo accepted, with fields of the REST schema missing from the response:
+SELECT operation, file, missing FROM outcome WHERE accepted AND cardinality(missing) > 0 ORDER BY n;
 ROLLBACK;
