@@ -73,6 +73,26 @@ BEGIN
 END;
 $$;
 
+-- One of a group's certificates, or "does not exist" saying how to set it.
+CREATE FUNCTION fleet_internal.require_certificate(enrollment_group_id text, entry text)
+RETURNS fleet.enrollment_group_certificates
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c fleet.enrollment_group_certificates;
+BEGIN
+    SELECT x.* INTO c FROM fleet.enrollment_group_certificates x
+     WHERE x.enrollment_group_id = require_certificate.enrollment_group_id
+       AND x.entry = fleet_internal.require_certificate_entry(require_certificate.entry);
+    IF NOT FOUND THEN
+        PERFORM fleet_internal.refuse_missing('certificate', format('%s/%s', enrollment_group_id, entry),
+                                              'Set it with fleet.set_enrollment_group_certificate() first.');
+    END IF;
+    RETURN c;
+END;
+$$;
+
 -- The group, which must be an X.509 group, locked for a change of its
 -- certificates by an administrator of its organization.
 CREATE FUNCTION fleet_internal.require_x509_group(enrollment_group_id text, action text)
@@ -175,15 +195,8 @@ AS $$
 DECLARE
     g fleet.enrollment_groups := fleet_internal.require_enrollment_group(enrollment_group_id, fleet_internal.calling_role(),
                                                                          'reading an enrollment group');
-    c fleet.enrollment_group_certificates;
 BEGIN
-    SELECT x.* INTO c FROM fleet.enrollment_group_certificates x
-     WHERE x.enrollment_group_id = g.id AND x.entry = fleet_internal.require_certificate_entry(get_enrollment_group_certificate.entry);
-    IF NOT FOUND THEN
-        PERFORM fleet_internal.refuse_missing('certificate', format('%s/%s', g.id, entry),
-                                              'Set it with fleet.set_enrollment_group_certificate().');
-    END IF;
-    RETURN fleet_internal.signing_certificate_document(c);
+    RETURN fleet_internal.signing_certificate_document(fleet_internal.require_certificate(g.id, entry));
 END;
 $$;
 COMMENT ON FUNCTION fleet.get_enrollment_group_certificate(text, text) IS 'The primary or secondary signing certificate of an X.509 enrollment group: certificate, verified, info.sha1Thumbprint, etag';
@@ -242,14 +255,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     g    fleet.enrollment_groups := fleet_internal.require_x509_group(enrollment_group_id, 'verifying an enrollment group certificate');
+    c    fleet.enrollment_group_certificates := fleet_internal.require_certificate(g.id, entry);
     code text := upper(replace(gen_random_uuid()::text, '-', ''));
 BEGIN
-    UPDATE fleet.enrollment_group_certificates c SET verification_code = code
-     WHERE c.enrollment_group_id = g.id AND c.entry = fleet_internal.require_certificate_entry(generate_enrollment_group_verification_code.entry);
-    IF NOT FOUND THEN
-        PERFORM fleet_internal.refuse_missing('certificate', format('%s/%s', g.id, entry),
-                                              'Set it with fleet.set_enrollment_group_certificate() first.');
-    END IF;
+    UPDATE fleet.enrollment_group_certificates x SET verification_code = code
+     WHERE x.enrollment_group_id = c.enrollment_group_id AND x.entry = c.entry;
     RETURN jsonb_build_object('verificationCode', code);
 END;
 $$;
@@ -267,15 +277,9 @@ AS $$
 DECLARE
     g    fleet.enrollment_groups := fleet_internal.require_x509_group(enrollment_group_id, 'verifying an enrollment group certificate');
     what text := format('the verification certificate of %s/%s', enrollment_group_id, entry);
-    c    fleet.enrollment_group_certificates;
+    c    fleet.enrollment_group_certificates := fleet_internal.require_certificate(g.id, entry);
     info record;
 BEGIN
-    SELECT x.* INTO c FROM fleet.enrollment_group_certificates x
-     WHERE x.enrollment_group_id = g.id AND x.entry = fleet_internal.require_certificate_entry(verify_enrollment_group_certificate.entry);
-    IF NOT FOUND THEN
-        PERFORM fleet_internal.refuse_missing('certificate', format('%s/%s', g.id, entry),
-                                              'Set it with fleet.set_enrollment_group_certificate() first.');
-    END IF;
     IF c.verification_code IS NULL THEN
         RAISE EXCEPTION 'no verification code was generated for certificate "%/%"', g.id, entry
             USING ERRCODE = 'object_not_in_prerequisite_state',
