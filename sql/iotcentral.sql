@@ -269,13 +269,26 @@ SELECT t ->> '@id' AS id, t -> '@type' AS type
     "capabilityModel": {"@id": "dtmi:fleetTest:onePointO;1", "@type": "Interface", "@context": ["dtmi:iotcentral:context;2", "dtmi:dtdl:context;2"],
                         "contents": [{"@type": "Command", "name": "reboot", "commandType": "synchronous"}]},
     "solutionModel": {"@id": "dtmi:solutionModel:onePointO", "@type": "SolutionModel"}}') t;
--- its solutionModel with content, and the preview API's DTDL v1, are refused saying what to send
+-- its solutionModel with content is refused saying what to send
 SELECT fleet.import_template('{"types": ["DeviceModel"], "displayName": "x",
     "capabilityModel": {"@id": "dtmi:fleetTest:sm;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2", "contents": []},
     "solutionModel": {"@type": ["SolutionModel"], "cloudProperties": [{"@type": "CloudProperty", "name": "site", "schema": "string"}]}}', 'dtmi:modelDefinition:sm');
-SELECT fleet.import_template('{"types": ["DeviceModel"], "displayName": "EnvironmentSensor1",
-    "capabilityModel": {"@id": "urn:contoso:capabilityModel:1", "@type": ["CapabilityModel"], "implements": [],
-                        "@context": ["http://azureiot.com/v1/contexts/IoTModel.json"]}}', 'EnvironmentSensor1id;1');
+-- the preview API's DTDL v1 capability model: read as the DTDL v2 it
+-- became (each implemented interface a component, URN ids made DTMIs,
+-- "SemanticType/" dropped, an Enum's valueSchema inferred)
+SELECT t ->> '@id' AS id, t #>> '{capabilityModel,@type}' AS type
+  FROM fleet.import_template('{"types": ["DeviceModel"], "displayName": "EnvironmentSensor1",
+    "capabilityModel": {"@id": "urn:contoso:capabilityModel:1", "@type": ["CapabilityModel"], "displayName": "Motion detector",
+      "@context": ["http://azureiot.com/v1/contexts/IoTModel.json"], "contents": [],
+      "implements": [{"@id": "urn:contoso:capabilityModel:sensor:1", "@type": ["InterfaceInstance"], "name": "sensor",
+        "schema": {"@id": "urn:contoso:Sensor:1", "@type": ["Interface"], "displayName": "Sensor",
+          "contents": [{"@id": "urn:contoso:Sensor:Temperature:1", "@type": ["Telemetry", "SemanticType/Temperature"],
+                        "name": "Temperature", "schema": "double", "unit": "celsius"},
+                       {"@type": "Property", "name": "mode", "writable": true,
+                        "schema": {"@type": "Enum", "enumValues": [{"name": "eco", "enumValue": 1}, {"name": "boost", "enumValue": 2}]}},
+                       {"@type": "Command", "name": "reset", "commandType": "synchronous"}]}}]}}', 'EnvironmentSensor1id;1') t;
+SELECT component, name, capability, semantic_types, schema FROM fleet.template_capabilities
+ WHERE template_id = 'EnvironmentSensor1id;1' ORDER BY component NULLS FIRST, name;
 -- IoT Central's legacy URN ids inside a wrapped template
 SELECT fleet.import_template('{"@type": ["ModelDefinition", "DeviceModel"], "displayName": "Legacy ids",
   "capabilityModel": {"@id": "urn:contoso:legacy:1", "@type": "Interface",

@@ -528,6 +528,92 @@ $$;
 -- interfaces of their own; an interface gets the contents of those it
 -- extends, and a name declared twice along the way is refused, as DTDL
 -- says.
+-- A DTDL v1 schema as DTDL v2 has it: an Enum gains the valueSchema v1
+-- left out (integer when every value is one, else string).
+CREATE FUNCTION fleet_internal.dtdl_v1_schema(schema jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(schema) IS DISTINCT FROM 'object' THEN
+        RETURN schema;
+    END IF;
+    IF (schema -> '@type' = '"Enum"' OR schema -> '@type' @> '["Enum"]') AND NOT schema ? 'valueSchema' THEN
+        schema := schema || jsonb_build_object('valueSchema',
+            CASE WHEN NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(schema -> 'enumValues', '[]')) v
+                                   WHERE jsonb_typeof(v -> 'enumValue') <> 'number') THEN 'integer' ELSE 'string' END);
+    END IF;
+    IF jsonb_typeof(schema -> 'fields') = 'array' THEN
+        schema := jsonb_set(schema, '{fields}', (SELECT coalesce(jsonb_agg(CASE WHEN f ? 'schema'
+                                                                                THEN jsonb_set(f, '{schema}', fleet_internal.dtdl_v1_schema(f -> 'schema'))
+                                                                                ELSE f END ORDER BY n), '[]')
+                                                   FROM jsonb_array_elements(schema -> 'fields') WITH ORDINALITY x(f, n)));
+    END IF;
+    IF schema ? 'elementSchema' THEN
+        schema := jsonb_set(schema, '{elementSchema}', fleet_internal.dtdl_v1_schema(schema -> 'elementSchema'));
+    END IF;
+    IF jsonb_typeof(schema -> 'mapValue') = 'object' AND schema -> 'mapValue' ? 'schema' THEN
+        schema := jsonb_set(schema, '{mapValue,schema}', fleet_internal.dtdl_v1_schema(schema #> '{mapValue,schema}'));
+    END IF;
+    RETURN schema;
+END;
+$$;
+
+-- A DTDL v1 interface (or the contents of a capability model) as DTDL v2:
+-- "SemanticType/X" types become X, a URN id a DTMI of its own (v2 ids are
+-- DTMIs), schemas as dtdl_v1_schema().
+CREATE FUNCTION fleet_internal.dtdl_v1_contents(contents jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_agg(
+        c || jsonb_build_object('@type', (SELECT jsonb_agg(regexp_replace(t, '^SemanticType/', '') ORDER BY n)
+                                            FROM jsonb_array_elements_text(CASE jsonb_typeof(c -> '@type') WHEN 'array' THEN c -> '@type'
+                                                                                ELSE jsonb_build_array(c -> '@type') END)
+                                                 WITH ORDINALITY y(t, n)))
+          || CASE WHEN c ? 'schema' THEN jsonb_build_object('schema', fleet_internal.dtdl_v1_schema(c -> 'schema')) ELSE '{}' END
+          || CASE WHEN jsonb_typeof(c -> 'request') = 'object' AND c -> 'request' ? 'schema'
+                  THEN jsonb_build_object('request', jsonb_set(c -> 'request', '{schema}', fleet_internal.dtdl_v1_schema(c #> '{request,schema}')))
+                  ELSE '{}' END
+          || CASE WHEN jsonb_typeof(c -> 'response') = 'object' AND c -> 'response' ? 'schema'
+                  THEN jsonb_build_object('response', jsonb_set(c -> 'response', '{schema}', fleet_internal.dtdl_v1_schema(c #> '{response,schema}')))
+                  ELSE '{}' END
+        ORDER BY n), '[]')
+      FROM jsonb_array_elements(CASE WHEN jsonb_typeof(contents) = 'array' THEN contents ELSE '[]' END) WITH ORDINALITY x(c, n)
+$$;
+
+-- IoT Central's DTDL v1 capability model (its preview API's templates) as
+-- the DTDL v2 interface it became: each interface it "implements" a
+-- Component of that name, inline interfaces with DTMIs made from their URN
+-- ids, contents as dtdl_v1_contents().
+CREATE FUNCTION fleet_internal.dtdl_v1_capability_model(model jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (model - '{@type,@context,implements,contents}'::text[])
+           || jsonb_build_object(
+                  '@type', 'Interface',
+                  '@context', '["dtmi:iotcentral:context;2", "dtmi:dtdl:context;2"]'::jsonb,
+                  'contents', fleet_internal.dtdl_v1_contents(model -> 'contents')
+                              || coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                                               '@type', 'Component', 'name', i -> 'name', 'displayName', i -> 'displayName',
+                                               'schema', CASE WHEN jsonb_typeof(i -> 'schema') = 'object'
+                                                              THEN ((i -> 'schema') - '{@type,@id,contents}'::text[])
+                                                                   || jsonb_build_object(
+                                                                          '@type', 'Interface',
+                                                                          '@id', CASE WHEN fleet_internal.dtdl_is_dtmi(i #>> '{schema,@id}')
+                                                                                      THEN i #>> '{schema,@id}'
+                                                                                      ELSE 'dtmi:iotcentral:interface:i' || md5(coalesce(i #>> '{schema,@id}', i ->> 'name')) || ';1' END,
+                                                                          'contents', fleet_internal.dtdl_v1_contents(i #> '{schema,contents}'))
+                                                              ELSE i -> 'schema' END)) ORDER BY n)
+                                             FROM jsonb_array_elements(CASE WHEN jsonb_typeof(model -> 'implements') = 'array'
+                                                                            THEN model -> 'implements' ELSE '[]' END) WITH ORDINALITY x(i, n)),
+                                           '[]'))
+$$;
+
 CREATE FUNCTION fleet.import_template(model jsonb, template_id text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -561,12 +647,11 @@ BEGIN
         PERFORM fleet_internal.refuse_unknown_keys(model,
             '{@id,@type,@context,displayName,description,capabilityModel,etag,id,deploymentManifest,types,solutionModel}',
             'the device template');
-        -- IoT Central's preview API held DTDL v1 capability models
+        -- IoT Central's preview API held DTDL v1 capability models: read as
+        -- the DTDL v2 they became when IoT Central moved its templates on
         IF model #> '{capabilityModel,@type}' IN ('"CapabilityModel"', '["CapabilityModel"]')
            OR model #> '{capabilityModel,@context}' @> '["http://azureiot.com/v1/contexts/IoTModel.json"]' THEN
-            RAISE EXCEPTION 'the capabilityModel of the device template is DTDL v1 ("CapabilityModel"), from IoT Central''s preview API'
-                USING ERRCODE = 'feature_not_supported',
-                      HINT = 'pg_fleet reads DTDL v2, which IoT Central''s REST API (2022-05-31 and later) returns: get the template with it, or export it from the application as DTDL v2.';
+            model := jsonb_set(model, '{capabilityModel}', fleet_internal.dtdl_v1_capability_model(model -> 'capabilityModel'));
         END IF;
         -- IoT Central's 1.0 API wrote "id" and "types" for "@id" and
         -- "@type", with a "solutionModel" beside the model: taken when it
