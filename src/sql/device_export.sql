@@ -28,6 +28,9 @@ DECLARE
     device_secondary text;
     edge_primary     text;
     edge_secondary   text;
+    -- whether any device names its group (the partial index answers at
+    -- once): if none does, their branch and its filter go from the plan
+    any_named        boolean := EXISTS (SELECT 1 FROM fleet.devices d WHERE d.enrollment_group_id IS NOT NULL);
 BEGIN
     IF template IS NOT NULL THEN
         PERFORM fleet_internal.require_template(template);
@@ -90,7 +93,7 @@ BEGIN
                    fleet.compute_device_key(CASE WHEN d.edge THEN edge_primary ELSE device_primary END, d.id) AS primary_key,
                    fleet.compute_device_key(CASE WHEN d.edge THEN edge_secondary ELSE device_secondary END, d.id) AS secondary_key
               FROM fleet.devices d
-             WHERE device_group.id IS NOT NULL AND d.enrollment_group_id IS NULL
+             WHERE device_group.id IS NOT NULL AND (NOT any_named OR d.enrollment_group_id IS NULL)
                AND (template IS NULL OR d.template_id = template)
                AND (scope IS NULL OR d.organization_id IN (SELECT unnest(scope)))
             UNION ALL
@@ -101,7 +104,7 @@ BEGIN
               -- (a hash join with one row per organization and kind)
               JOIN fleet_internal.organization_enrollment_groups g
                 ON g.organization_id = d.organization_id AND g.edge = d.edge
-             WHERE device_group.id IS NULL AND d.enrollment_group_id IS NULL
+             WHERE device_group.id IS NULL AND (NOT any_named OR d.enrollment_group_id IS NULL)
                AND (template IS NULL OR d.template_id = template)
                AND (scope IS NULL OR d.organization_id IN (SELECT unnest(scope)))
             UNION ALL
@@ -114,7 +117,7 @@ BEGIN
               FROM fleet.devices d
               -- (a device is never left out: a group gone gives no keys)
               LEFT JOIN fleet.enrollment_groups n ON n.id = d.enrollment_group_id
-             WHERE d.enrollment_group_id IS NOT NULL
+             WHERE any_named AND d.enrollment_group_id IS NOT NULL
                AND (template IS NULL OR d.template_id = template)
                AND (scope IS NULL OR d.organization_id IN (SELECT unnest(scope)))) k;
 END;
