@@ -228,6 +228,24 @@ SELECT m - 'etag' AS manifest FROM fleet.import_edge_manifest('edge-seattle', '{
   "id": "edge-seattle", "displayName": "Seattle deployment", "organizations": ["seattle"],
   "data": {"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1"}},
                               "$edgeHub": {"properties.desired": {"schemaVersion": "1.1"}}}}}') m;
+-- PATCH bodies are JSON merge patches: RFC 7396's examples (appendix A)
+SELECT n, fleet_internal.json_merge_patch(target, patch) = result AS as_rfc_7396_says
+  FROM (VALUES (1, '{"a":"b"}'::jsonb, '{"a":"c"}'::jsonb, '{"a":"c"}'::jsonb),
+               (2, '{"a":"b"}', '{"b":"c"}', '{"a":"b","b":"c"}'),
+               (3, '{"a":"b"}', '{"a":null}', '{}'),
+               (4, '{"a":"b","b":"c"}', '{"a":null}', '{"b":"c"}'),
+               (5, '{"a":["b"]}', '{"a":"c"}', '{"a":"c"}'),
+               (6, '{"a":"c"}', '{"a":["b"]}', '{"a":["b"]}'),
+               (7, '{"a":{"b":"c"}}', '{"a":{"b":"d","c":null}}', '{"a":{"b":"d"}}'),
+               (8, '{"a":[{"b":"c"}]}', '{"a":[1]}', '{"a":[1]}'),
+               (9, '["a","b"]', '["c","d"]', '["c","d"]'),
+               (10, '{"a":"b"}', '["c"]', '["c"]'),
+               (11, '{"a":"foo"}', 'null', 'null'),
+               (12, '{"a":"foo"}', '"bar"', '"bar"'),
+               (13, '{"e":null}', '{"a":1}', '{"e":null,"a":1}'),
+               (14, '[1,2]', '{"a":"b","c":null}', '{"a":"b"}'),
+               (15, '{}', '{"a":{"bb":{"ccc":null}}}', '{"a":{"bb":{}}}')) rfc(n, target, patch, result)
+ ORDER BY n;
 -- PATCH /deploymentManifests/{id} as the docs send it: one module's setting
 SELECT m #> '{data,modulesContent,SimulatedTemperatureSensor}' AS module,
        m #> '{data,modulesContent}' ? '$edgeAgent' AS agent_stays
