@@ -307,6 +307,24 @@ SELECT t ->> '@id' AS id, t #>> '{capabilityModel,@type}' AS type
                        {"@type": "Command", "name": "reset", "commandType": "synchronous"}]}}]}}', 'EnvironmentSensor1id;1') t;
 SELECT component, name, capability, semantic_types, schema FROM fleet.template_capabilities
  WHERE template_id = 'EnvironmentSensor1id;1' ORDER BY component NULLS FIRST, name;
+-- a cloud property added to it later (its id a URN), and two v1 templates
+-- whose interfaces have no id of their own stay apart
+SELECT fleet.update_template('EnvironmentSensor1id;1', jsonb_build_object('capabilityModel', jsonb_build_object('contents',
+         (fleet.get_template('EnvironmentSensor1id;1') #> '{capabilityModel,contents}')
+         || '[{"@type": ["Cloud", "Property"], "name": "site", "schema": "string"}]'::jsonb))) #> '{capabilityModel,contents}' @> '[{"name": "site"}]' AS added;
+SELECT component, name, capability FROM fleet.template_capabilities WHERE template_id = 'EnvironmentSensor1id;1' AND name = 'site';
+SELECT t ->> '@id' AS id
+  FROM unnest(ARRAY['reboot', 'restart']) cmd,
+       fleet.import_template(jsonb_build_object('types', '["DeviceModel"]'::jsonb, 'displayName', 'v1 ' || cmd,
+         'capabilityModel', jsonb_build_object('@id', 'urn:fleetTest:v1:' || cmd || ':1', '@type', '["CapabilityModel"]'::jsonb,
+           '@context', '["http://azureiot.com/v1/contexts/IoTModel.json"]'::jsonb,
+           'implements', jsonb_build_array(jsonb_build_object('name', 'info', 'schema',
+             jsonb_build_object('@type', 'Interface', 'contents', jsonb_build_array(jsonb_build_object('@type', 'Command', 'name', cmd))))))),
+         'urn:fleetTest:v1:' || cmd) t;
+-- a plain DTDL interface is immutable: no cloud property is added to it
+SELECT fleet.update_template('dtmi:fleetTest:ext:a;1', jsonb_build_object('capabilityModel', jsonb_build_object('contents',
+         (fleet.get_template('dtmi:fleetTest:ext:a;1') #> '{capabilityModel,contents}')
+         || '[{"@type": ["Cloud", "Property"], "name": "site", "schema": "string"}]'::jsonb)));
 -- IoT Central's legacy URN ids inside a wrapped template
 SELECT fleet.import_template('{"@type": ["ModelDefinition", "DeviceModel"], "displayName": "Legacy ids",
   "capabilityModel": {"@id": "urn:contoso:legacy:1", "@type": "Interface",

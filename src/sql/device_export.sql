@@ -17,6 +17,9 @@ LANGUAGE plpgsql STABLE
 -- with PUBLIC: the checks are inside.
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- (two key derivations a device make a million devices' export look
+-- costly enough to compile; compiling takes longer than it saves)
+SET jit = off
 AS $$
 DECLARE
     caller       name := fleet_internal.calling_role();
@@ -29,7 +32,9 @@ DECLARE
     edge_primary     text;
     edge_secondary   text;
     -- whether any device names its group (the partial index answers at
-    -- once): if none does, their branch and its filter go from the plan
+    -- once): if none does, their branch and its filter go from the plan.
+    -- (The function is STABLE: this and the query below see one snapshot,
+    -- so a device named meanwhile is in neither or in both.)
     any_named        boolean := EXISTS (SELECT 1 FROM fleet.devices d WHERE d.enrollment_group_id IS NOT NULL);
 BEGIN
     IF template IS NOT NULL THEN

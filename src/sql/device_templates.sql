@@ -536,8 +536,23 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- a schema named by its URN: the DTMI its declaration was given
+    IF jsonb_typeof(schema) = 'string' AND (schema #>> '{}') ~ '^urn:' THEN
+        RETURN to_jsonb(fleet_internal.dtdl_v1_id(schema #>> '{}'));
+    END IF;
     IF jsonb_typeof(schema) IS DISTINCT FROM 'object' THEN
         RETURN schema;
+    END IF;
+    IF jsonb_typeof(schema -> '@id') = 'string' AND NOT fleet_internal.dtdl_is_dtmi(schema ->> '@id') THEN
+        schema := jsonb_set(schema, '{@id}', to_jsonb(fleet_internal.dtdl_v1_id(schema ->> '@id')));
+    END IF;
+    -- (an inline interface, in a body part v1 and part v2)
+    IF schema -> '@type' = '"Interface"' OR schema -> '@type' @> '["Interface"]' THEN
+        RETURN schema || jsonb_build_object('contents', fleet_internal.dtdl_v1_contents(schema -> 'contents'))
+               || CASE WHEN jsonb_typeof(schema -> 'schemas') = 'array'
+                       THEN jsonb_build_object('schemas', (SELECT jsonb_agg(fleet_internal.dtdl_v1_schema(x) ORDER BY n)
+                                                             FROM jsonb_array_elements(schema -> 'schemas') WITH ORDINALITY y(x, n)))
+                       ELSE '{}' END;
     END IF;
     IF (schema -> '@type' = '"Enum"' OR schema -> '@type' @> '["Enum"]') AND NOT schema ? 'valueSchema' THEN
         schema := schema || jsonb_build_object('valueSchema',
@@ -560,6 +575,13 @@ BEGIN
 END;
 $$;
 
+-- The DTMI a DTDL v1 URN id is read under (v2 ids are DTMIs).
+CREATE FUNCTION fleet_internal.dtdl_v1_id(urn text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT 'dtmi:iotcentral:v1:u' || md5(urn) || ';1' $$;
+
 -- A DTDL v1 interface (or the contents of a capability model) as DTDL v2:
 -- "SemanticType/X" types become X, a URN id a DTMI of its own (v2 ids are
 -- DTMIs), schemas as dtdl_v1_schema().
@@ -569,10 +591,12 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(jsonb_agg(
-        c || jsonb_build_object('@type', (SELECT jsonb_agg(regexp_replace(t, '^SemanticType/', '') ORDER BY n)
-                                            FROM jsonb_array_elements_text(CASE jsonb_typeof(c -> '@type') WHEN 'array' THEN c -> '@type'
-                                                                                ELSE jsonb_build_array(c -> '@type') END)
-                                                 WITH ORDINALITY y(t, n)))
+        c || CASE WHEN c ? '@type'
+                  THEN jsonb_build_object('@type', (SELECT jsonb_agg(regexp_replace(t, '^SemanticType/', '') ORDER BY n)
+                                                      FROM jsonb_array_elements_text(CASE jsonb_typeof(c -> '@type') WHEN 'array' THEN c -> '@type'
+                                                                                          ELSE jsonb_build_array(c -> '@type') END)
+                                                           WITH ORDINALITY y(t, n)))
+                  ELSE '{}' END
           || CASE WHEN c ? 'schema' THEN jsonb_build_object('schema', fleet_internal.dtdl_v1_schema(c -> 'schema')) ELSE '{}' END
           || CASE WHEN jsonb_typeof(c -> 'request') = 'object' AND c -> 'request' ? 'schema'
                   THEN jsonb_build_object('request', jsonb_set(c -> 'request', '{schema}', fleet_internal.dtdl_v1_schema(c #> '{request,schema}')))
@@ -593,25 +617,29 @@ RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT (model - '{@type,@context,implements,contents}'::text[])
+    SELECT (model - '{@type,@context,implements,contents,schemas}'::text[])
            || jsonb_build_object(
                   '@type', 'Interface',
                   '@context', '["dtmi:iotcentral:context;2", "dtmi:dtdl:context;2"]'::jsonb,
                   'contents', fleet_internal.dtdl_v1_contents(model -> 'contents')
                               || coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
                                                '@type', 'Component', 'name', i -> 'name', 'displayName', i -> 'displayName',
-                                               'schema', CASE WHEN jsonb_typeof(i -> 'schema') = 'object'
-                                                              THEN ((i -> 'schema') - '{@type,@id,contents}'::text[])
-                                                                   || jsonb_build_object(
-                                                                          '@type', 'Interface',
-                                                                          '@id', CASE WHEN fleet_internal.dtdl_is_dtmi(i #>> '{schema,@id}')
-                                                                                      THEN i #>> '{schema,@id}'
-                                                                                      ELSE 'dtmi:iotcentral:interface:i' || md5(coalesce(i #>> '{schema,@id}', i ->> 'name')) || ';1' END,
-                                                                          'contents', fleet_internal.dtdl_v1_contents(i #> '{schema,contents}'))
-                                                              ELSE i -> 'schema' END)) ORDER BY n)
+                                               -- (an interface without an id gets one of its model and name,
+                                               -- so two templates' "info" interfaces stay apart)
+                                               'schema', fleet_internal.dtdl_v1_schema(
+                                                             CASE WHEN jsonb_typeof(i -> 'schema') = 'object'
+                                                                  THEN (i -> 'schema')
+                                                                       || jsonb_build_object('@type', 'Interface',
+                                                                                             '@id', coalesce(i #>> '{schema,@id}',
+                                                                                                             (model ->> '@id') || '/' || (i ->> 'name')))
+                                                                  ELSE i -> 'schema' END))) ORDER BY n)
                                              FROM jsonb_array_elements(CASE WHEN jsonb_typeof(model -> 'implements') = 'array'
                                                                             THEN model -> 'implements' ELSE '[]' END) WITH ORDINALITY x(i, n)),
                                            '[]'))
+           || CASE WHEN jsonb_typeof(model -> 'schemas') = 'array'
+                   THEN jsonb_build_object('schemas', (SELECT jsonb_agg(fleet_internal.dtdl_v1_schema(x) ORDER BY n)
+                                                         FROM jsonb_array_elements(model -> 'schemas') WITH ORDINALITY y(x, n)))
+                   ELSE '{}' END
 $$;
 
 CREATE FUNCTION fleet.import_template(model jsonb, template_id text DEFAULT NULL)
@@ -933,7 +961,8 @@ $$;
 -- The template as IoT Central's REST API shows one: "@id", "@type",
 -- displayName, description, its model as capabilityModel, and an etag; "id"
 -- is pg_fleet's.  A template imported in IoT Central's form comes back as
--- it was given.
+-- it was given (a DTDL v1 one as the v2 it was read as, with the cloud
+-- properties added since).
 CREATE FUNCTION fleet.get_template(template_id text)
 RETURNS jsonb
 LANGUAGE sql STABLE
@@ -975,8 +1004,20 @@ BEGIN
         current_template := fleet.get_template(template_id);
         PERFORM fleet_internal.require_etag(label, changes -> 'etag', current_template ->> 'etag');
         new_model := fleet_internal.json_merge_patch(current_template -> 'capabilityModel', changes -> 'capabilityModel');
+        -- (only a template in IoT Central's form, which no other template
+        -- uses as a component or extends: a DTDL interface is immutable,
+        -- and what others copied of it would not change with it)
         IF changes ? 'capabilityModel' AND new_model IS DISTINCT FROM current_template -> 'capabilityModel'
-           AND fleet_internal.added_cloud_properties(current_template -> 'capabilityModel', new_model) IS NOT NULL THEN
+           AND fleet_internal.added_cloud_properties(current_template -> 'capabilityModel', new_model) IS NOT NULL
+           AND (SELECT t.model ? 'capabilityModel' FROM fleet.device_templates t WHERE t.id = update_template.template_id)
+           AND NOT EXISTS (SELECT 1 FROM fleet.template_contents c
+                            WHERE c.component_interface = update_template.template_id AND c.template_id <> update_template.template_id)
+           AND NOT EXISTS (SELECT 1 FROM fleet.device_templates t
+                            WHERE t.id <> update_template.template_id
+                              AND (t.model -> 'extends' = to_jsonb(update_template.template_id)
+                                   OR t.model -> 'extends' @> jsonb_build_array(update_template.template_id)
+                                   OR t.model #> '{capabilityModel,extends}' = to_jsonb(update_template.template_id)
+                                   OR t.model #> '{capabilityModel,extends}' @> jsonb_build_array(update_template.template_id))) THEN
             -- cloud properties added, as IoT Central lets a published template
             -- have them: the device's model is the same
             added := fleet_internal.added_cloud_properties(current_template -> 'capabilityModel', new_model);
@@ -984,9 +1025,16 @@ BEGIN
             SELECT (jsonb_populate_record(NULL::fleet.template_contents,
                                           to_jsonb(c) || jsonb_build_object('template_id', update_template.template_id))).*
               FROM fleet_internal.dtdl_interface_contents(
-                       jsonb_build_object('@id', coalesce(new_model ->> '@id', 'dtmi:iotcentral:added;1'), '@type', 'Interface',
-                                          '@context', coalesce(current_template -> '@context', '["dtmi:iotcentral:context;2", "dtmi:dtdl:context;2"]'),
-                                          'contents', added),
+                       -- (parsed as import_template parsed the model: under a DTMI
+                       -- of the template's when its id is a URN, with its schemas)
+                       jsonb_strip_nulls(jsonb_build_object(
+                           '@id', CASE WHEN fleet_internal.dtdl_is_dtmi(new_model ->> '@id') THEN new_model ->> '@id'
+                                       ELSE 'dtmi:iotcentral:template:t' || md5(template_id) || ';1' END,
+                           '@type', 'Interface',
+                           '@context', coalesce(new_model -> '@context', current_template -> '@context',
+                                                '["dtmi:iotcentral:context;2", "dtmi:dtdl:context;2"]'),
+                           'schemas', new_model -> 'schemas',
+                           'contents', added)),
                        format('the cloud properties added to %s', label)) c
             ON CONFLICT ON CONSTRAINT template_contents_pkey DO NOTHING;
             GET DIAGNOSTICS n_added = ROW_COUNT;

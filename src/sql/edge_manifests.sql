@@ -138,6 +138,8 @@ DECLARE
 BEGIN
     PERFORM fleet_internal.require_app_role('root', 'administrator', 'changing an edge manifest');
     m := fleet_internal.require_edge_manifest(manifest_id);
+    -- locked and read again: a merge patch applies to what is there now
+    SELECT em.* INTO m FROM fleet.edge_manifests em WHERE em.id = m.id FOR UPDATE;
     PERFORM fleet_internal.require_changes(changes, '{displayName,data}', label);
     IF changes ? 'displayName' THEN
         m.display_name := fleet_internal.changed_display_name(changes, 'edge manifest', m.id, 255);

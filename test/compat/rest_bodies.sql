@@ -192,7 +192,8 @@ INSERT INTO response_fields VALUES
     ('organizations', '{id,displayName}'),
     ('deploymentManifests', '{id,displayName,data,etag}'),
     ('enrollmentGroups', '{id,displayName,enabled,type,attestation,etag}'),
-    ('enrollmentGroupCertificates', '{certificate,verified,info,etag}');
+    ('enrollmentGroupCertificates', '{certificate,verified,info,etag}'),
+    ('enrollmentGroupVerify', '{certificate,verified,info,etag}');
 
 CREATE TEMP TABLE outcome (n int, operation text, file text, accepted boolean, error text, missing text[]);
 DO $$
@@ -205,8 +206,9 @@ BEGIN
         BEGIN
             doc := b.body::jsonb;
             doc := pg_temp.send(b.operation, b.url_id, doc, b.file);
-            missing := ARRAY(SELECT f FROM response_fields r, unnest(r.fields) f
-                              WHERE r.kind = split_part(b.operation, ' ', 2) AND NOT doc ? f);
+            missing := CASE WHEN doc IS NULL THEN '{(no response)}'
+                            ELSE ARRAY(SELECT f FROM response_fields r, unnest(r.fields) f
+                                        WHERE r.kind = split_part(b.operation, ' ', 2) AND NOT doc ? f) END;
             RAISE EXCEPTION USING ERRCODE = 'PF999';          -- accepted: undo it
         EXCEPTION WHEN OTHERS THEN
             INSERT INTO outcome VALUES (b.n, b.operation, b.file, SQLSTATE = 'PF999',
