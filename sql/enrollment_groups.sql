@@ -35,6 +35,9 @@ SELECT fleet.import_enrollment_group('legacy-sensors-copy', fleet.get_enrollment
        #>> '{attestation,symmetricKey,primaryKey}'
      = fleet.get_enrollment_group('legacy-sensors') #>> '{attestation,symmetricKey,primaryKey}' AS same_keys;
 SELECT fleet.delete_enrollment_group('legacy-sensors-copy');
+-- a body without "type" makes an iot group, as IoT Central does
+SELECT g ->> 'type' AS type FROM fleet.import_enrollment_group('typeless', '{"displayName": "No type", "attestation": {"type": "symmetricKey"}}') g;
+SELECT fleet.delete_enrollment_group('typeless');
 SELECT id, organization_id, edge, organization_default, attestation FROM fleet.enrollment_groups
  WHERE id IN ('myEnrollmentGroupId', 'legacy-sensors', 'legacy-gateways') ORDER BY id;
 SELECT g ->> 'id' AS id FROM fleet.list_enrollment_groups('eg-org') g;

@@ -1004,11 +1004,12 @@ BEGIN
         current_template := fleet.get_template(template_id);
         PERFORM fleet_internal.require_etag(label, changes -> 'etag', current_template ->> 'etag');
         new_model := fleet_internal.json_merge_patch(current_template -> 'capabilityModel', changes -> 'capabilityModel');
+        added := fleet_internal.added_cloud_properties(current_template -> 'capabilityModel', new_model);
         -- (only a template in IoT Central's form, which no other template
         -- uses as a component or extends: a DTDL interface is immutable,
         -- and what others copied of it would not change with it)
         IF changes ? 'capabilityModel' AND new_model IS DISTINCT FROM current_template -> 'capabilityModel'
-           AND fleet_internal.added_cloud_properties(current_template -> 'capabilityModel', new_model) IS NOT NULL
+           AND added IS NOT NULL
            AND (SELECT t.model ? 'capabilityModel' FROM fleet.device_templates t WHERE t.id = update_template.template_id)
            AND NOT EXISTS (SELECT 1 FROM fleet.template_contents c
                             WHERE c.component_interface = update_template.template_id AND c.template_id <> update_template.template_id)
@@ -1020,7 +1021,6 @@ BEGIN
                                    OR t.model #> '{capabilityModel,extends}' @> jsonb_build_array(update_template.template_id))) THEN
             -- cloud properties added, as IoT Central lets a published template
             -- have them: the device's model is the same
-            added := fleet_internal.added_cloud_properties(current_template -> 'capabilityModel', new_model);
             INSERT INTO fleet.template_contents
             SELECT (jsonb_populate_record(NULL::fleet.template_contents,
                                           to_jsonb(c) || jsonb_build_object('template_id', update_template.template_id))).*

@@ -296,7 +296,8 @@ BEGIN
     VALUES (enrollment_group_id,
             CASE WHEN attestation = 'symmetricKey' THEN coalesce(keys.primary_key, fleet_internal.generate_group_key()) END,
             CASE WHEN attestation = 'symmetricKey' THEN coalesce(keys.secondary_key, fleet_internal.generate_group_key()) END,
-            organization, body ->> 'type' = 'iotEdge', body ->> 'displayName', coalesce((body ->> 'enabled')::boolean, true),
+            -- (a body without "type" makes an iot group, as IoT Central's default)
+            organization, coalesce(body ->> 'type' = 'iotEdge', false), body ->> 'displayName', coalesce((body ->> 'enabled')::boolean, true),
             false, attestation)
     ON CONFLICT (id) DO NOTHING;
     IF NOT FOUND THEN     -- (made meanwhile)
@@ -430,6 +431,7 @@ AS $$
 DECLARE
     caller  name := fleet_internal.calling_role();
     devices bigint;
+    pair    text[];
 BEGIN
     PERFORM fleet_internal.require_organization(organization, caller);
     PERFORM fleet_internal.require_app_role(organization, 'administrator', 'deleting enrollment groups', caller);
@@ -446,16 +448,17 @@ BEGIN
     END IF;
     PERFORM 1 FROM fleet.enrollment_groups g
       WHERE g.organization_id = delete_enrollment_groups.organization AND g.organization_default FOR UPDATE;
-    -- (devices that derive from the pair without naming it, and those that name it)
+    -- devices that derive from the pair without naming it, and those that
+    -- name it: only devices of the organization's subtree can do either
+    -- (one join, not a lookup per device)
+    pair := ARRAY(SELECT g.id FROM fleet.enrollment_groups g
+                   WHERE g.organization_id = delete_enrollment_groups.organization AND g.organization_default);
     SELECT count(*) INTO devices
       FROM fleet.devices d
-     WHERE d.enrollment_group_id IN (SELECT g.id FROM fleet.enrollment_groups g
-                                      WHERE g.organization_id = delete_enrollment_groups.organization AND g.organization_default)
-        OR (d.enrollment_group_id IS NULL
-            AND EXISTS (SELECT 1 FROM fleet_internal.organization_enrollment_groups k
-                          JOIN fleet.enrollment_groups g ON g.id = k.group_id
-                         WHERE k.organization_id = d.organization_id AND k.edge = d.edge
-                           AND g.organization_id = delete_enrollment_groups.organization));
+      JOIN fleet.organizations o ON o.id = d.organization_id AND o.path @> ARRAY[delete_enrollment_groups.organization]
+      LEFT JOIN fleet_internal.organization_enrollment_groups k ON k.organization_id = d.organization_id AND k.edge = d.edge
+     WHERE d.enrollment_group_id = ANY (pair)
+        OR (d.enrollment_group_id IS NULL AND k.group_id = ANY (pair));
     IF devices > 0 THEN
         RAISE EXCEPTION 'the enrollment groups of organization "%" are in use', organization
             USING ERRCODE = 'dependent_objects_still_exist',
