@@ -15,7 +15,7 @@ EXTVERSION := $(shell sed -n "s/^default_version = '\([^']*\)'.*/\1/p" $(EXTENSI
 # Versions users update from: each has its install script frozen in
 # src/sql/versions/ (for the upgrade suite) and its migration in
 # src/sql/updates/.  Add the version just released here.
-UPDATE_FROM = 0.1 0.2 0.3
+UPDATE_FROM = 0.1 0.2 0.3 0.4
 
 MODULE_big = pg_fleet
 OBJS = \
@@ -51,6 +51,7 @@ CATALOG_SOURCES = \
 	src/sql/catalog/commands.sql \
 	src/sql/catalog/schedules.sql \
 	src/sql/catalog/engine.sql \
+	src/sql/catalog/device_endpoint.sql \
 	src/sql/catalog/dump.sql
 
 # The code, one topic per file, in this order: every update script reloads
@@ -77,6 +78,7 @@ CODE_SOURCES = \
 	src/sql/job_batches.sql \
 	src/sql/job_steps.sql \
 	src/sql/command_windows.sql \
+	src/sql/device_endpoint.sql \
 	src/sql/engine.sql \
 	src/sql/retention.sql \
 	src/sql/schedule_calendar.sql \

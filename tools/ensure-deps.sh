@@ -12,7 +12,16 @@ packages=(
 	libpq-dev                    # the libpq tools in tools/
 	libssl-dev                   # OpenSSL's SHA-256 for device keys
 	libipc-run-perl              # TAP tests (PostgreSQL::Test::Cluster)
+	mosquitto                    # the MQTT broker devices connect to
+	mosquitto-dev                # its plugin headers (tools/fleet-mqtt)
+	libmosquitto-dev             # the MQTT client library of tools/fleet-bridge
+	openssl                      # the broker's test CA and certificate
 )
+# The Azure IoT device SDK test devices need Node.js and npm: Debian's,
+# unless the machine has its own.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+	packages+=(nodejs npm)
+fi
 
 missing=()
 for package in "${packages[@]}"; do

@@ -59,6 +59,77 @@ COMMENT ON COLUMN fleet.command_deliveries.completed_at IS 'When it was answered
 COMMENT ON COLUMN fleet.command_deliveries.response_status IS 'The device''s answer, HTTP-style: 2xx completed the device';
 COMMENT ON COLUMN fleet.command_deliveries.response IS 'The device''s response payload';
 
+-- A gateway's name is stored on every row it claims and shown in reports.
+CREATE FUNCTION fleet_internal.require_gateway_name(gateway text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF gateway IS NULL OR btrim(gateway) = '' THEN
+        RAISE EXCEPTION 'a gateway must name itself when it claims commands'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF length(gateway) > 128 OR gateway ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'invalid gateway name "%"', left(regexp_replace(gateway, '[[:cntrl:]]', '?', 'g'), 40)
+                                                     || CASE WHEN length(gateway) > 40 THEN '...' ELSE '' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It has %s characters.', length(gateway)),
+                  HINT = 'Name a gateway with 1 to 128 printable characters, after its host or its role.';
+    END IF;
+    IF gateway = 'simulator' THEN
+        RAISE EXCEPTION 'gateway name "simulator" is reserved for the engine''s simulated devices'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Name the gateway after its host or its role.';
+    END IF;
+END;
+$$;
+
+-- The claim itself, for fleet.claim_commands() and the MQTT endpoint's
+-- bridge (fleet_internal.endpoint_claim_commands()): up to max_count queued
+-- deliveries of running jobs in the given organizations (all when
+-- everywhere), of devices connected through connected_via when it is set.
+-- The open windows, earliest deadline first (a small job's window is not
+-- starved by a big one's refills), each read through the unclaimed queue;
+-- rows are locked as the outer LIMIT takes them, so none is locked and
+-- left.  MATERIALIZED: the locked rows are picked once.
+CREATE FUNCTION fleet_internal.claim_deliveries(gateway text, max_count int, everywhere boolean, operated text[],
+                                                connected_via text)
+RETURNS TABLE (delivery_id bigint, job_id text, device_id text, command text, request jsonb, deadline timestamptz)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH picked AS MATERIALIZED (
+        SELECT u.delivery_id, w.command, w.request
+          FROM (SELECT ow.first_delivery, ow.last_delivery,
+                       rj.data -> 0 ->> 'path' AS command, rj.data -> 0 -> 'value' AS request
+                  FROM fleet.command_windows ow JOIN fleet.jobs rj ON rj.id = ow.job_id
+                 WHERE rj.status = 'running' AND (everywhere OR rj.organization_id = ANY (operated))
+                 ORDER BY ow.deadline, ow.first_delivery) w
+         CROSS JOIN LATERAL (
+                SELECT q.delivery_id FROM fleet.job_devices q
+                 WHERE q.delivery_id IS NOT NULL AND q.gateway IS NULL
+                   AND q.delivery_id >= w.first_delivery AND q.delivery_id <= w.last_delivery
+                   AND q.status = 'pending'
+                   -- a device the bridge serves takes its command when it
+                   -- listens for direct methods there; until then it waits,
+                   -- as IoT Central queues a command for an offline device
+                   AND (connected_via IS NULL
+                        OR EXISTS (SELECT 1 FROM fleet.devices c
+                                    WHERE c.id = q.device_id AND c.endpoint_gateway = connected_via
+                                      AND c.endpoint_listens & 1 = 1))
+                 ORDER BY q.delivery_id
+                 LIMIT max_count
+                   FOR UPDATE OF q SKIP LOCKED) u
+         LIMIT max_count
+    )
+    UPDATE fleet.job_devices d
+       SET gateway = claim_deliveries.gateway, started_at = t.at,
+           deadline = t.at + pg_catalog.current_setting('fleet.command_timeout')::interval
+      FROM picked p, (SELECT pg_catalog.clock_timestamp() AS at) t
+     WHERE d.delivery_id = p.delivery_id AND d.delivery_id IS NOT NULL
+    RETURNING d.delivery_id, d.job_id, d.device_id, p.command, p.request, d.deadline
+$$;
+
 -- Gateways claim and answer through these two functions only (members
 -- cannot write job_devices): a row's gateway and deadline decide when the
 -- engine may close a window or finish a job, so a member writing them could
@@ -74,8 +145,6 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    claim_time     timestamptz := clock_timestamp();
-    claim_deadline timestamptz := claim_time + current_setting('fleet.command_timeout')::interval;
     caller         name := fleet_internal.calling_role();
     everywhere     boolean := fleet_internal.role_sees_everything(caller);
     operated       text[];
@@ -83,53 +152,12 @@ BEGIN
     IF NOT everywhere THEN
         operated := ARRAY(SELECT fleet_internal.organizations_for('operator', caller));
     END IF;
-    IF gateway IS NULL OR btrim(gateway) = '' THEN
-        RAISE EXCEPTION 'a gateway must name itself when it claims commands'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- the name is stored on every claimed row and shown in reports
-    IF length(gateway) > 128 OR gateway ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'invalid gateway name "%"', left(regexp_replace(gateway, '[[:cntrl:]]', '?', 'g'), 40)
-                                                     || CASE WHEN length(gateway) > 40 THEN '...' ELSE '' END
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('It has %s characters.', length(gateway)),
-                  HINT = 'Name a gateway with 1 to 128 printable characters, after its host or its role.';
-    END IF;
-    IF gateway = 'simulator' THEN
-        RAISE EXCEPTION 'gateway name "simulator" is reserved for the engine''s simulated devices'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Name the gateway after its host or its role.';
-    END IF;
+    PERFORM fleet_internal.require_gateway_name(gateway);
     IF max_count IS NULL OR max_count < 1 THEN
         RAISE EXCEPTION 'max_count must be at least 1, not %', coalesce(max_count::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- The open windows, earliest deadline first (a small job's window is not
-    -- starved by a big one's refills), each read through the unclaimed
-    -- queue; rows are locked as the outer LIMIT takes them, so none is
-    -- locked and left.  MATERIALIZED: the locked rows are picked once.
-    RETURN QUERY
-    WITH picked AS MATERIALIZED (
-        SELECT u.delivery_id, w.command, w.request
-          FROM (SELECT ow.first_delivery, ow.last_delivery,
-                       rj.data -> 0 ->> 'path' AS command, rj.data -> 0 -> 'value' AS request
-                  FROM fleet.command_windows ow JOIN fleet.jobs rj ON rj.id = ow.job_id
-                 WHERE rj.status = 'running' AND (everywhere OR rj.organization_id = ANY (operated))
-                 ORDER BY ow.deadline, ow.first_delivery) w
-         CROSS JOIN LATERAL (
-                SELECT q.delivery_id FROM fleet.job_devices q
-                 WHERE q.delivery_id IS NOT NULL AND q.gateway IS NULL
-                   AND q.delivery_id >= w.first_delivery AND q.delivery_id <= w.last_delivery
-                   AND q.status = 'pending'
-                 ORDER BY q.delivery_id
-                 LIMIT max_count
-                   FOR UPDATE OF q SKIP LOCKED) u
-         LIMIT max_count
-    )
-    UPDATE fleet.job_devices d
-       SET gateway = claim_commands.gateway, started_at = claim_time, deadline = claim_deadline
-      FROM picked p
-     WHERE d.delivery_id = p.delivery_id AND d.delivery_id IS NOT NULL
-    RETURNING d.delivery_id, d.job_id, d.device_id, p.command, p.request, d.deadline;
+    RETURN QUERY SELECT * FROM fleet_internal.claim_deliveries(gateway, max_count, everywhere, operated, NULL);
 END;
 $$;
 COMMENT ON FUNCTION fleet.claim_commands(text, int) IS 'Claims up to max_count queued command deliveries for a gateway; concurrent gateways never get the same one';

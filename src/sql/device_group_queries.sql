@@ -7,7 +7,7 @@
 --
 -- Conditions are joined by AND or OR (without parentheses, as IoT Central
 -- takes them); fields are $id, $displayName, $template, $simulated,
--- $provisioned, $organization, or a property as "name" or
+-- $provisioned, $organization, $connected, or a property as "name" or
 -- "component.name" (its reported value, or its cloud property value);
 -- operators =, ==, !=, <>, <, <=, >, >=, and CONTAINS(field, "text");
 -- literals are strings in double or single quotes, numbers, true, false.
@@ -55,6 +55,7 @@ BEGIN
     WHEN '$simulated' THEN RETURN ARRAY['$.simulated'];
     WHEN '$provisioned' THEN RETURN ARRAY['$.provisioned'];
     WHEN '$organization' THEN RETURN ARRAY['$.organization'];
+    WHEN '$connected' THEN RETURN ARRAY['$.connected'];
     ELSE
         NULL;
     END CASE;
@@ -65,7 +66,7 @@ BEGIN
     RAISE EXCEPTION 'device group query field "%" is not supported', token
         USING ERRCODE = 'feature_not_supported',
               DETAIL = format('The query is: %s', query),
-              HINT = 'Use $id, $displayName, $template, $simulated, $provisioned, $organization, or a property as "name" or "component.name".';
+              HINT = 'Use $id, $displayName, $template, $simulated, $provisioned, $organization, $connected, or a property as "name" or "component.name".';
 END;
 $$;
 

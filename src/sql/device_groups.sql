@@ -52,7 +52,8 @@ AS $$
 DECLARE
     sample jsonb := jsonb_build_object(
         'id', 'sample', 'displayName', 'sample', 'template', 'dtmi:sample:Sample;1',
-        'organization', 'root', 'simulated', false, 'provisioned', true, 'edge', false, 'manifest', NULL,
+        'organization', 'root', 'simulated', false, 'provisioned', true, 'connected', false, 'lastActivityTime', NULL,
+        'edge', false, 'manifest', NULL,
         'properties', '{}'::jsonb, 'reported', '{}'::jsonb, 'cloudProperties', '{}'::jsonb);
     problem text := fleet_internal.filter_problem(filter);
 BEGIN

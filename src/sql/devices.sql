@@ -209,12 +209,16 @@ AS $$
         'organization', device.organization_id,
         'simulated', device.simulated,
         -- IoT Central's devices are provisioned once they first connect;
-        -- pg_fleet has no connection yet, so a registered device counts
+        -- one registered here may connect through any gateway, so a
+        -- registered device counts
         'provisioned', true,
+        -- its connection to the MQTT endpoint (false: never connected)
+        'connected', coalesce(device.connection_state = 'connected', false),
+        'lastActivityTime', device.last_activity_at,
         'edge', device.edge,
         'manifest', device.manifest_id,
         'properties', device.properties,
         'reported', device.reported,
         'cloudProperties', device.cloud_properties)
 $$;
-COMMENT ON FUNCTION fleet.device_document(fleet.devices) IS 'The device as jsonb (id, displayName, template, organization, simulated, provisioned, edge, manifest, properties, reported, cloudProperties), matched by device group filters';
+COMMENT ON FUNCTION fleet.device_document(fleet.devices) IS 'The device as jsonb (id, displayName, template, organization, simulated, provisioned, connected, lastActivityTime, edge, manifest, properties, reported, cloudProperties), matched by device group filters';

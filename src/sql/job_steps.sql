@@ -134,6 +134,17 @@ BEGIN
         expr := format('jsonb_set(%s, %L, coalesce(d.%I -> %L, ''{"__t": "c"}''::jsonb) || %L::jsonb)',
                        expr, ARRAY[part.component], column_name, part.component, part.patch);
     END LOOP;
+    IF job.job_type = 'property' THEN
+        -- a new desired version, at which each property the job sets
+        -- changed: the MQTT endpoint sends it to the device as a patch, and
+        -- fleet.device_property_sync compares the device's acknowledgement
+        -- with it
+        RETURN format('%I = %s, desired_version = d.desired_version + 1, desired_versions = d.desired_versions || %s',
+                      column_name, expr,
+                      (SELECT format('jsonb_build_object(%s)',
+                                     string_agg(format('%L, d.desired_version + 1', e ->> 'path'), ', '))
+                         FROM jsonb_array_elements(job.data) e));
+    END IF;
     RETURN format('%I = %s', column_name, expr);
 END;
 $$;

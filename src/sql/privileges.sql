@@ -101,6 +101,12 @@ ALTER TABLE fleet.enrollment_group_certificates FORCE ROW LEVEL SECURITY;
 CREATE POLICY administrators_read ON fleet.enrollment_group_certificates FOR SELECT
     USING (enrollment_group_id IN (SELECT g.id FROM fleet.enrollment_groups g));
 
+-- the MQTT endpoint's refusals name clients of every organization: for
+-- monitoring roles (granted below)
+ALTER TABLE fleet.endpoint_refusals ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.endpoint_refusals FORCE ROW LEVEL SECURITY;
+CREATE POLICY monitors_read ON fleet.endpoint_refusals FOR SELECT USING (true);
+
 -- each role's own device list columns
 ALTER TABLE fleet.job_device_list_columns ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.job_device_list_columns FORCE ROW LEVEL SECURITY;
@@ -123,6 +129,8 @@ GRANT INSERT ON fleet.device_import_with_keys TO PUBLIC;
 -- the engine's health counts every organization's jobs
 REVOKE SELECT ON fleet.engine_status FROM PUBLIC;
 GRANT SELECT ON fleet.engine_status TO pg_monitor;
+REVOKE SELECT ON fleet.endpoint_refusals FROM PUBLIC;
+GRANT SELECT ON fleet.endpoint_refusals TO pg_monitor;
 
 -- The internals: PUBLIC may use what the API's invoker functions, views
 -- and policies call with the caller's rights, nothing else: lookups that

@@ -25,6 +25,11 @@ CREATE TABLE fleet.enrollment_groups (
     -- through the REST API are not
     organization_default boolean NOT NULL DEFAULT false,
     attestation     text NOT NULL DEFAULT 'symmetricKey',
+    -- whether a device that is not registered may register itself through
+    -- the MQTT endpoint's provisioning (DPS) with a key of this group, and
+    -- with which template (the group's organization is its organization)
+    auto_register   boolean NOT NULL DEFAULT false,
+    auto_register_template text,
     CONSTRAINT enrollment_groups_attestation_check CHECK (attestation IN ('symmetricKey', 'x509')),
     CONSTRAINT enrollment_groups_keys_check
         CHECK ((attestation = 'symmetricKey') = (primary_key IS NOT NULL AND secondary_key IS NOT NULL)),

@@ -1,0 +1,336 @@
+-- The MQTT device endpoint's side in the database: what tools/fleet-bridge
+-- calls, a turn at a time, for the devices connected to the broker
+-- (tools/fleet-mqtt, a mosquitto plugin).  Every function takes a batch:
+-- the bridge gathers what the devices sent during a turn and makes one
+-- call per kind of work, never one per device.
+--
+-- The bridge runs as a role that sees everything (a superuser, or a
+-- BYPASSRLS role holding write rights on fleet's tables): these functions
+-- are not granted to PUBLIC.  A bridge names itself (its gateway name):
+-- the devices connected through it, and the commands it claims for them,
+-- carry that name.
+--
+-- Desired properties: a property job's change bumps the device's
+-- desired_version (fleet_internal.engine_set_clause()); a bridge sends the
+-- desired document of each of its connected devices whose version is
+-- ahead of the one it last sent, as IoT Hub's desired-property patch, and
+-- a device that connects later reads it with a twin GET.
+
+
+-- What the broker's plugin authenticates with: every enrollment group
+-- with its keys, and every device with the group its keys derive from (the
+-- plugin derives a device's key itself: it never holds device keys).
+CREATE FUNCTION fleet_internal.endpoint_directory()
+RETURNS TABLE (kind text, id text, group_id text, primary_key text, secondary_key text, enabled boolean)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'group', g.id, NULL, g.primary_key, g.secondary_key, g.enabled
+      FROM fleet.enrollment_groups g
+    UNION ALL
+    SELECT 'device', d.id, coalesce(d.enrollment_group_id, k.group_id), NULL, NULL, NULL
+      FROM fleet.devices d
+      LEFT JOIN fleet_internal.organization_enrollment_groups k
+             ON k.organization_id = d.organization_id AND k.edge = d.edge
+$$;
+
+-- A digest of the directory: the bridge polls it and sends the directory
+-- again only when it changed (a device deleted, a group disabled or its key
+-- rotated reaches the broker within the poll interval).
+CREATE FUNCTION fleet_internal.endpoint_directory_digest()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT md5(coalesce(string_agg(concat_ws(' ', x.kind, x.id, x.group_id, x.primary_key, x.secondary_key, x.enabled),
+                                   E'\n' ORDER BY x.kind, x.id), ''))
+      FROM fleet_internal.endpoint_directory() x
+$$;
+
+-- A bridge starting: the devices it had connected are not connected any
+-- more (the broker tells it again which are).
+CREATE FUNCTION fleet_internal.endpoint_reset(gateway text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM fleet_internal.require_gateway_name(gateway);
+    UPDATE fleet.devices d
+       SET connection_state = 'disconnected', connection_changed_at = clock_timestamp(),
+           endpoint_gateway = NULL, endpoint_listens = 0
+     WHERE d.endpoint_gateway = endpoint_reset.gateway;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END;
+$$;
+
+-- Connections and subscriptions as the broker saw them during a turn, the
+-- last state of each device: connected (listens: 1 direct methods, 2
+-- desired patches) or disconnected.  A device that connects gets no patch
+-- for what it was already sent or will read with its twin; a disconnect
+-- through another gateway than the one it is connected through changes
+-- nothing (it moved).  Returns how many devices changed.
+CREATE FUNCTION fleet_internal.endpoint_connections(gateway text, device_ids text[], connected boolean[], listens int[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    n  bigint;
+    at timestamptz := clock_timestamp();
+BEGIN
+    UPDATE fleet.devices d
+       SET connection_state = CASE WHEN c.connected THEN 'connected' ELSE 'disconnected' END,
+           connection_changed_at = CASE WHEN c.connected IS DISTINCT FROM (d.connection_state = 'connected')
+                                        THEN at ELSE d.connection_changed_at END,
+           last_activity_at = at,
+           endpoint_gateway = CASE WHEN c.connected THEN endpoint_connections.gateway END,
+           endpoint_listens = CASE WHEN c.connected THEN c.listens ELSE 0 END,
+           desired_sent_version = CASE WHEN c.connected AND d.connection_state IS DISTINCT FROM 'connected'
+                                       THEN d.desired_version ELSE d.desired_sent_version END
+      FROM unnest(device_ids, connected, listens) AS c(device_id, connected, listens)
+     WHERE d.id = c.device_id
+       AND (c.connected OR d.endpoint_gateway = endpoint_connections.gateway);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END;
+$$;
+
+-- Activity seen during a turn: each device's telemetry messages (counted,
+-- not stored) and its last activity.
+CREATE FUNCTION fleet_internal.endpoint_activity(device_ids text[], telemetry bigint[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE fleet.devices d
+       SET telemetry_messages = d.telemetry_messages + a.telemetry, last_activity_at = clock_timestamp()
+      FROM unnest(device_ids, telemetry) AS a(device_id, telemetry)
+     WHERE d.id = a.device_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END;
+$$;
+
+-- Commands for the devices connected through this bridge that listen for
+-- direct methods, as fleet.claim_commands() claims them; the method is
+-- named as IoT Central names a component's command ("component*command").
+CREATE FUNCTION fleet_internal.endpoint_claim_commands(gateway text, max_count int)
+RETURNS TABLE (delivery_id bigint, device_id text, method text, request jsonb, deadline timestamptz)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM fleet_internal.require_gateway_name(gateway);
+    RETURN QUERY
+    SELECT c.delivery_id, c.device_id, replace(c.command, '/', '*'), c.request, c.deadline
+      FROM fleet_internal.claim_deliveries(gateway, max_count, true, NULL, gateway) c;
+END;
+$$;
+
+-- The desired documents to send as patches: devices connected through this
+-- bridge, listening for patches, whose desired version is ahead of the one
+-- they were sent; marked sent as they are returned.
+CREATE FUNCTION fleet_internal.endpoint_desired_patches(gateway text, max_count int)
+RETURNS TABLE (device_id text, version bigint, desired jsonb)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH due AS MATERIALIZED (
+        SELECT d.id FROM fleet.devices d
+         WHERE d.endpoint_gateway = gateway AND d.endpoint_listens & 2 = 2
+           AND d.desired_version > d.desired_sent_version
+         LIMIT max_count
+           FOR UPDATE SKIP LOCKED)
+    UPDATE fleet.devices d
+       SET desired_sent_version = d.desired_version
+      FROM due
+     WHERE d.id = due.id
+    RETURNING d.id, d.desired_version, d.properties || jsonb_build_object('$version', d.desired_version)
+$$;
+
+-- The twin as IoT Hub's twin GET returns it, for each device asking; what
+-- it returns counts as sent.
+CREATE FUNCTION fleet_internal.endpoint_twins(device_ids text[])
+RETURNS TABLE (device_id text, twin jsonb)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE fleet.devices d
+       SET desired_sent_version = greatest(d.desired_sent_version, d.desired_version)
+     WHERE d.id = ANY (device_ids)
+    RETURNING d.id,
+              jsonb_build_object('desired', d.properties || jsonb_build_object('$version', d.desired_version),
+                                 'reported', d.reported || jsonb_build_object('$version', d.reported_version))
+$$;
+
+-- Applies JSON merge patches in order (a reported patch, as IoT Hub takes
+-- it: null removes a property).
+CREATE FUNCTION fleet_internal.json_merge_patches(target jsonb, patches jsonb[])
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    patch jsonb;
+BEGIN
+    FOREACH patch IN ARRAY patches LOOP
+        target := fleet_internal.json_merge_patch(target, patch);
+    END LOOP;
+    RETURN target;
+END;
+$$;
+
+-- Reported-property patches of a turn, several per device in the order they
+-- came, into fleet.devices.reported; returns each device's new reported
+-- version (a device that is gone returns nothing).
+CREATE FUNCTION fleet_internal.endpoint_report(device_ids text[], patches jsonb[])
+RETURNS TABLE (device_id text, version bigint)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE fleet.devices d
+       SET reported = fleet_internal.json_merge_patches(d.reported, p.patches),
+           reported_version = d.reported_version + cardinality(p.patches),
+           last_activity_at = pg_catalog.clock_timestamp()
+      FROM (SELECT u.device_id, array_agg(u.patch ORDER BY u.n) AS patches
+              FROM unnest(device_ids, patches) WITH ORDINALITY AS u(device_id, patch, n)
+             WHERE jsonb_typeof(u.patch) = 'object'
+             GROUP BY u.device_id) p
+     WHERE d.id = p.device_id
+    RETURNING d.id, d.reported_version
+$$;
+
+-- Registrations through the endpoint's provisioning service (DPS), each
+-- authenticated by the broker with a key derived from enrollment group
+-- group_id: a registered device whose keys derive from that group is
+-- assigned; one that is not registered is registered when the group lets
+-- devices register themselves (its organization, the template its
+-- registration names as modelId when there is one, else the group's),
+-- else refused with the reason.
+CREATE FUNCTION fleet_internal.endpoint_register(registration_ids text[], group_ids text[], model_ids text[])
+RETURNS TABLE (registration_id text, status text, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+BEGIN
+    -- the new ones first, in one statement
+    INSERT INTO fleet.devices (id, display_name, template_id, organization_id, edge, enrollment_group_id)
+    SELECT r.registration_id, r.registration_id,
+           coalesce((SELECT t.id FROM fleet.device_templates t WHERE t.id = r.model_id), g.auto_register_template),
+           g.organization_id, g.edge,
+           -- a group that is not its organization's default is named
+           CASE WHEN NOT g.organization_default THEN g.id END
+      FROM unnest(registration_ids, group_ids, model_ids) AS r(registration_id, group_id, model_id)
+      JOIN fleet.enrollment_groups g ON g.id = r.group_id
+     WHERE g.auto_register AND g.enabled
+       AND fleet_internal.device_identity_problem(r.registration_id) IS NULL
+       AND NOT EXISTS (SELECT 1 FROM fleet.devices d WHERE d.id = r.registration_id)
+    ON CONFLICT DO NOTHING;
+
+    RETURN QUERY
+    SELECT r.registration_id,
+           CASE WHEN e.group_id = r.group_id AND g.enabled THEN 'assigned' ELSE 'failed' END,
+           CASE WHEN fleet_internal.device_identity_problem(r.registration_id) IS NOT NULL
+                    THEN fleet_internal.device_identity_problem(r.registration_id)
+                WHEN e.device_id IS NULL
+                    THEN format('device "%s" is not registered and enrollment group "%s" does not register devices itself',
+                                r.registration_id, r.group_id)
+                WHEN NOT g.enabled
+                    THEN format('enrollment group "%s" is disabled', r.group_id)
+                WHEN e.group_id IS DISTINCT FROM r.group_id
+                    THEN format('the keys of device "%s" derive from enrollment group "%s", not "%s"',
+                                r.registration_id, e.group_id, r.group_id)
+           END
+      FROM unnest(registration_ids, group_ids) AS r(registration_id, group_id)
+      LEFT JOIN fleet.enrollment_groups g ON g.id = r.group_id
+      LEFT JOIN (SELECT x.id AS device_id, x.group_id FROM fleet_internal.endpoint_directory() x
+                  WHERE x.kind = 'device' AND x.id = ANY (registration_ids)) e
+             ON e.device_id = r.registration_id;
+END;
+$$;
+
+-- Refusals the broker reported during a turn, counted per reason.
+CREATE FUNCTION fleet_internal.endpoint_count_refusals(gateway text, reasons text[], client_ids text[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO fleet.endpoint_refusals AS e (gateway, reason, refusals, last_client_id, last_at)
+    SELECT gateway, r.reason, count(*), (array_agg(r.client_id ORDER BY r.n DESC))[1], pg_catalog.clock_timestamp()
+      FROM unnest(reasons, client_ids) WITH ORDINALITY AS r(reason, client_id, n)
+     GROUP BY r.reason
+    ON CONFLICT (gateway, reason) DO UPDATE
+       SET refusals = e.refusals + excluded.refusals, last_client_id = excluded.last_client_id,
+           last_at = excluded.last_at
+$$;
+
+-- Whether devices that are not registered may register themselves through
+-- the endpoint's provisioning with a key of this group, and with which
+-- template (NULL: none, or the modelId they send).  For administrators of
+-- the group's organization.
+CREATE FUNCTION fleet.set_enrollment_group_auto_register(enrollment_group_id text, auto_register boolean,
+                                                         template text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller name := fleet_internal.calling_role();
+    g      fleet.enrollment_groups;
+BEGIN
+    g := fleet_internal.require_enrollment_group(enrollment_group_id, caller, 'changing an enrollment group');
+    IF auto_register IS NULL THEN
+        RAISE EXCEPTION 'auto_register must be true or false, not NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF g.attestation <> 'symmetricKey' AND auto_register THEN
+        RAISE EXCEPTION 'enrollment group "%" cannot register devices itself: it is an X.509 group', g.id
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'The MQTT endpoint authenticates devices by SAS token: use a group with symmetric keys.';
+    END IF;
+    IF template IS NOT NULL THEN
+        PERFORM fleet_internal.require_template(template);
+    END IF;
+    UPDATE fleet.enrollment_groups eg
+       SET auto_register = set_enrollment_group_auto_register.auto_register, auto_register_template = template
+     WHERE eg.id = g.id;
+    RETURN jsonb_build_object('id', g.id, 'autoRegister', auto_register, 'template', template);
+END;
+$$;
+COMMENT ON FUNCTION fleet.set_enrollment_group_auto_register(text, boolean, text) IS 'Lets devices that are not registered register themselves through the MQTT endpoint''s provisioning with a key of this group (into its organization, with the template given or the modelId they send), or stops it';
+
+-- Each device's writable properties as it acknowledged them: the version
+-- at which a property job last set each one, the version the device's
+-- acknowledgement names (IoT Central's {"value", "ac", "av", "ad"} in its
+-- reported properties), and what that makes it: synced (acknowledged with
+-- a 2xx code at or after that version), pending (no acknowledgement of it
+-- yet), in_progress (202), or failed (any other code).
+CREATE VIEW fleet.device_property_sync WITH (security_invoker = true) AS
+SELECT d.id AS device_id, p.key AS property, p.value::bigint AS desired_version,
+       (a.ack ->> 'av')::bigint AS acknowledged_version,
+       (a.ack ->> 'ac')::int AS ack_code,
+       a.ack ->> 'ad' AS ack_description,
+       CASE WHEN a.ack IS NULL OR jsonb_typeof(a.ack -> 'av') <> 'number' OR (a.ack ->> 'av')::numeric < p.value::bigint
+                THEN 'pending'
+            WHEN (a.ack ->> 'ac') = '202' THEN 'in_progress'
+            WHEN (a.ack ->> 'ac') ~ '^2[0-9][0-9]$' THEN 'synced'
+            ELSE 'failed' END AS status,
+       d.connection_state
+  FROM fleet.devices d
+ CROSS JOIN LATERAL jsonb_each_text(d.desired_versions) p
+ CROSS JOIN LATERAL (SELECT CASE WHEN strpos(p.key, '/') > 0
+                                 THEN d.reported -> split_part(p.key, '/', 1) -> substr(p.key, strpos(p.key, '/') + 1)
+                                 ELSE d.reported -> p.key END AS ack) a0
+ CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(a0.ack) = 'object' AND a0.ack ? 'av' THEN a0.ack END AS ack) a;
+COMMENT ON VIEW fleet.device_property_sync IS 'Each device''s writable properties set by property jobs: the desired version of each, the version the device acknowledged, and synced, pending, in_progress or failed';
