@@ -67,12 +67,13 @@ BEGIN
 END;
 $$;
 
--- Connections and subscriptions as the broker saw them during a turn, the
--- last state of each device: connected (listens: 1 direct methods, 2
--- desired patches) or disconnected.  A device that connects gets no patch
--- for what it was already sent or will read with its twin; a disconnect
--- through another gateway than the one it is connected through changes
--- nothing (it moved).  Returns how many devices changed.
+-- Connections and subscriptions as the broker reported them during a
+-- turn, in order (the last event of a device wins): connected (listens: 1
+-- direct methods, 2 desired patches) or disconnected.  A device that
+-- connects gets no patch for what it was already sent or will read with
+-- its twin; a disconnect through another gateway than the one it is
+-- connected through changes nothing (it moved).  Returns how many devices
+-- changed.
 CREATE FUNCTION fleet_internal.endpoint_connections(gateway text, device_ids text[], connected boolean[], listens int[])
 RETURNS bigint
 LANGUAGE plpgsql
@@ -92,7 +93,9 @@ BEGIN
            endpoint_listens = CASE WHEN c.connected THEN c.listens ELSE 0 END,
            desired_sent_version = CASE WHEN c.connected AND d.connection_state IS DISTINCT FROM 'connected'
                                        THEN d.desired_version ELSE d.desired_sent_version END
-      FROM unnest(device_ids, connected, listens) AS c(device_id, connected, listens)
+      FROM (SELECT DISTINCT ON (e.device_id) e.device_id, e.connected, e.listens
+              FROM unnest(device_ids, connected, listens) WITH ORDINALITY AS e(device_id, connected, listens, n)
+             ORDER BY e.device_id, e.n DESC) c
      WHERE d.id = c.device_id
        AND (c.connected OR d.endpoint_gateway = endpoint_connections.gateway);
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -100,9 +103,9 @@ BEGIN
 END;
 $$;
 
--- Activity seen during a turn: each device's telemetry messages (counted,
--- not stored) and its last activity.
-CREATE FUNCTION fleet_internal.endpoint_activity(device_ids text[], telemetry bigint[])
+-- Telemetry seen during a turn, a device id per message: counted (not
+-- stored), and the device's last activity.
+CREATE FUNCTION fleet_internal.endpoint_activity(device_ids text[])
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -112,11 +115,25 @@ DECLARE
     n bigint;
 BEGIN
     UPDATE fleet.devices d
-       SET telemetry_messages = d.telemetry_messages + a.telemetry, last_activity_at = clock_timestamp()
-      FROM unnest(device_ids, telemetry) AS a(device_id, telemetry)
+       SET telemetry_messages = d.telemetry_messages + a.messages, last_activity_at = clock_timestamp()
+      FROM (SELECT u.device_id, count(*) AS messages FROM unnest(device_ids) AS u(device_id) GROUP BY 1) a
      WHERE d.id = a.device_id;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
+END;
+$$;
+
+-- A JSON text as jsonb, or NULL when it is not JSON (what devices send is
+-- checked here, not trusted).
+CREATE FUNCTION fleet_internal.try_jsonb(body text)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN body::jsonb;
+EXCEPTION WHEN invalid_text_representation THEN
+    RETURN NULL;
 END;
 $$;
 
@@ -134,6 +151,25 @@ BEGIN
     SELECT c.delivery_id, c.device_id, replace(c.command, '/', '*'), c.request, c.deadline
       FROM fleet_internal.claim_deliveries(gateway, max_count, true, NULL, gateway) c;
 END;
+$$;
+
+-- Devices' answers to direct methods ("$iothub/methods/res/<status>/?$rid=
+-- <delivery id>"): an answer completes a delivery of the device that sent
+-- it, never another's; a body that is not JSON is kept as a JSON string.
+-- Returns how many answers were taken (the others were not open).
+CREATE FUNCTION fleet_internal.endpoint_complete_commands(device_ids text[], delivery_ids text[], statuses int[],
+                                                          bodies text[])
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT fleet.complete_commands(coalesce(array_agg(a.delivery_id::bigint ORDER BY a.n), '{}'),
+                                   coalesce(array_agg(least(greatest(a.status, 100), 599) ORDER BY a.n), '{}'),
+                                   coalesce(array_agg(coalesce(fleet_internal.try_jsonb(a.body), to_jsonb(a.body))
+                                                      ORDER BY a.n), '{}'))
+      FROM unnest(device_ids, delivery_ids, statuses, bodies) WITH ORDINALITY AS a(device_id, delivery_id, status, body, n)
+      JOIN fleet.job_devices jd ON jd.delivery_id = a.delivery_id::bigint AND jd.delivery_id IS NOT NULL
+     WHERE a.delivery_id ~ '^[0-9]{1,18}$' AND jd.device_id = a.device_id
 $$;
 
 -- The desired documents to send as patches: devices connected through this
@@ -157,19 +193,25 @@ AS $$
     RETURNING d.id, d.desired_version, d.properties || jsonb_build_object('$version', d.desired_version)
 $$;
 
--- The twin as IoT Hub's twin GET returns it, for each device asking; what
--- it returns counts as sent.
+-- Twin GETs of a turn, one per request (n: its place in the arrays): the
+-- twin as IoT Hub returns it (status 200), or 404 for a device that is
+-- gone; what it returns counts as sent.
 CREATE FUNCTION fleet_internal.endpoint_twins(device_ids text[])
-RETURNS TABLE (device_id text, twin jsonb)
+RETURNS TABLE (n bigint, status int, body text)
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    UPDATE fleet.devices d
-       SET desired_sent_version = greatest(d.desired_sent_version, d.desired_version)
-     WHERE d.id = ANY (device_ids)
-    RETURNING d.id,
-              jsonb_build_object('desired', d.properties || jsonb_build_object('$version', d.desired_version),
-                                 'reported', d.reported || jsonb_build_object('$version', d.reported_version))
+    WITH sent AS (
+        UPDATE fleet.devices d
+           SET desired_sent_version = greatest(d.desired_sent_version, d.desired_version)
+         WHERE d.id = ANY (device_ids)
+        RETURNING d.id,
+                  jsonb_build_object('desired', d.properties || jsonb_build_object('$version', d.desired_version),
+                                     'reported', d.reported || jsonb_build_object('$version', d.reported_version)) AS twin)
+    SELECT r.n, CASE WHEN s.id IS NULL THEN 404 ELSE 200 END,
+           coalesce(s.twin, '{"message": "the device is not registered"}'::jsonb)::text
+      FROM unnest(device_ids) WITH ORDINALITY AS r(device_id, n)
+      LEFT JOIN sent s ON s.id = r.device_id
 $$;
 
 -- Applies JSON merge patches in order (a reported patch, as IoT Hub takes
@@ -189,35 +231,47 @@ BEGIN
 END;
 $$;
 
--- Reported-property patches of a turn, several per device in the order they
--- came, into fleet.devices.reported; returns each device's new reported
--- version (a device that is gone returns nothing).
-CREATE FUNCTION fleet_internal.endpoint_report(device_ids text[], patches jsonb[])
-RETURNS TABLE (device_id text, version bigint)
+-- Reported-property patches of a turn, several per device in the order
+-- they came, into fleet.devices.reported: each request (n) gets 204 and
+-- its device's new reported version, or 400 when its body is not a JSON
+-- object (then nothing of it is kept), 404 when the device is gone.
+CREATE FUNCTION fleet_internal.endpoint_report(device_ids text[], bodies text[])
+RETURNS TABLE (n bigint, status int, version bigint)
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    UPDATE fleet.devices d
-       SET reported = fleet_internal.json_merge_patches(d.reported, p.patches),
-           reported_version = d.reported_version + cardinality(p.patches),
-           last_activity_at = pg_catalog.clock_timestamp()
-      FROM (SELECT u.device_id, array_agg(u.patch ORDER BY u.n) AS patches
-              FROM unnest(device_ids, patches) WITH ORDINALITY AS u(device_id, patch, n)
-             WHERE jsonb_typeof(u.patch) = 'object'
-             GROUP BY u.device_id) p
-     WHERE d.id = p.device_id
-    RETURNING d.id, d.reported_version
+    WITH requests AS MATERIALIZED (
+        SELECT u.n, u.device_id, fleet_internal.try_jsonb(u.body) AS patch
+          FROM unnest(device_ids, bodies) WITH ORDINALITY AS u(device_id, body, n)
+    ), reported AS (
+        UPDATE fleet.devices d
+           SET reported = fleet_internal.json_merge_patches(d.reported, p.patches),
+               reported_version = d.reported_version + cardinality(p.patches),
+               last_activity_at = pg_catalog.clock_timestamp()
+          FROM (SELECT r.device_id, array_agg(r.patch ORDER BY r.n) AS patches
+                  FROM requests r
+                 WHERE jsonb_typeof(r.patch) = 'object'
+                 GROUP BY r.device_id) p
+         WHERE d.id = p.device_id
+        RETURNING d.id, d.reported_version)
+    SELECT r.n,
+           CASE WHEN jsonb_typeof(r.patch) IS DISTINCT FROM 'object' THEN 400
+                WHEN w.id IS NULL THEN 404 ELSE 204 END,
+           w.reported_version
+      FROM requests r
+      LEFT JOIN reported w ON w.id = r.device_id AND jsonb_typeof(r.patch) = 'object'
 $$;
 
 -- Registrations through the endpoint's provisioning service (DPS), each
--- authenticated by the broker with a key derived from enrollment group
--- group_id: a registered device whose keys derive from that group is
--- assigned; one that is not registered is registered when the group lets
--- devices register themselves (its organization, the template its
--- registration names as modelId when there is one, else the group's),
--- else refused with the reason.
-CREATE FUNCTION fleet_internal.endpoint_register(registration_ids text[], group_ids text[], model_ids text[])
-RETURNS TABLE (registration_id text, status text, detail text)
+-- (n) authenticated by the broker with a key derived from enrollment group
+-- group_id, its body the device's request ({"registrationId", "payload":
+-- {"modelId"}}): a registered device whose keys derive from that group is
+-- assigned to hub; one that is not registered is registered when the group
+-- lets devices register themselves (into its organization, with the
+-- template its modelId names when there is one, else the group's), else
+-- refused with the reason.  Returns DPS's answer: status and body.
+CREATE FUNCTION fleet_internal.endpoint_register(registration_ids text[], group_ids text[], bodies text[], hub text)
+RETURNS TABLE (n bigint, status int, body text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
@@ -225,12 +279,14 @@ AS $$
 BEGIN
     -- the new ones first, in one statement
     INSERT INTO fleet.devices (id, display_name, template_id, organization_id, edge, enrollment_group_id)
-    SELECT r.registration_id, r.registration_id,
-           coalesce((SELECT t.id FROM fleet.device_templates t WHERE t.id = r.model_id), g.auto_register_template),
+    SELECT DISTINCT ON (r.registration_id) r.registration_id, r.registration_id,
+           coalesce((SELECT t.id FROM fleet.device_templates t WHERE t.id = r.request -> 'payload' ->> 'modelId'),
+                    g.auto_register_template),
            g.organization_id, g.edge,
            -- a group that is not its organization's default is named
            CASE WHEN NOT g.organization_default THEN g.id END
-      FROM unnest(registration_ids, group_ids, model_ids) AS r(registration_id, group_id, model_id)
+      FROM (SELECT u.n, u.registration_id, u.group_id, fleet_internal.try_jsonb(u.body) AS request
+              FROM unnest(registration_ids, group_ids, bodies) WITH ORDINALITY AS u(registration_id, group_id, body, n)) r
       JOIN fleet.enrollment_groups g ON g.id = r.group_id
      WHERE g.auto_register AND g.enabled
        AND fleet_internal.device_identity_problem(r.registration_id) IS NULL
@@ -238,24 +294,39 @@ BEGIN
     ON CONFLICT DO NOTHING;
 
     RETURN QUERY
-    SELECT r.registration_id,
-           CASE WHEN e.group_id = r.group_id AND g.enabled THEN 'assigned' ELSE 'failed' END,
-           CASE WHEN fleet_internal.device_identity_problem(r.registration_id) IS NOT NULL
-                    THEN fleet_internal.device_identity_problem(r.registration_id)
-                WHEN e.device_id IS NULL
-                    THEN format('device "%s" is not registered and enrollment group "%s" does not register devices itself',
-                                r.registration_id, r.group_id)
-                WHEN NOT g.enabled
-                    THEN format('enrollment group "%s" is disabled', r.group_id)
-                WHEN e.group_id IS DISTINCT FROM r.group_id
-                    THEN format('the keys of device "%s" derive from enrollment group "%s", not "%s"',
-                                r.registration_id, e.group_id, r.group_id)
-           END
-      FROM unnest(registration_ids, group_ids) AS r(registration_id, group_id)
-      LEFT JOIN fleet.enrollment_groups g ON g.id = r.group_id
-      LEFT JOIN (SELECT x.id AS device_id, x.group_id FROM fleet_internal.endpoint_directory() x
-                  WHERE x.kind = 'device' AND x.id = ANY (registration_ids)) e
-             ON e.device_id = r.registration_id;
+    SELECT a.n, 200,
+           jsonb_build_object('operationId', format('%s.%s', a.registration_id, a.n),
+                              'status', CASE WHEN a.problem IS NULL THEN 'assigned' ELSE 'failed' END,
+                              'registrationState',
+                              jsonb_strip_nulls(jsonb_build_object(
+                                  'registrationId', a.registration_id,
+                                  'status', CASE WHEN a.problem IS NULL THEN 'assigned' ELSE 'failed' END,
+                                  'assignedHub', CASE WHEN a.problem IS NULL THEN hub END,
+                                  'deviceId', CASE WHEN a.problem IS NULL THEN a.registration_id END,
+                                  'substatus', CASE WHEN a.problem IS NULL THEN 'initialAssignment' END,
+                                  'errorCode', CASE WHEN a.problem IS NOT NULL THEN 400209 END,
+                                  'errorMessage', a.problem,
+                                  'lastUpdatedDateTimeUtc', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))))::text
+      FROM (SELECT r.n, r.registration_id,
+                   CASE WHEN r.request IS NULL OR r.request ->> 'registrationId' IS DISTINCT FROM r.registration_id
+                            THEN format('the request must be JSON naming registrationId "%s"', r.registration_id)
+                        WHEN fleet_internal.device_identity_problem(r.registration_id) IS NOT NULL
+                            THEN fleet_internal.device_identity_problem(r.registration_id)
+                        WHEN e.device_id IS NULL
+                            THEN format('device "%s" is not registered and enrollment group "%s" does not register devices itself',
+                                        r.registration_id, r.group_id)
+                        WHEN NOT g.enabled
+                            THEN format('enrollment group "%s" is disabled', r.group_id)
+                        WHEN e.group_id IS DISTINCT FROM r.group_id
+                            THEN format('the keys of device "%s" derive from enrollment group "%s", not "%s"',
+                                        r.registration_id, e.group_id, r.group_id)
+                   END AS problem
+              FROM (SELECT u.n, u.registration_id, u.group_id, fleet_internal.try_jsonb(u.body) AS request
+                      FROM unnest(registration_ids, group_ids, bodies) WITH ORDINALITY AS u(registration_id, group_id, body, n)) r
+              LEFT JOIN fleet.enrollment_groups g ON g.id = r.group_id
+              LEFT JOIN (SELECT x.id AS device_id, x.group_id FROM fleet_internal.endpoint_directory() x
+                          WHERE x.kind = 'device' AND x.id = ANY (registration_ids)) e
+                     ON e.device_id = r.registration_id) a;
 END;
 $$;
 
