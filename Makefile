@@ -93,7 +93,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(UPDATE_SCRIPTS)
 DATA = $(wildcard src/sql/versions/$(EXTENSION)--*.sql)
 PG_CPPFLAGS += -DPG_FLEET_VERSION='"$(EXTVERSION)"'
 
-REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules reporting access_control engine iotcentral enrollment_groups
+REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules reporting access_control engine iotcentral enrollment_groups device_endpoint
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
 
 ISOLATION = concurrent_import concurrent_claims stop_at_batch_boundary completion_vs_timeout claim_vs_stop \
@@ -124,17 +124,21 @@ $(UPDATE_SCRIPTS): $(EXTENSION)--%--$(EXTVERSION).sql: $(CODE_SOURCES) $(wildcar
 	tools/build-sql.sh update $* $(EXTVERSION) $(CODE_SOURCES) > $@
 
 # The tools, libpq clients built by their own PGXS makefiles: the device
-# simulator (tools/fleet-sim/) and the command-line client (tools/fleetctl/).
+# simulator (tools/fleet-sim/), the command-line client (tools/fleetctl/)
+# and the MQTT endpoint's bridge (tools/fleet-bridge/); and the endpoint's
+# mosquitto plugin (tools/fleet-mqtt/, a plain makefile: it is not a
+# PostgreSQL module), which stays in the tree for tools/mqtt/endpoint.sh.
 # PGXS installs them beside psql, in PostgreSQL's bindir, which Debian does
 # not put on PATH: they are linked into TOOLS_LINK_DIR too, so that typing
 # their names works ("make install TOOLS_LINK_DIR=" links nothing).
-TOOL_DIRS = tools/fleet-sim tools/fleetctl
+TOOL_DIRS = tools/fleet-sim tools/fleetctl tools/fleet-bridge
 TOOLS_LINK_DIR ?= /usr/local/bin
 
 all: tools
 .PHONY: tools install-tools clean-tools
 tools:
 	$(foreach d,$(TOOL_DIRS),$(MAKE) -C $(d) PG_CONFIG=$(PG_CONFIG) &&) true
+	$(MAKE) -C tools/fleet-mqtt
 
 install: install-tools
 install-tools: tools
@@ -142,16 +146,18 @@ install-tools: tools
 ifneq ($(TOOLS_LINK_DIR),)
 	@if $(MKDIR_P) '$(DESTDIR)$(TOOLS_LINK_DIR)' 2>/dev/null && \
 	    ln -sf '$(bindir)/fleet-sim' '$(DESTDIR)$(TOOLS_LINK_DIR)/fleet-sim' && \
-	    ln -sf '$(bindir)/fleetctl' '$(DESTDIR)$(TOOLS_LINK_DIR)/fleetctl'; then \
-	    echo "fleetctl and fleet-sim linked into $(DESTDIR)$(TOOLS_LINK_DIR)"; \
+	    ln -sf '$(bindir)/fleetctl' '$(DESTDIR)$(TOOLS_LINK_DIR)/fleetctl' && \
+	    ln -sf '$(bindir)/fleet-bridge' '$(DESTDIR)$(TOOLS_LINK_DIR)/fleet-bridge'; then \
+	    echo "fleetctl, fleet-sim and fleet-bridge linked into $(DESTDIR)$(TOOLS_LINK_DIR)"; \
 	else \
-	    echo "note: cannot link fleetctl and fleet-sim into $(DESTDIR)$(TOOLS_LINK_DIR); they are in $(bindir)" >&2; \
+	    echo "note: cannot link fleetctl, fleet-sim and fleet-bridge into $(DESTDIR)$(TOOLS_LINK_DIR); they are in $(bindir)" >&2; \
 	fi
 endif
 
 clean: clean-tools
 clean-tools:
 	$(foreach d,$(TOOL_DIRS),$(MAKE) -C $(d) PG_CONFIG=$(PG_CONFIG) clean &&) true
+	$(MAKE) -C tools/fleet-mqtt clean
 
 .PHONY: test demo bench deps
 deps:

@@ -5,11 +5,12 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
 build_and_install
+install_test_devices
 
 # make install makes the tools callable by name, also where PostgreSQL's
 # bindir is not on PATH (Debian)
 if [ "$(id -u)" -eq 0 ]; then
-	for tool in fleetctl fleet-sim; do
+	for tool in fleetctl fleet-sim fleet-bridge; do
 		if ! env -i PATH=/usr/local/bin:/usr/bin:/bin "$tool" --version >/dev/null 2>&1; then
 			echo "make install did not make $tool callable by name" >&2
 			exit 1

@@ -43,6 +43,8 @@
 
 #include "batch.h"
 
+#define FLEET_BRIDGE_VERSION "0.5"
+
 typedef struct Options
 {
 	const char *conninfo;
@@ -152,23 +154,7 @@ db_ready(void)
 	}
 	/* the engine's own habits: name the application, never wait forever */
 	PQclear(PQexec(db, "SET application_name = 'fleet-bridge'; SET lock_timeout = '5s'; SET statement_timeout = '60s'"));
-	{
-		const char *params[1] = {options.gateway};
-		PGresult   *res = PQexecParams(db, "SELECT fleet_internal.endpoint_reset($1)", 1, NULL, params,
-									   NULL, NULL, 0);
-
-		if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		{
-			say("cannot start as gateway \"%s\": %s", options.gateway, PQerrorMessage(db));
-			PQclear(res);
-			PQfinish(db);
-			db = NULL;
-			return false;
-		}
-		say("connected to the database as gateway \"%s\" (%s devices were connected through it)",
-			options.gateway, PQgetvalue(res, 0, 0));
-		PQclear(res);
-	}
+	say("connected to the database as gateway \"%s\"", options.gateway);
 	/* the broker says again which devices are connected */
 	mqtt_fresh = true;
 	directory_digest[0] = '\0';
@@ -439,6 +425,29 @@ sync_directory(bool force)
 	batch_free(&text);
 }
 
+/*
+ * A new session with the broker, or with the database: the devices this
+ * gateway had are forgotten, the plugin gets the directory, and is asked
+ * for every device connected now (what it reported before, still queued,
+ * comes first, in order).
+ */
+static bool
+start_over(void)
+{
+	const char *params[1] = {options.gateway};
+	bool		retry;
+	PGresult   *res = db_call("SELECT fleet_internal.endpoint_reset($1)", 1, params, &retry);
+
+	if (res == NULL)
+		return false;
+	say("starting over as gateway \"%s\": %s devices were connected through it", options.gateway,
+		PQgetvalue(res, 0, 0));
+	PQclear(res);
+	sync_directory(true);
+	publish("fleet/hello", "", 0);
+	return true;
+}
+
 /* Calls sql with the batch's columns as text arrays (plus extra leading
  * parameters); the batch is emptied unless the failure is transient. */
 static PGresult *
@@ -549,15 +558,27 @@ serve_turn(void)
 		Batch		requests = batch_take(&turn.registrations);
 		Batch		call = batch_project(&requests, 3, 0, 1, 3);
 
-		res = flush(&call, "SELECT n, status, body FROM fleet_internal.endpoint_register($2::text[], $3::text[], "
-					"$4::text[], $1)", 1, &gateway[1]);
+		res = flush(&call, "SELECT n, status, body, body::jsonb ->> 'status', "
+					"body::jsonb -> 'registrationState' ->> 'errorMessage' "
+					"FROM fleet_internal.endpoint_register($2::text[], $3::text[], $4::text[], $1)", 1, &gateway[1]);
 		if (res == NULL && call.rows > 0)
 			batch_move_back(&turn.registrations, &requests);
+		/* a device registered now connects next: the broker must know it */
+		if (res && PQntuples(res) > 0)
+			sync_directory(false);
 		for (int i = 0; res && i < PQntuples(res); i++)
 		{
 			long		n = atol(PQgetvalue(res, i, 0)) - 1;
 			char		topic[256];
 
+			if (strcmp(PQgetvalue(res, i, 3), "assigned") != 0)
+			{
+				const char *client = batch_get(&requests, n, 0);
+
+				say("refused the registration of \"%s\": %s", client, PQgetvalue(res, i, 4));
+				batch_add(&turn.refusals, 2, client, strlen(client), "registration refused",
+						  strlen("registration refused"));
+			}
 			snprintf(topic, sizeof(topic), "$dps/registrations/res/%s/?$rid=%s", PQgetvalue(res, i, 1),
 					 batch_get(&requests, n, 2));
 			send_to(batch_get(&requests, n, 0), topic, PQgetvalue(res, i, 2), PQgetlength(res, i, 2));
@@ -678,6 +699,7 @@ usage(void)
 		   "  -b, --batch=N               commands and patches per call (default 1000)\n"
 		   "      --directory-poll=MS     how often to look for device and key changes (default 1000)\n"
 		   "  -v, --verbose               say what each turn does\n"
+		   "  -V, --version               show the version\n"
 		   "  -?, --help                  show this help\n");
 }
 
@@ -715,6 +737,7 @@ main(int argc, char **argv)
 		{"batch", required_argument, NULL, 'b'},
 		{"directory-poll", required_argument, NULL, 2},
 		{"verbose", no_argument, NULL, 'v'},
+		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, '?'},
 		{NULL, 0, NULL, 0}
 	};
@@ -735,7 +758,7 @@ main(int argc, char **argv)
 	snprintf(default_gateway, sizeof(default_gateway), "mqtt:%s", host);
 	options.gateway = default_gateway;
 	options.hub = host;
-	while ((c = getopt_long(argc, argv, "d:g:s:H:p:i:P:t:b:v?", long_options, NULL)) != -1)
+	while ((c = getopt_long(argc, argv, "d:g:s:H:p:i:P:t:b:vV?", long_options, NULL)) != -1)
 	{
 		switch (c)
 		{
@@ -777,6 +800,9 @@ main(int argc, char **argv)
 			case 'v':
 				options.verbose = true;
 				break;
+			case 'V':
+				printf("fleet-bridge (pg_fleet) %s\n", FLEET_BRIDGE_VERSION);
+				return 0;
 			default:
 				usage();
 				return c == '?' && optopt == 0 ? 0 : 1;
@@ -830,11 +856,8 @@ main(int argc, char **argv)
 		}
 		if (!mqtt_connected || !db_ready())
 			continue;
-		if (mqtt_fresh)
+		if (mqtt_fresh && start_over())
 		{
-			/* a new broker, or a new session: it knows nothing yet */
-			sync_directory(true);
-			publish("fleet/hello", "", 0);
 			mqtt_fresh = false;
 			last_directory = now_ms();
 		}

@@ -632,6 +632,8 @@ static int
 on_tick(int event, void *event_data, void *userdata)
 {
 	time_t		now = time(NULL);
+	char	  **kicks = NULL;
+	size_t		n_kicks = 0;
 
 	(void) event;
 	(void) event_data;
@@ -650,10 +652,27 @@ on_tick(int event, void *event_data, void *userdata)
 			}
 			if (c->kick)
 			{
+				char	  **more = realloc(kicks, sizeof(char *) * (n_kicks + 1));
+
+				if (more == NULL)
+					break;
+				kicks = more;
+				kicks[n_kicks++] = strdup(c->id);
 				c->kick = false;
-				mosquitto_kick_client_by_clientid(c->id, false);
 			}
 		}
+
+	/*
+	 * Kicked after the walk: a kick disconnects the client at once, and its
+	 * disconnect event removes it from the table being walked.
+	 */
+	for (size_t i = 0; i < n_kicks; i++)
+	{
+		if (kicks[i])
+			mosquitto_kick_client_by_clientid(kicks[i], false);
+		free(kicks[i]);
+	}
+	free(kicks);
 	return MOSQ_ERR_SUCCESS;
 }
 

@@ -30,6 +30,18 @@ build_and_install() {
 	fi
 }
 
+# install_test_devices: the Azure IoT Node SDK devices of test/node, from
+# the npm registry at the versions its lockfile pins (once; again when the
+# lockfile changes)
+install_test_devices() {
+	local node_dir="$TOP/test/node"
+	if [ ! -f "$node_dir/node_modules/.package-lock.json" ] ||
+		[ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
+		echo "Installing the Azure IoT Node SDK test devices (npm ci)"
+		(cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+	fi
+}
+
 # fresh_dir DIR: an empty directory the cluster user owns
 fresh_dir() {
 	# a server left running there from an earlier run goes first
