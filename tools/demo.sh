@@ -6,6 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
 build_and_install
+install_test_devices
 
 demo=${PG_FLEET_DEMO_DIR:-/tmp/pg_fleet-demo}
 port=${PG_FLEET_DEMO_PORT:-5497}
