@@ -139,6 +139,7 @@ all: tools
 tools:
 	$(foreach d,$(TOOL_DIRS),$(MAKE) -C $(d) PG_CONFIG=$(PG_CONFIG) &&) true
 	$(MAKE) -C tools/fleet-mqtt
+	$(MAKE) -C tools/fleet-mqtt-load
 
 install: install-tools
 install-tools: tools
@@ -158,6 +159,7 @@ clean: clean-tools
 clean-tools:
 	$(foreach d,$(TOOL_DIRS),$(MAKE) -C $(d) PG_CONFIG=$(PG_CONFIG) clean &&) true
 	$(MAKE) -C tools/fleet-mqtt clean
+	$(MAKE) -C tools/fleet-mqtt-load clean
 
 .PHONY: test demo bench deps
 deps:

@@ -284,6 +284,11 @@ BEGIN
     UPDATE fleet.job_batches jb
        SET completed = jb.completed + n_applied, failed = jb.failed + n_failed, cursor = chunk_last
      WHERE jb.job_id = b.job_id AND jb.batch = b.batch;
+    -- desired properties moved: MQTT bridges (LISTEN fleet_desired) send
+    -- the patches when this commits; no payload, as fleet_commands
+    IF job.job_type = 'property' AND n_applied > 0 THEN
+        PERFORM pg_notify('fleet_desired', '');
+    END IF;
     RETURN cardinality(ids);
 END;
 $$;

@@ -81,6 +81,7 @@ static bool mqtt_fresh = false;		/* (re)connected: send the directory, say hello
 static char directory_digest[64] = "";
 static volatile sig_atomic_t stop_requested = 0;
 static long counters[8];
+static long events_received = 0;	/* messages from the plugin, for the loop */
 
 enum
 {
@@ -102,10 +103,11 @@ say(const char *fmt,...)
 {
 	va_list		ap;
 	char		stamp[32];
-	time_t		now = time(NULL);
+	struct timespec now;
 
-	strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", gmtime(&now));
-	fprintf(stderr, "%s fleet-bridge: ", stamp);
+	clock_gettime(CLOCK_REALTIME, &now);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", gmtime(&now.tv_sec));
+	fprintf(stderr, "%s.%03ld fleet-bridge: ", stamp, now.tv_nsec / 1000000);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -154,6 +156,8 @@ db_ready(void)
 	}
 	/* the engine's own habits: name the application, never wait forever */
 	PQclear(PQexec(db, "SET application_name = 'fleet-bridge'; SET lock_timeout = '5s'; SET statement_timeout = '60s'"));
+	/* work to look for at once: commands queued, desired properties moved */
+	PQclear(PQexec(db, "LISTEN fleet_commands; LISTEN fleet_desired"));
 	say("connected to the database as gateway \"%s\"", options.gateway);
 	/* the broker says again which devices are connected */
 	mqtt_fresh = true;
@@ -351,6 +355,7 @@ on_message(struct mosquitto *m, void *userdata, const struct mosquitto_message *
 {
 	(void) m;
 	(void) userdata;
+	events_received++;
 	if (strcmp(message->topic, "fleet/up") == 0)
 		take_event(message->payload, message->payloadlen);
 }
@@ -613,6 +618,23 @@ serve_turn(void)
 	}
 }
 
+/* Whether a notification said there is work (and consumes them all). */
+static bool
+db_announced_work(void)
+{
+	PGnotify   *notify;
+	bool		announced = false;
+
+	if (db == NULL || !PQconsumeInput(db))
+		return false;
+	while ((notify = PQnotifies(db)) != NULL)
+	{
+		announced = true;
+		PQfreemem(notify);
+	}
+	return announced;
+}
+
 /* Commands for connected devices, as direct methods; true when it found a
  * full batch (there may be more right away). */
 static bool
@@ -843,16 +865,27 @@ main(int argc, char **argv)
 	{
 		double		turn_start = now_ms();
 
-		/* collect what the devices sent during the turn */
-		while (!stop_requested && now_ms() - turn_start < options.turn_ms)
+		/*
+		 * Collect what the devices sent during the turn; when work waits,
+		 * only what has already arrived (a call reads a packet or so: read
+		 * until a call brings nothing).
+		 */
+		for (;;)
 		{
-			rc = mosquitto_loop(mqtt, options.turn_ms, 1);
+			long		events_before = events_received;
+
+			rc = mosquitto_loop(mqtt, more ? 0 : options.turn_ms, 1);
 			if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_ERRNO)
 			{
 				mqtt_connected = false;
 				sleep(1);
 				mosquitto_reconnect(mqtt);
+				break;
 			}
+			if (stop_requested || now_ms() - turn_start >= options.turn_ms)
+				break;
+			if (more && events_received == events_before)
+				break;
 		}
 		if (!mqtt_connected || !db_ready())
 			continue;
@@ -866,9 +899,17 @@ main(int argc, char **argv)
 			sync_directory(false);
 			last_directory = now_ms();
 		}
+		/* a device that connected may have commands or a patch waiting */
+		if (turn.connections.rows > 0)
+			more = true;
 		serve_turn();
-		/* commands and patches: every turn while there is work, else every 250 ms */
-		if (now_ms() - last_poll >= 250 || more)
+		/*
+		 * Commands and patches: at once when the database announced some,
+		 * every turn while there is more, else every second.
+		 */
+		if (db_announced_work())
+			more = true;
+		if (now_ms() - last_poll >= 1000 || more)
 		{
 			more = send_commands();
 			more |= send_patches();

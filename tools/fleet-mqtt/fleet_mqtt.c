@@ -15,8 +15,9 @@
  *
  * The bridge talks to the plugin over the broker itself, as a client with
  * its own id and password (a unix-socket listener): "fleet/up" carries
- * device events to it (QoS 1 into its persistent session, so a bridge that
- * restarts misses nothing the broker kept), "fleet/down" carries its
+ * device events to it (into its persistent session, where the broker keeps
+ * them, QoS 0 included, while it is away: a bridge that restarts misses
+ * nothing the broker kept), "fleet/down" carries its
  * answers, "fleet/directory" the devices and enrollment groups to
  * authenticate against, and "fleet/hello" asks for every connected device
  * again.  No callback here blocks: the broker's loop never waits on the
@@ -187,8 +188,12 @@ emit(char kind, const char *client_id, const char *field1, const char *field2,
 		p += sprintf(p, "%s\n", field2);
 	if (body_len)
 		memcpy(p, body, body_len);
-	/* QoS 1 into the bridge's session: kept while it is away */
-	mosquitto_broker_publish_copy(plugin.bridge_client_id, "fleet/up", (int) len, buffer, 1, false, NULL);
+	/*
+	 * Into the bridge's session, kept while it is away (the broker queues
+	 * QoS 0 for it: queue_qos0_messages); QoS 0 spares a PUBACK a message
+	 * on the local socket, and a bound on how many may be in flight.
+	 */
+	mosquitto_broker_publish_copy(plugin.bridge_client_id, "fleet/up", (int) len, buffer, 0, false, NULL);
 	free(buffer);
 }
 

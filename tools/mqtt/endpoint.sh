@@ -33,6 +33,8 @@ make_certificates() {
 
 start_broker() {
 	rm -f "$dir/bridge.sock"
+	# a socket per device: as many as this user may have
+	ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 	/usr/sbin/mosquitto -c "$dir/mosquitto.conf" -d
 	for _ in $(seq 1 100); do
 		[ -S "$dir/bridge.sock" ] && return
@@ -89,6 +91,7 @@ start)
 		connection_messages false
 		set_tcp_nodelay true
 		# the bridge's session holds what devices sent while it was away
+		queue_qos0_messages true
 		max_queued_messages 1000000
 		max_inflight_messages 1000
 		plugin $top/tools/fleet-mqtt/fleet_mqtt.so
