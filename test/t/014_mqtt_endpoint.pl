@@ -292,6 +292,25 @@ like($nosy, qr/"topic":"\$iothub\/twin\/res\/200\/\?\$rid=7"/, 'a device gets it
 $other->finish;
 unlike($other_out, qr/"event":"message"/, "another device subscribed to the same topics gets nothing of it");
 
+# a token that runs out during the session ends it
+my $short = raw_client('--id', 'd-6', '--key', key_of('d-6'), '--expires-in', '3', '--wait-ms', '6000');
+like($short, qr/"event":"connected"\}\n\{"event":"closed"\}\n\{"event":"done"\}/,
+	'a session whose token expires is closed then');
+ok(wait_for_log(qr/refused client "d-6": expired token: disconnected/), 'and the broker says why');
+
+# a rotated key: the old one is refused, the new one taken within a second
+my $old_key = key_of('d-6');
+$node->safe_psql('postgres', q{SELECT fleet.rotate_enrollment_group_key('SAS-IoT-Devices', 'primary')});
+isnt(key_of('d-6'), $old_key, 'rotating the group key changes the device key');
+my $rotated = 0;
+for (1 .. 50)
+{
+	last if ($rotated = raw_client('--id', 'd-6', '--key', key_of('d-6'), '--wait-ms', '100') =~ /"event":"connected"/);
+	usleep(200_000);
+}
+ok($rotated, 'the new key is taken');
+like(raw_client('--id', 'd-6', '--key', $old_key), qr/"event":"refused"/, 'the old one is refused');
+
 # a deleted device goes, and cannot come back
 $node->safe_psql('postgres', q{SELECT fleet.delete_device('d-4')});
 ok(wait_for_log(qr/refused client "d-4": device deleted: disconnected/), 'a deleted device is disconnected');

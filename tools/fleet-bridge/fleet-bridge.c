@@ -431,6 +431,64 @@ sync_directory(bool force)
 }
 
 /*
+ * Whether the directory changed, asked on a connection of its own without
+ * waiting: the digest reads every device, which takes seconds with
+ * millions, and the turns go on meanwhile.  When it changed, the directory
+ * is sent (sync_directory).  Looked at every --directory-poll, or, when a
+ * digest takes longer than a tenth of that, ten times as long as it took.
+ */
+static void
+check_directory(void)
+{
+	static PGconn *conn;
+	static bool asking = false;
+	static double asked_at = 0,
+				interval = 0;
+	PGresult   *res;
+	char		digest[64] = "";
+
+	if (!asking)
+	{
+		if (now_ms() - asked_at < (interval > 0 ? interval : options.directory_ms))
+			return;
+		if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
+		{
+			if (conn)
+				PQfinish(conn);
+			conn = PQconnectdb(options.conninfo ? options.conninfo : "");
+			if (PQstatus(conn) != CONNECTION_OK)
+			{
+				asked_at = now_ms();
+				return;
+			}
+			PQclear(PQexec(conn, "SET application_name = 'fleet-bridge directory'"));
+		}
+		asking = PQsendQuery(conn, "SELECT fleet_internal.endpoint_directory_digest()") == 1;
+		asked_at = now_ms();
+		return;
+	}
+	if (!PQconsumeInput(conn) || PQisBusy(conn))
+	{
+		if (PQstatus(conn) != CONNECTION_OK)
+			asking = false;
+		return;
+	}
+	while ((res = PQgetResult(conn)) != NULL)
+	{
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+			snprintf(digest, sizeof(digest), "%s", PQgetvalue(res, 0, 0));
+		else if (PQresultStatus(res) != PGRES_TUPLES_OK)
+			say("cannot look at the directory: %s", PQresultErrorMessage(res));
+		PQclear(res);
+	}
+	asking = false;
+	interval = (now_ms() - asked_at) * 10 > options.directory_ms ? (now_ms() - asked_at) * 10 : 0;
+	asked_at = now_ms();
+	if (digest[0] != '\0' && strcmp(digest, directory_digest) != 0)
+		sync_directory(false);
+}
+
+/*
  * A new session with the broker, or with the database: the devices this
  * gateway had are forgotten, the plugin gets the directory, and is asked
  * for every device connected now (what it reported before, still queued,
@@ -766,8 +824,7 @@ main(int argc, char **argv)
 	static char default_gateway[160];
 	char		host[128] = "localhost";
 	int			c;
-	double		last_directory = 0,
-				last_poll = 0,
+	double		last_poll = 0,
 				last_report = 0;
 	bool		more = false;	/* the last claim or patch batch was full */
 	int			rc;
@@ -890,15 +947,9 @@ main(int argc, char **argv)
 		if (!mqtt_connected || !db_ready())
 			continue;
 		if (mqtt_fresh && start_over())
-		{
 			mqtt_fresh = false;
-			last_directory = now_ms();
-		}
-		else if (now_ms() - last_directory >= options.directory_ms)
-		{
-			sync_directory(false);
-			last_directory = now_ms();
-		}
+		else
+			check_directory();
 		/* a device that connected may have commands or a patch waiting */
 		if (turn.connections.rows > 0)
 			more = true;
