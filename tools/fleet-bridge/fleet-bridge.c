@@ -693,10 +693,14 @@ db_announced_work(void)
 	return announced;
 }
 
-/* Commands for connected devices, as direct methods; true when it found a
- * full batch (there may be more right away). */
+/*
+ * Sends what a claiming query returns (client, topic, body), each to its
+ * device; true when it returned a full batch (there may be more right
+ * away).  The query's rows are committed: a device hears of a command or a
+ * patch only once the database recorded it as sent.
+ */
 static bool
-send_commands(void)
+send_claimed(const char *sql, int counter, const char *what)
 {
 	char		batch_text[16];
 	const char *params[2] = {options.gateway, batch_text};
@@ -705,56 +709,36 @@ send_commands(void)
 	int			n;
 
 	snprintf(batch_text, sizeof(batch_text), "%d", options.batch);
-	res = db_call("SELECT delivery_id, device_id, method, request FROM fleet_internal.endpoint_claim_commands($1, $2)",
-				  2, params, &retry);
+	res = db_call(sql, 2, params, &retry);
 	if (res == NULL)
 		return false;
 	n = PQntuples(res);
 	for (int i = 0; i < n; i++)
-	{
-		char		topic[512];
-		const char *request = PQgetisnull(res, i, 3) ? "null" : PQgetvalue(res, i, 3);
-
-		/* the claim committed: now the device may hear of it */
-		snprintf(topic, sizeof(topic), "$iothub/methods/POST/%s/?$rid=%s", PQgetvalue(res, i, 2),
-				 PQgetvalue(res, i, 0));
-		send_to(PQgetvalue(res, i, 1), topic, request, strlen(request));
-	}
-	counters[SENT_METHODS] += n;
+		send_to(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetlength(res, i, 2));
+	counters[counter] += n;
 	if (options.verbose && n > 0)
-		say("sent %d direct methods", n);
+		say("sent %d %s", n, what);
 	PQclear(res);
 	return n == options.batch;
+}
+
+/* Commands for connected devices, as direct methods. */
+static bool
+send_commands(void)
+{
+	return send_claimed("SELECT device_id, format('$iothub/methods/POST/%s/?$rid=%s', method, delivery_id), "
+						"coalesce(request::text, 'null') "
+						"FROM fleet_internal.endpoint_claim_commands($1, $2)",
+						SENT_METHODS, "direct methods");
 }
 
 /* Desired-property patches for connected devices whose desired state moved. */
 static bool
 send_patches(void)
 {
-	char		batch_text[16];
-	const char *params[2] = {options.gateway, batch_text};
-	bool		retry;
-	PGresult   *res;
-	int			n;
-
-	snprintf(batch_text, sizeof(batch_text), "%d", options.batch);
-	res = db_call("SELECT device_id, version, desired FROM fleet_internal.endpoint_desired_patches($1, $2)",
-				  2, params, &retry);
-	if (res == NULL)
-		return false;
-	n = PQntuples(res);
-	for (int i = 0; i < n; i++)
-	{
-		char		topic[128];
-
-		snprintf(topic, sizeof(topic), "$iothub/twin/PATCH/properties/desired/?$version=%s", PQgetvalue(res, i, 1));
-		send_to(PQgetvalue(res, i, 0), topic, PQgetvalue(res, i, 2), PQgetlength(res, i, 2));
-	}
-	counters[PATCHES_SENT] += n;
-	if (options.verbose && n > 0)
-		say("sent %d desired-property patches", n);
-	PQclear(res);
-	return n == options.batch;
+	return send_claimed("SELECT device_id, '$iothub/twin/PATCH/properties/desired/?$version=' || version, "
+						"desired::text FROM fleet_internal.endpoint_desired_patches($1, $2)",
+						PATCHES_SENT, "desired-property patches");
 }
 
 /* ---------------------------------------------------------------------
