@@ -676,21 +676,26 @@ serve_turn(void)
 	}
 }
 
-/* Whether a notification said there is work (and consumes them all). */
-static bool
-db_announced_work(void)
+/*
+ * What the database announced (fleet_commands: commands queued,
+ * fleet_desired: desired properties moved), into *commands and *patches;
+ * consumes every notification.
+ */
+static void
+db_announced_work(bool *commands, bool *patches)
 {
 	PGnotify   *notify;
-	bool		announced = false;
 
 	if (db == NULL || !PQconsumeInput(db))
-		return false;
+		return;
 	while ((notify = PQnotifies(db)) != NULL)
 	{
-		announced = true;
+		if (strcmp(notify->relname, "fleet_commands") == 0)
+			*commands = true;
+		else if (strcmp(notify->relname, "fleet_desired") == 0)
+			*patches = true;
 		PQfreemem(notify);
 	}
-	return announced;
 }
 
 /*
@@ -810,7 +815,9 @@ main(int argc, char **argv)
 	int			c;
 	double		last_poll = 0,
 				last_report = 0;
-	bool		more = false;	/* the last claim or patch batch was full */
+	bool		commands_due = false,	/* commands or patches to look for now */
+				patches_due = false,
+				more = false;	/* either: the next turn reads only what arrived */
 	int			rc;
 
 	options.client_id = "fleet-bridge";
@@ -936,21 +943,24 @@ main(int argc, char **argv)
 			check_directory();
 		/* a device that connected may have commands or a patch waiting */
 		if (turn.connections.rows > 0)
-			more = true;
+			commands_due = patches_due = true;
 		serve_turn();
+
 		/*
 		 * Commands and patches: at once when the database announced some,
-		 * every turn while there is more, else every second.
+		 * again while a batch comes back full, and every second.
 		 */
-		if (db_announced_work())
-			more = true;
-		if (now_ms() - last_poll >= 1000 || more)
+		db_announced_work(&commands_due, &patches_due);
+		if (now_ms() - last_poll >= 1000)
 		{
-			more = send_commands();
-			more |= send_patches();
-			if (!more)
-				last_poll = now_ms();
+			commands_due = patches_due = true;
+			last_poll = now_ms();
 		}
+		if (commands_due)
+			commands_due = send_commands();
+		if (patches_due)
+			patches_due = send_patches();
+		more = commands_due || patches_due;
 		if (options.verbose && now_ms() - last_report >= 10000)
 		{
 			say("so far: %ld methods sent, %ld answers taken, %ld patches sent, %ld twins served, %ld reports, "
