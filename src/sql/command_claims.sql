@@ -95,9 +95,13 @@ $$;
 CREATE FUNCTION fleet_internal.claim_deliveries(gateway text, max_count int, everywhere boolean, operated text[],
                                                 connected_via text)
 RETURNS TABLE (delivery_id bigint, job_id text, device_id text, command text, request jsonb, deadline timestamptz)
-LANGUAGE sql
+-- PL/pgSQL: its plan is kept between calls (a SQL function's UPDATE is
+-- planned again at every call, a millisecond a claim)
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     WITH picked AS MATERIALIZED (
         SELECT u.delivery_id, w.command, w.request
           FROM (SELECT ow.first_delivery, ow.last_delivery,
@@ -127,7 +131,8 @@ AS $$
            deadline = t.at + pg_catalog.current_setting('fleet.command_timeout')::interval
       FROM picked p, (SELECT pg_catalog.clock_timestamp() AS at) t
      WHERE d.delivery_id = p.delivery_id AND d.delivery_id IS NOT NULL
-    RETURNING d.delivery_id, d.job_id, d.device_id, p.command, p.request, d.deadline
+    RETURNING d.delivery_id, d.job_id, d.device_id, p.command, p.request, d.deadline;
+END;
 $$;
 
 -- Gateways claim and answer through these two functions only (members
