@@ -627,8 +627,12 @@ serve_turn(void)
 		if (res == NULL && call.rows > 0)
 			batch_move_back(&turn.registrations, &requests);
 		/* a device registered now connects next: the broker must know it */
-		if (res && PQntuples(res) > 0)
-			sync_directory(false);
+		for (int i = 0; res && i < PQntuples(res); i++)
+			if (strcmp(PQgetvalue(res, i, 3), "assigned") == 0)
+			{
+				sync_directory(false);
+				break;
+			}
 		for (int i = 0; res && i < PQntuples(res); i++)
 		{
 			long		n = atol(PQgetvalue(res, i, 0)) - 1;
