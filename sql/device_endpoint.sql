@@ -68,8 +68,9 @@ SELECT delivery_id AS ep2_delivery FROM fleet.command_deliveries WHERE job_id = 
 -- a body that is not JSON is kept as a string
 SELECT fleet_internal.endpoint_complete_commands(ARRAY['ep-1', 'ep-2', 'ep-2'], ARRAY[:'ep2_delivery', 'x1', '7'],
                                                  ARRAY[200, 200, 200], ARRAY['{}', '{}', '{}']) AS taken;
-SELECT fleet_internal.endpoint_complete_commands(ARRAY['ep-2'], ARRAY[:'ep2_delivery'], ARRAY[200],
-                                                 ARRAY['not json']) AS taken;
+-- answered twice in a turn, the first answer counts
+SELECT fleet_internal.endpoint_complete_commands(ARRAY['ep-2', 'ep-2'], ARRAY[:'ep2_delivery', :'ep2_delivery'],
+                                                 ARRAY[200, 500], ARRAY['not json', '{}']) AS taken;
 SELECT device_id, status, response FROM fleet.command_deliveries WHERE job_id = 'ep-reboot' AND device_id = 'ep-2';
 SELECT fleet.stop_job('ep-reboot') ->> 'status' AS status;
 
@@ -94,6 +95,13 @@ SELECT * FROM fleet_internal.endpoint_report(
           '[1]', '{}', '{"targetTemperature": {"value": 21, "ac": 500, "av": 2, "ad": "out of range"}}']) ORDER BY n;
 SELECT id, reported, reported_version FROM fleet.devices WHERE id IN ('ep-1', 'ep-2') ORDER BY id;
 SELECT fleet_internal.endpoint_report(ARRAY['ep-3'], ARRAY['{"targetTemperature": {"value": 21, "ac": 202, "av": 2}}']);
+
+-- one device's bytes never fail the others': a \u0000 escape, a body nested
+-- too deep, and an acknowledgement whose version or code is no whole number
+SELECT * FROM fleet_internal.endpoint_report(
+    ARRAY['ep-4', 'ep-4', 'ep-4'],
+    ARRAY['{"a": "\u0000"}', repeat('[', 7000) || repeat(']', 7000),
+          '{"targetTemperature": {"value": 21, "ac": "ok", "av": 2.5}}']) ORDER BY n;
 
 -- each device's acknowledgement against the version that set the property
 SELECT device_id, property, desired_version, acknowledged_version, ack_code, status
@@ -122,6 +130,11 @@ SELECT n, body::jsonb ->> 'status' AS registration
       ARRAY['{"registrationId": "ep-new", "payload": {"modelId": "dtmi:no:such;1"}}', '{"registrationId": "ep-new2"}'],
       'hub.example') ORDER BY n;
 SELECT id, template_id, organization_id, enrollment_group_id FROM fleet.devices WHERE id LIKE 'ep-new%' ORDER BY id;
+-- a request that does not name the device registers nothing
+SELECT body::jsonb -> 'registrationState' ->> 'errorMessage' AS refused
+  FROM fleet_internal.endpoint_register(ARRAY['ep-new3'], ARRAY['ep-line'], ARRAY['{"registrationId": "someone-else"}'],
+                                       'hub.example');
+SELECT count(*) AS registered FROM fleet.devices WHERE id = 'ep-new3';
 -- a disabled group registers no one
 SELECT fleet.update_enrollment_group('ep-line', '{"enabled": false}') ->> 'enabled' AS enabled;
 SELECT body::jsonb -> 'registrationState' ->> 'errorMessage' AS refused

@@ -69,11 +69,12 @@ $$;
 
 -- Connections and subscriptions as the broker reported them during a
 -- turn, in order (the last event of a device wins): connected (listens: 1
--- direct methods, 2 desired patches) or disconnected.  A device that
--- connects gets no patch for what it was already sent or will read with
--- its twin; a disconnect through another gateway than the one it is
--- connected through changes nothing (it moved).  Returns how many devices
--- changed.
+-- direct methods, 2 desired patches) or disconnected.  What a device was
+-- sent stays as it was: one that stayed connected through a restart of
+-- the bridge (the broker reports it again) still gets the patch it missed,
+-- and one that reads its twin on connecting is not sent it again.  A
+-- disconnect through another gateway than the one it is connected through
+-- changes nothing (it moved).  Returns how many devices changed.
 CREATE FUNCTION fleet_internal.endpoint_connections(gateway text, device_ids text[], connected boolean[], listens int[])
 RETURNS bigint
 LANGUAGE plpgsql
@@ -90,9 +91,7 @@ BEGIN
                                         THEN at ELSE d.connection_changed_at END,
            last_activity_at = at,
            endpoint_gateway = CASE WHEN c.connected THEN endpoint_connections.gateway END,
-           endpoint_listens = CASE WHEN c.connected THEN c.listens ELSE 0 END,
-           desired_sent_version = CASE WHEN c.connected AND d.connection_state IS DISTINCT FROM 'connected'
-                                       THEN d.desired_version ELSE d.desired_sent_version END
+           endpoint_listens = CASE WHEN c.connected THEN c.listens ELSE 0 END
       FROM (SELECT DISTINCT ON (e.device_id) e.device_id, e.connected, e.listens
               FROM unnest(device_ids, connected, listens) WITH ORDINALITY AS e(device_id, connected, listens, n)
              ORDER BY e.device_id, e.n DESC) c
@@ -132,7 +131,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN body::jsonb;
-EXCEPTION WHEN invalid_text_representation THEN
+EXCEPTION WHEN OTHERS THEN
+    -- not JSON, a \u0000 escape, too deep: one device's bytes must not
+    -- fail the batch of every other device's
     RETURN NULL;
 END;
 $$;
@@ -163,13 +164,18 @@ RETURNS bigint
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT fleet.complete_commands(coalesce(array_agg(a.delivery_id::bigint ORDER BY a.n), '{}'),
+    SELECT fleet.complete_commands(coalesce(array_agg(a.delivery_id ORDER BY a.n), '{}'),
                                    coalesce(array_agg(least(greatest(a.status, 100), 599) ORDER BY a.n), '{}'),
                                    coalesce(array_agg(coalesce(fleet_internal.try_jsonb(a.body), to_jsonb(a.body))
                                                       ORDER BY a.n), '{}'))
-      FROM unnest(device_ids, delivery_ids, statuses, bodies) WITH ORDINALITY AS a(device_id, delivery_id, status, body, n)
-      JOIN fleet.job_devices jd ON jd.delivery_id = a.delivery_id::bigint AND jd.delivery_id IS NOT NULL
-     WHERE a.delivery_id ~ '^[0-9]{1,18}$' AND jd.device_id = a.device_id
+      -- a delivery answered twice in a turn: the first answer, as IoT Hub takes it
+      FROM (SELECT DISTINCT ON (u.delivery_id::bigint) u.delivery_id::bigint AS delivery_id, u.device_id,
+                   u.status, u.body, u.n
+              FROM unnest(device_ids, delivery_ids, statuses, bodies) WITH ORDINALITY AS u(device_id, delivery_id, status, body, n)
+             WHERE u.delivery_id ~ '^[0-9]{1,18}$'
+             ORDER BY u.delivery_id::bigint, u.n) a
+      JOIN fleet.job_devices jd ON jd.delivery_id = a.delivery_id AND jd.delivery_id IS NOT NULL
+     WHERE jd.device_id = a.device_id
 $$;
 
 -- The desired documents to send as patches: devices connected through this
@@ -289,6 +295,7 @@ BEGIN
               FROM unnest(registration_ids, group_ids, bodies) WITH ORDINALITY AS u(registration_id, group_id, body, n)) r
       JOIN fleet.enrollment_groups g ON g.id = r.group_id
      WHERE g.auto_register AND g.enabled
+       AND r.request ->> 'registrationId' = r.registration_id
        AND fleet_internal.device_identity_problem(r.registration_id) IS NULL
        AND NOT EXISTS (SELECT 1 FROM fleet.devices d WHERE d.id = r.registration_id)
     ON CONFLICT DO NOTHING;
@@ -389,13 +396,12 @@ COMMENT ON FUNCTION fleet.set_enrollment_group_auto_register(text, boolean, text
 -- yet), in_progress (202), or failed (any other code).
 CREATE VIEW fleet.device_property_sync WITH (security_invoker = true) AS
 SELECT d.id AS device_id, p.key AS property, p.value::bigint AS desired_version,
-       (a.ack ->> 'av')::bigint AS acknowledged_version,
-       (a.ack ->> 'ac')::int AS ack_code,
+       a.av AS acknowledged_version,
+       a.ac AS ack_code,
        a.ack ->> 'ad' AS ack_description,
-       CASE WHEN a.ack IS NULL OR jsonb_typeof(a.ack -> 'av') <> 'number' OR (a.ack ->> 'av')::numeric < p.value::bigint
-                THEN 'pending'
-            WHEN (a.ack ->> 'ac') = '202' THEN 'in_progress'
-            WHEN (a.ack ->> 'ac') ~ '^2[0-9][0-9]$' THEN 'synced'
+       CASE WHEN a.av IS NULL OR a.av < p.value::bigint THEN 'pending'
+            WHEN a.ac = 202 THEN 'in_progress'
+            WHEN a.ac BETWEEN 200 AND 299 THEN 'synced'
             ELSE 'failed' END AS status,
        d.connection_state
   FROM fleet.devices d
@@ -403,5 +409,12 @@ SELECT d.id AS device_id, p.key AS property, p.value::bigint AS desired_version,
  CROSS JOIN LATERAL (SELECT CASE WHEN strpos(p.key, '/') > 0
                                  THEN d.reported -> split_part(p.key, '/', 1) -> substr(p.key, strpos(p.key, '/') + 1)
                                  ELSE d.reported -> p.key END AS ack) a0
- CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(a0.ack) = 'object' AND a0.ack ? 'av' THEN a0.ack END AS ack) a;
+ -- what a device reported is read, never trusted: a version or a code that
+ -- is not a whole number is no acknowledgement
+ CROSS JOIN LATERAL (SELECT a1.ack,
+                            CASE WHEN jsonb_typeof(a1.ack -> 'av') = 'number' AND (a1.ack ->> 'av') ~ '^[0-9]{1,18}$'
+                                 THEN (a1.ack ->> 'av')::bigint END AS av,
+                            CASE WHEN jsonb_typeof(a1.ack -> 'ac') = 'number' AND (a1.ack ->> 'ac') ~ '^[0-9]{1,9}$'
+                                 THEN (a1.ack ->> 'ac')::int END AS ac
+                       FROM (SELECT CASE WHEN jsonb_typeof(a0.ack) = 'object' AND a0.ack ? 'av' THEN a0.ack END AS ack) a1) a;
 COMMENT ON VIEW fleet.device_property_sync IS 'Each device''s writable properties set by property jobs: the desired version of each, the version the device acknowledged, and synced, pending, in_progress or failed';

@@ -50,6 +50,12 @@
 #define LISTENS_METHODS 1
 #define LISTENS_DESIRED 2
 
+/*
+ * The largest message a device may send, as IoT Hub's (256 KB): the broker
+ * takes larger ones from the bridge (its directory).
+ */
+#define DEVICE_MESSAGE_MAX (256 * 1024)
+
 typedef enum ClientKind
 {
 	CLIENT_DEVICE,
@@ -65,7 +71,7 @@ typedef struct Client
 	ClientKind	kind;
 	time_t		expiry;			/* its token's; 0: none (the bridge) */
 	int			listens;		/* LISTENS_* it subscribed to */
-	char		group[129];		/* provisioning: the group whose key signed */
+	char		group[256];		/* provisioning: the group whose key signed */
 	bool		kick;			/* to be disconnected at the next tick */
 	char		id[];
 } Client;
@@ -84,6 +90,9 @@ static struct
 	time_t		last_check;
 	unsigned long refusals;
 } plugin;
+
+static void emit(char kind, const char *client_id, const char *field1, const char *field2,
+				 const void *body, size_t body_len);
 
 /* ---------------------------------------------------------------------
  * Clients */
@@ -138,6 +147,15 @@ client_add(const char *id, struct mosquitto *connection, ClientKind kind)
 		c->next = plugin.buckets[b];
 		plugin.buckets[b] = c;
 		plugin.n_clients++;
+	}
+	else if (c->kind == CLIENT_DEVICE && kind != CLIENT_DEVICE)
+	{
+		/*
+		 * A device's id taken over by a provisioning session: its hub
+		 * session ends, and its disconnect would no longer be recognized
+		 * as its own.
+		 */
+		emit('D', c->id, NULL, NULL, NULL, 0);
 	}
 	c->connection = connection;
 	c->kind = kind;
@@ -303,7 +321,7 @@ authenticate_device(struct mosquitto *connection, const char *id, const char *us
 	const DeviceSlot *device;
 	const char *problem;
 	Client	   *client;
-	char		group_id[129] = "";
+	char		group_id[256] = "";
 
 	if (username == NULL || password == NULL)
 	{
@@ -618,6 +636,8 @@ on_message(int event, void *event_data, void *userdata)
 		else if (strcmp(ed->topic, "fleet/hello") == 0)
 			say_hello();
 	}
+	else if (ed->payloadlen > DEVICE_MESSAGE_MAX)
+		refuse(c->id, "message too large", ed->topic);
 	else if (c->kind == CLIENT_PROVISIONING)
 		emit('P', c->id, c->group, ed->topic, ed->payload, ed->payloadlen);
 	else if (own_device_topic(ed->topic, c->id, "/messages/events/"))

@@ -13,6 +13,8 @@
 #   endpoint.sh stop-bridge DIR   / start-bridge DIR: the bridge alone
 #   endpoint.sh stop-broker DIR   / start-broker DIR: the broker alone
 set -euo pipefail
+# the bridge's password, the keys and the bridge's socket are for this user alone
+umask 077
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
 command=${1:?usage: endpoint.sh start|stop|start-bridge|stop-bridge|start-broker|stop-broker DIR ...}
@@ -72,7 +74,9 @@ start)
 	hub=${5:-pg-fleet.localhost}
 	scope=${6:-0ne00FLEET}
 	mkdir -p "$dir"
+	chmod 700 "$dir"
 	make_certificates
+	chmod 644 "$dir/ca.crt"     # what devices are given
 	[ -f "$dir/bridge.password" ] || (umask 077 && openssl rand -hex 24 > "$dir/bridge.password")
 	printf '%s' "$conninfo" > "$dir/conninfo"
 	printf '%s' "$hub" > "$dir/hub"
