@@ -38,7 +38,14 @@ install_test_devices() {
 	if [ ! -f "$node_dir/node_modules/.package-lock.json" ] ||
 		[ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
 		echo "Installing the Azure IoT Node SDK test devices (npm ci)"
-		(cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+		# the registry is a network away: a failed download is tried again
+		local attempt
+		for attempt in 1 2 3; do
+			(cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) && return 0
+			echo "npm ci failed (attempt $attempt of 3)" >&2
+			sleep $((attempt * 5))
+		done
+		return 1
 	fi
 }
 
