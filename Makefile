@@ -15,7 +15,7 @@ EXTVERSION := $(shell sed -n "s/^default_version = '\([^']*\)'.*/\1/p" $(EXTENSI
 # Versions users update from: each has its install script frozen in
 # src/sql/versions/ (for the upgrade suite) and its migration in
 # src/sql/updates/.  Add the version just released here.
-UPDATE_FROM = 0.1 0.2 0.3 0.4
+UPDATE_FROM = 0.1 0.2 0.3 0.4 0.5
 
 MODULE_big = pg_fleet
 OBJS = \
@@ -72,6 +72,7 @@ CODE_SOURCES = \
 	src/sql/device_export.sql \
 	src/sql/schema_values.sql \
 	src/sql/job_definitions.sql \
+	src/sql/job_rollouts.sql \
 	src/sql/jobs.sql \
 	src/sql/job_results.sql \
 	src/sql/command_claims.sql \
@@ -93,11 +94,12 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(UPDATE_SCRIPTS)
 DATA = $(wildcard src/sql/versions/$(EXTENSION)--*.sql)
 PG_CPPFLAGS += -DPG_FLEET_VERSION='"$(EXTVERSION)"'
 
-REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules reporting access_control engine iotcentral enrollment_groups device_endpoint
+REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules reporting access_control engine iotcentral enrollment_groups device_endpoint rollouts
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
 
 ISOLATION = concurrent_import concurrent_claims stop_at_batch_boundary completion_vs_timeout claim_vs_stop \
-	step_vs_lock device_recreated_mid_chunk schedule_vs_rollback rotation_vs_held_job enrollment_group_delete_vs_name
+	step_vs_lock device_recreated_mid_chunk schedule_vs_rollback rotation_vs_held_job enrollment_group_delete_vs_name \
+	job_events
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/fleet_isolation.conf \
 	--inputdir=test --outputdir=test
 

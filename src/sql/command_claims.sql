@@ -103,9 +103,10 @@ AS $$
 BEGIN
     RETURN QUERY
     WITH picked AS MATERIALIZED (
-        SELECT u.delivery_id, w.command, w.request
+        SELECT u.delivery_id, w.command, w.request, w.timeout
           FROM (SELECT ow.first_delivery, ow.last_delivery,
-                       rj.data -> 0 ->> 'path' AS command, rj.data -> 0 -> 'value' AS request
+                       rj.data -> 0 ->> 'path' AS command, rj.data -> 0 -> 'value' AS request,
+                       fleet_internal.command_timeout(rj.rollout) AS timeout
                   FROM fleet.command_windows ow JOIN fleet.jobs rj ON rj.id = ow.job_id
                  WHERE rj.status = 'running' AND (everywhere OR rj.organization_id = ANY (operated))
                  ORDER BY ow.deadline, ow.first_delivery) w
@@ -128,7 +129,7 @@ BEGIN
     )
     UPDATE fleet.job_devices d
        SET gateway = claim_deliveries.gateway, started_at = t.at,
-           deadline = t.at + pg_catalog.current_setting('fleet.command_timeout')::interval
+           deadline = t.at + p.timeout
       FROM picked p, (SELECT pg_catalog.clock_timestamp() AS at) t
      WHERE d.delivery_id = p.delivery_id AND d.delivery_id IS NOT NULL
     RETURNING d.delivery_id, d.job_id, d.device_id, p.command, p.request, d.deadline;

@@ -18,7 +18,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    timeout       interval := current_setting('fleet.command_timeout')::interval;
+    timeout       interval := fleet_internal.command_timeout(job.rollout);
     problem       text := fleet_internal.engine_device_problem(job);
     now_ts        timestamptz := coalesce(at, now());
     ids           text[];
@@ -158,7 +158,8 @@ BEGIN
         SELECT cw.job_id, cw.first_delivery, cw.last_delivery, cw.deadline, j.status = 'running' AS running,
                -- (a job the engine gave up on may be resumed: its windows stay)
                j.status IN ('completed', 'failed', 'cancelled') AND j.error IS NULL
-               AND j.finished_at < now_ts - timeout AS long_finished
+               AND j.finished_at < now_ts - greatest(timeout, fleet_internal.command_timeout(j.rollout)) AS long_finished,
+               fleet_internal.command_timeout(j.rollout) AS job_timeout
           FROM fleet.command_windows cw JOIN fleet.jobs j ON j.id = cw.job_id
          WHERE cw.next_check <= now_ts
            FOR NO KEY UPDATE OF cw
@@ -202,7 +203,7 @@ BEGIN
             -- timeout from now
             UPDATE fleet.command_windows cw
                SET next_check = least(still_out.first_due,
-                                      CASE WHEN NOT w.running THEN now_ts + timeout
+                                      CASE WHEN NOT w.running THEN now_ts + w.job_timeout
                                            WHEN still_out.n_unclaimed > 0
                                            THEN greatest(w.deadline, now_ts + interval '1 second') END)
              WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
@@ -224,8 +225,8 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE fleet.command_windows w
-       SET deadline = greatest(w.deadline, coalesce(at, now()) + current_setting('fleet.command_timeout')::interval)
+       SET deadline = greatest(w.deadline, coalesce(at, now()) + fleet_internal.command_timeout(j.rollout))
       FROM fleet.jobs j
      WHERE j.id = w.job_id AND j.status = 'running'
-       AND w.deadline < coalesce(at, now()) + current_setting('fleet.command_timeout')::interval;
+       AND w.deadline < coalesce(at, now()) + fleet_internal.command_timeout(j.rollout);
 $$;

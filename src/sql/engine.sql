@@ -173,7 +173,7 @@ END;
 $$;
 
 -- How long the engine may sleep when it has no job to serve now: until a
--- job's retry, a command's deadline, a schedule's misfire check, or the
+-- job's retry, the end of its rate's wait, a command's deadline, a schedule's misfire check, or the
 -- naptime; at most 50 ms while command jobs run (answers do not wake it:
 -- a wake-up per answer batch cost a core at 25,000 answers a second).
 CREATE FUNCTION fleet_internal.engine_nap(at timestamptz)
@@ -191,6 +191,7 @@ BEGIN
     END IF;
     SELECT least((SELECT min(w.next_check) FROM fleet.command_windows w),
                  (SELECT min(s.next_retry_at) FROM fleet_internal.job_engine_state s WHERE s.next_retry_at > now_ts),
+                 (SELECT min(s.not_before) FROM fleet_internal.job_engine_state s WHERE s.not_before > now_ts),
                  (SELECT min(sj.next_run_at) + current_setting('fleet.schedule_misfire_grace')::interval
                     FROM fleet.scheduled_jobs sj WHERE sj.enabled))
       INTO next_due;
@@ -252,6 +253,7 @@ BEGIN
       LEFT JOIN fleet_internal.job_engine_state s ON s.job_id = j.id
      WHERE j.status IN ('pending', 'running') AND j.deleted_at IS NULL
        AND (s.next_retry_at IS NULL OR s.next_retry_at <= now_ts)
+       AND (s.not_before IS NULL OR s.not_before <= now_ts)
        AND (j.status = 'running'
             OR ((SELECT coalesce(sum(r.n), 0) FROM running r) < max_running
                 AND coalesce((SELECT r.n FROM running r WHERE r.top = fleet_internal.top_organization(o.path)), 0) < share))

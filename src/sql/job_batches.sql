@@ -22,7 +22,7 @@ DECLARE
     grp     fleet.device_groups;
     refusal text;
     delivery_base bigint;                  -- command jobs: the first delivery id, less one
-    timeout interval := current_setting('fleet.command_timeout')::interval;
+    timeout interval := fleet_internal.command_timeout(job.rollout);
 BEGIN
     SELECT g.* INTO grp FROM fleet.device_groups g WHERE g.id = job.group_id;
     -- the engine sees every organization: it keeps to the job's own.  A
@@ -41,6 +41,7 @@ BEGIN
         IF refusal IS NOT NULL THEN
             UPDATE fleet.jobs j SET status = 'failed', finished_at = coalesce(at, clock_timestamp()), error = refusal
              WHERE j.id = job.id;
+            PERFORM fleet_internal.job_event(job.id, 'failed');
             RETURN;
         END IF;
     END IF;
@@ -109,5 +110,6 @@ BEGIN
         PERFORM pg_notify('fleet_commands', '');
     END IF;
     UPDATE fleet.jobs j SET status = 'running', last_step_at = NULL WHERE j.id = job.id;
+    PERFORM fleet_internal.job_event(job.id, 'started');
 END;
 $$;

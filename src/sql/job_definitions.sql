@@ -120,8 +120,8 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN read_only
-                THEN '{scheduledJobId,start,end,progress,status,etag,rerunOf,error}'::text[]
-                ELSE '{id,displayName,description,group,batch,cancellationThreshold,data,organizations}'::text[] END
+                THEN '{scheduledJobId,start,end,progress,status,statusDetail,etag,rerunOf,error}'::text[]
+                ELSE '{id,displayName,description,group,batch,cancellationThreshold,data,organizations,rollout}'::text[] END
 $$;
 
 -- Validates a job body for the acting role (the caller; at a scheduled
@@ -250,6 +250,14 @@ BEGIN
         END IF;
     END IF;
 
+    -- pg_fleet's rollout controls (src/sql/job_rollouts.sql)
+    job.rollout := fleet_internal.job_rollout(definition -> 'rollout', label);
+    IF job.rollout ? 'onThreshold' AND job.threshold_type IS NULL THEN
+        RAISE EXCEPTION '"onThreshold" of % needs a "cancellationThreshold"', label
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the job a "cancellationThreshold"; "onThreshold": "pause" makes passing it pause the job.';
+    END IF;
+
     -- what the job does: all entries of one type
     IF jsonb_typeof(definition -> 'data') IS DISTINCT FROM 'array' OR jsonb_array_length(definition -> 'data') = 0 THEN
         RAISE EXCEPTION '% needs "data": a non-empty array of what to do', label
@@ -343,8 +351,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    IF job.rollout ? 'commandTimeout' AND job.job_type <> 'command' THEN
+        RAISE EXCEPTION '"commandTimeout" of % applies to command jobs; this is a % job', label, job.job_type
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
     job.definition := jsonb_set(definition, '{id}', to_jsonb(job.id));
     job.threshold_per_batch := coalesce(job.threshold_per_batch, false);
+    job.threshold_base := 0;
     job.created_by := actor;
     job.created_at := now();
     RETURN job;

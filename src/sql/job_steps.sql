@@ -46,6 +46,7 @@ BEGIN
              GROUP BY jb.batch) c
      WHERE b.job_id = job.id AND b.batch = c.batch;
     UPDATE fleet.jobs j SET status = final_status, finished_at = coalesce(at, clock_timestamp()) WHERE j.id = job.id;
+    PERFORM fleet_internal.job_event(job.id, final_status, job.current_batch);
 END;
 $$;
 
@@ -315,6 +316,8 @@ DECLARE
     window_size int := current_setting('fleet.command_window')::int;
     out_now    record;                     -- command jobs: what the open windows hold
     open_failed bigint := 0;               -- command jobs: failures not yet counted into a batch
+    allowance  record;                     -- a rate-limited job: what this step may dispatch
+    exceeded   boolean;
 BEGIN
     -- the lock makes stop_job wait for this chunk, and this chunk see a stop
     -- (NO KEY UPDATE: foreign key checks against the job need not wait);
@@ -327,6 +330,30 @@ BEGIN
     END IF;
     UPDATE fleet.jobs j SET last_step_at = coalesce(at, clock_timestamp()) WHERE j.id = job.id;
 
+    -- its rollout's end (src/sql/job_rollouts.sql)
+    IF fleet_internal.rollout_end(job) <= coalesce(at, clock_timestamp()) THEN
+        PERFORM fleet_internal.engine_end_job(job, at);
+        RETURN false;
+    END IF;
+    -- its rate: a step deals at most what the last minute leaves, and when
+    -- that is nothing the job waits (it is passed over until then)
+    IF job.rollout ?| '{maximumPerMinute,exponentialRate}' THEN
+        SELECT * INTO allowance FROM fleet_internal.rollout_allowance(job, at);
+        IF allowance.allowed = 0 THEN
+            UPDATE fleet_internal.job_engine_state s SET not_before = allowance.wait_until WHERE s.job_id = job.id;
+            IF allowance.spent AND job.status_detail IS NULL THEN
+                UPDATE fleet.jobs j
+                   SET status_detail = format('waiting: its rate, %s devices a minute, is reached', fleet_internal.rollout_rate(job))
+                 WHERE j.id = job.id;
+            END IF;
+            RETURN false;
+        END IF;
+        chunk_size := least(chunk_size, allowance.allowed);
+        IF job.status_detail IS NOT NULL THEN
+            UPDATE fleet.jobs j SET status_detail = NULL WHERE j.id = job.id;
+        END IF;
+    END IF;
+
     IF job.current_batch IS NULL THEN           -- a job without devices
         PERFORM fleet_internal.engine_finish_job(job, 'completed', at);
         RETURN false;
@@ -335,6 +362,7 @@ BEGIN
     IF b.status = 'pending' THEN
         UPDATE fleet.job_batches jb SET status = 'running', started_at = coalesce(at, clock_timestamp())
          WHERE jb.job_id = job.id AND jb.batch = b.batch;
+        PERFORM fleet_internal.job_event(job.id, 'batchStarted', b.batch);
     END IF;
 
     IF job.job_type = 'command' THEN
@@ -368,11 +396,36 @@ BEGIN
         left_over := CASE WHEN dealt = chunk_size THEN 1 ELSE 0 END;
     END IF;
 
-    -- cancellation threshold: strictly more failures than allowed
+    IF dealt > 0 THEN
+        IF job.rollout ?| '{maximumPerMinute,exponentialRate}' THEN
+            PERFORM fleet_internal.record_dispatch(job.id, dealt, at);
+        END IF;
+        -- each step's progress (a listener reads the devices that finished
+        -- since it last looked: fleet.job_devices by finished_at)
+        PERFORM fleet_internal.job_event(job.id, 'progress', b.batch);
+    END IF;
+
+    -- cancellation threshold: strictly more failures than allowed (after a
+    -- pause, more than allowed since it was resumed); it cancels the job,
+    -- or pauses it
     IF job.threshold_type IS NOT NULL THEN
         SELECT sum(jb.failed) + open_failed INTO job_failed FROM fleet.job_batches jb WHERE jb.job_id = job.id;
-        IF (job.threshold_per_batch AND fleet_internal.threshold_exceeded(job.threshold_type, job.threshold_value, b.failed, b.size))
-           OR (NOT job.threshold_per_batch AND fleet_internal.threshold_exceeded(job.threshold_type, job.threshold_value, job_failed, job.device_count)) THEN
+        exceeded := (job.threshold_per_batch
+                     AND fleet_internal.threshold_exceeded(job.threshold_type, job.threshold_value,
+                                                           greatest(b.failed - job.threshold_base, 0), b.size))
+                 OR (NOT job.threshold_per_batch
+                     AND fleet_internal.threshold_exceeded(job.threshold_type, job.threshold_value,
+                                                           job_failed - job.threshold_base, job.device_count));
+        IF exceeded AND job.rollout ->> 'onThreshold' = 'pause' THEN
+            PERFORM fleet_internal.engine_pause_job(job,
+                format('paused: %s failed %s passed its cancellation threshold (%s%s%s); resume it with fleet.resume_job()',
+                       CASE WHEN job.threshold_per_batch THEN greatest(b.failed - job.threshold_base, 0)
+                            ELSE job_failed - job.threshold_base END,
+                       CASE WHEN job.threshold_per_batch THEN 'devices of batch ' || b.batch ELSE 'devices' END,
+                       job.threshold_value, CASE WHEN job.threshold_type = 'percentage' THEN ' %' ELSE '' END,
+                       CASE WHEN job.threshold_per_batch THEN ' a batch' ELSE '' END), at);
+            RETURN false;
+        ELSIF exceeded THEN
             PERFORM fleet_internal.engine_finish_job(job, 'cancelled', at);
             RETURN false;
         END IF;
@@ -385,8 +438,13 @@ BEGIN
     -- the batch is done: on to the next, or the job is
     UPDATE fleet.job_batches jb SET status = 'completed', finished_at = coalesce(at, clock_timestamp())
      WHERE jb.job_id = job.id AND jb.batch = b.batch;
+    PERFORM fleet_internal.job_event(job.id, 'batchCompleted', b.batch);
     IF EXISTS (SELECT 1 FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch + 1) THEN
-        UPDATE fleet.jobs j SET current_batch = b.batch + 1 WHERE j.id = job.id;
+        -- (a batch's threshold counts from zero again)
+        UPDATE fleet.jobs j
+           SET current_batch = b.batch + 1,
+               threshold_base = CASE WHEN j.threshold_per_batch THEN 0 ELSE j.threshold_base END
+         WHERE j.id = job.id;
         RETURN true;
     END IF;
     PERFORM fleet_internal.engine_finish_job(job,
@@ -408,4 +466,5 @@ AS $$
     UPDATE fleet.jobs j SET status = 'failed', error = message, finished_at = coalesce(at, clock_timestamp())
      WHERE j.id = engine_give_up.job_id;
     UPDATE fleet.command_windows w SET next_check = coalesce(at, now()) WHERE w.job_id = engine_give_up.job_id;
+    SELECT fleet_internal.job_event(engine_give_up.job_id, 'failed');
 $$;

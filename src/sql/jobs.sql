@@ -46,6 +46,8 @@ BEGIN
         'progress', progress,
         'scheduledJobId', job.scheduled_job_id,
         'rerunOf', job.rerun_of,
+        -- why it waits or was paused (pg_fleet's rollout controls)
+        'statusDetail', job.status_detail,
         'error', job.error));
 END;
 $$;
@@ -63,6 +65,7 @@ DECLARE
 BEGIN
     job.status := 'saved';
     INSERT INTO fleet.jobs SELECT job.*;
+    PERFORM fleet_internal.job_event(job.id, 'saved');
     RETURN fleet.get_job(job.id);
 END;
 $$;
@@ -83,6 +86,7 @@ BEGIN
     job.status := 'pending';
     job.queued_at := clock_timestamp();
     INSERT INTO fleet.jobs SELECT job.*;
+    PERFORM fleet_internal.job_event(job.id, 'queued');
     PERFORM fleet_internal.wake_engine();
     RETURN fleet.get_job(job.id);
 END;
@@ -130,6 +134,7 @@ BEGIN
     PERFORM fleet_internal.require_engine_database('running a job');
     PERFORM fleet_internal.lock_job(run_job.job_id, '{saved}', 'run', 'running');
     UPDATE fleet.jobs j SET status = 'pending', queued_at = clock_timestamp() WHERE j.id = run_job.job_id;
+    PERFORM fleet_internal.job_event(run_job.job_id, 'queued');
     PERFORM fleet_internal.wake_engine();
     RETURN fleet.get_job(run_job.job_id);
 END;
@@ -147,7 +152,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM fleet_internal.lock_job(stop_job.job_id, '{pending,running}', 'stop', 'stopping');
-    UPDATE fleet.jobs j SET status = 'stopped' WHERE j.id = stop_job.job_id;
+    UPDATE fleet.jobs j SET status = 'stopped', status_detail = NULL WHERE j.id = stop_job.job_id;
+    PERFORM fleet_internal.job_event(stop_job.job_id, 'stopped');
     PERFORM fleet_internal.wake_engine();
     RETURN fleet.get_job(stop_job.job_id);
 END;
@@ -174,10 +180,25 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Run it again on its failed devices with fleet.rerun_job().';
     END IF;
+    IF fleet_internal.rollout_end(job) <= clock_timestamp() THEN
+        RAISE EXCEPTION 'cannot resume job "%": its rollout ended at %', resume_job.job_id,
+                        fleet_internal.rest_timestamp(fleet_internal.rollout_end(job))
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Copy it with fleet.copy_job() and give the copy a later "endTime" or a longer "maximumDuration", or rerun its failed devices.';
+    END IF;
     UPDATE fleet.jobs j
-       SET status = 'pending', queued_at = clock_timestamp(), finished_at = NULL, error = NULL, last_step_at = NULL
+       SET status = 'pending', queued_at = clock_timestamp(), finished_at = NULL, error = NULL, last_step_at = NULL,
+           status_detail = NULL,
+           -- resumed from a pause: the failures so far were seen; the
+           -- threshold counts those that come after
+           threshold_base = CASE WHEN job.status = 'stopped' AND job.status_detail IS NOT NULL
+                                 THEN (SELECT coalesce(sum(b.failed), 0) FROM fleet.job_batches b
+                                        WHERE b.job_id = job.id
+                                          AND (NOT job.threshold_per_batch OR b.batch = job.current_batch))
+                                 ELSE j.threshold_base END
      WHERE j.id = resume_job.job_id;
     DELETE FROM fleet_internal.job_engine_state s WHERE s.job_id = resume_job.job_id;
+    PERFORM fleet_internal.job_event(resume_job.job_id, 'resumed');
     PERFORM fleet_internal.wake_engine();
     RETURN fleet.get_job(resume_job.job_id);
 END;
@@ -196,6 +217,7 @@ AS $$
 BEGIN
     PERFORM fleet_internal.lock_job(delete_job.job_id, '{saved,stopped,completed,failed,cancelled}', 'delete', 'deleting');
     UPDATE fleet.jobs j SET deleted_at = clock_timestamp() WHERE j.id = delete_job.job_id;
+    PERFORM fleet_internal.job_event(delete_job.job_id, 'deleted');
     PERFORM fleet_internal.wake_engine();
 END;
 $$;
@@ -260,6 +282,7 @@ BEGIN
     job.status := 'pending';
     job.queued_at := clock_timestamp();
     INSERT INTO fleet.jobs SELECT job.*;
+    PERFORM fleet_internal.job_event(job.id, 'queued');
     PERFORM fleet_internal.wake_engine();
     RETURN fleet.get_job(job.id);
 END;

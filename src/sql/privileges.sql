@@ -75,6 +75,10 @@ ALTER TABLE fleet_internal.job_engine_state ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet_internal.job_engine_state FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet_internal.job_engine_state FOR SELECT
     USING (job_id IN (SELECT p.id FROM fleet.jobs p));
+ALTER TABLE fleet_internal.job_dispatches ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet_internal.job_dispatches FORCE ROW LEVEL SECURITY;
+CREATE POLICY viewers_read ON fleet_internal.job_dispatches FOR SELECT
+    USING (job_id IN (SELECT p.id FROM fleet.jobs p));
 
 -- shared application-wide: every role reads templates and manifests
 ALTER TABLE fleet.device_templates ENABLE ROW LEVEL SECURITY;

@@ -452,6 +452,7 @@ BEGIN
             INSERT INTO fleet.scheduled_job_runs (scheduled_job_id, occurrence, outcome, job_id)
             VALUES (s.id, due, 'started', job_id);
             UPDATE fleet.scheduled_jobs sj SET runs_started = sj.runs_started + 1 WHERE sj.id = s.id;
+            PERFORM fleet_internal.job_event(job.id, 'queued');
             PERFORM fleet_internal.wake_engine();
         EXCEPTION WHEN OTHERS THEN
             -- the job no longer validates (a group or template changed, its

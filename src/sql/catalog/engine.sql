@@ -14,7 +14,8 @@ CREATE TABLE fleet_internal.job_engine_state (
     last_error_at   timestamptz,
     next_retry_at   timestamptz,            -- not served before then
     step_size       int,                    -- devices per step after statement timeouts; NULL: fleet.engine_chunk_size
-    purged_through  text                    -- a deleted job: its devices' outcomes are purged up to this device id
+    purged_through  text,                   -- a deleted job: its devices' outcomes are purged up to this device id
+    not_before      timestamptz             -- its rollout holds it (a rate): not served before then
 );
 COMMENT ON TABLE fleet_internal.job_engine_state IS 'The engine''s state of each job: consecutive failures, last error, next retry; a deleted job''s purge';
 

@@ -28,7 +28,12 @@ CREATE TABLE fleet.jobs (
     device_count        bigint,
     current_batch       int,
     last_step_at        timestamptz,          -- when the engine last moved it on
-    deleted_at          timestamptz           -- deleted (fleet.delete_job, or past fleet.job_retention): the engine purges it
+    deleted_at          timestamptz,          -- deleted (fleet.delete_job, or past fleet.job_retention): the engine purges it
+    -- pg_fleet's rollout controls, the body's "rollout" as
+    -- fleet_internal.job_rollout() checked it (src/sql/job_rollouts.sql)
+    rollout             jsonb NOT NULL DEFAULT '{}',
+    status_detail       text,                 -- why it waits (a rate, its end) or was paused (a threshold)
+    threshold_base      bigint NOT NULL DEFAULT 0 -- failures already counted when it was last resumed from a pause
 );
 CREATE INDEX jobs_queue_idx ON fleet.jobs (queued_at, id) WHERE status IN ('pending', 'running');
 CREATE INDEX jobs_created_idx ON fleet.jobs (created_at);
@@ -108,6 +113,17 @@ ALTER TABLE fleet.job_devices
     ALTER COLUMN gateway SET STATISTICS 10, ALTER COLUMN deadline SET STATISTICS 10,
     ALTER COLUMN response_status SET STATISTICS 10, ALTER COLUMN response SET STATISTICS 10;
 COMMENT ON TABLE fleet.job_devices IS 'Every device of every started job: its batch, status (pending, completed, failed) and error';
+
+-- Devices a job dispatched (changed, or offered to gateways), by step:
+-- what its rate counts over the last minute, committed with the step, so
+-- the rate holds across engine restarts.
+CREATE TABLE fleet_internal.job_dispatches (
+    job_id  text NOT NULL REFERENCES fleet.jobs (id) ON DELETE CASCADE,
+    at      timestamptz NOT NULL,
+    devices bigint NOT NULL,
+    PRIMARY KEY (job_id, at)
+);
+COMMENT ON TABLE fleet_internal.job_dispatches IS 'Devices each step of a rate-limited job dispatched, when: what its rate counts';
 
 -- Which device properties each role shows as extra columns of
 -- fleet.list_job_devices(); kept across sessions.

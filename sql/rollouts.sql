@@ -1,0 +1,165 @@
+\set SHOW_CONTEXT never
+-- Rollout controls (src/sql/job_rollouts.sql), driven by the engine's
+-- clock: the engine is off and this test runs its turns itself
+-- (fleet_internal.engine_step(at)), so a minute passes in a statement.
+ALTER SYSTEM SET fleet.engine_enabled = off;
+SELECT pg_reload_conf();
+DO $$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN fleet_internal.engine_pid() IS NULL;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+SELECT fleet_internal.engine_pid() IS NULL AS engine_off;
+
+SELECT fleet.import_template('{"@id": "dtmi:test:Lamp;1", "@type": "Interface", "@context": "dtmi:dtdl:context;2",
+  "contents": [{"@type": "Property", "name": "level", "schema": "integer", "writable": true},
+               {"@type": "Command", "name": "blink"}]}') ->> 'id';
+INSERT INTO fleet.device_import SELECT 'lamp-' || lpad(i::text, 3, '0'), NULL FROM generate_series(1, 200) i;
+UPDATE fleet.devices SET template_id = 'dtmi:test:Lamp;1' WHERE id LIKE 'lamp-%';
+SELECT fleet.create_device_group('lamps', 'Lamps', 'dtmi:test:Lamp;1', '$.id starts with "lamp-"') ->> 'id';
+-- ten lamps, four of them without a template (a property job fails them)
+INSERT INTO fleet.device_import SELECT 'spot-' || lpad(i::text, 2, '0'), NULL FROM generate_series(1, 10) i;
+UPDATE fleet.devices SET template_id = 'dtmi:test:Lamp;1' WHERE id LIKE 'spot-%' AND id NOT IN ('spot-02', 'spot-03', 'spot-07', 'spot-08');
+SELECT fleet.create_device_group('spots', 'Spots', filter => '$.id starts with "spot-"') ->> 'id';
+
+CREATE FUNCTION pg_temp.level_job(id text, grp text, rollout jsonb, extra jsonb DEFAULT '{}') RETURNS text
+LANGUAGE sql AS $$
+    SELECT fleet.create_job(jsonb_build_object('id', id, 'displayName', 'Level ' || id, 'group', grp,
+        'data', '[{"type": "property", "target": "dtmi:test:Lamp;1", "path": "level", "value": 3}]'::jsonb,
+        'rollout', rollout) || extra) ->> 'status'
+$$;
+-- the engine's turns, four a second of its clock, from start for seconds
+CREATE FUNCTION pg_temp.run_engine(start timestamptz, seconds int) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    FOR s IN 0..seconds * 4 - 1 LOOP
+        PERFORM fleet_internal.engine_step(start + make_interval(secs => s / 4.0));
+    END LOOP;
+END;
+$$;
+-- a status detail without its times
+CREATE FUNCTION pg_temp.detail(job text) RETURNS text
+LANGUAGE sql AS $$
+    SELECT regexp_replace(status_detail, '\d{4}-\d\d-\d\dT[0-9:.]+Z', '<time>') FROM fleet.jobs WHERE id = job
+$$;
+
+-- refusals: each names the value and what to write
+SELECT pg_temp.level_job('bad-1', 'lamps', '"fast"');
+SELECT pg_temp.level_job('bad-2', 'lamps', '{"maximumPerMinut": 10}');
+SELECT pg_temp.level_job('bad-3', 'lamps', '{"maximumPerMinute": 0}');
+SELECT pg_temp.level_job('bad-4', 'lamps', '{"maximumPerMinute": 2.5}');
+SELECT pg_temp.level_job('bad-5', 'lamps', '{"exponentialRate": {"baseRatePerMinute": 10, "incrementFactor": 9,
+  "rateIncreaseCriteria": {"numberOfNotifiedDevices": 5}}}');
+SELECT pg_temp.level_job('bad-6', 'lamps', '{"exponentialRate": {"baseRatePerMinute": 10, "incrementFactor": 2,
+  "rateIncreaseCriteria": {"numberOfNotifiedDevices": 5, "numberOfSucceededDevices": 5}}}');
+SELECT pg_temp.level_job('bad-7', 'lamps', '{"exponentialRate": {"baseRatePerMinute": 10, "incrementFactor": 2}}');
+SELECT pg_temp.level_job('bad-8', 'lamps', '{"onThreshold": "pause"}');
+SELECT pg_temp.level_job('bad-9', 'lamps', '{"onThreshold": "stop"}', '{"cancellationThreshold": {"type": "number", "value": 1}}');
+SELECT pg_temp.level_job('bad-10', 'lamps', '{"commandTimeout": "PT30S"}');
+SELECT pg_temp.level_job('bad-11', 'lamps', '{"maximumDuration": "soon"}');
+SELECT pg_temp.level_job('bad-12', 'lamps', '{"maximumDuration": "PT10S"}');
+SELECT pg_temp.level_job('bad-13', 'lamps', '{"endTime": "2001-01-01T00:00:00Z"}');
+SELECT pg_temp.level_job('bad-14', 'lamps', '{"endTime": "the day after"}');
+SELECT pg_temp.level_job('bad-15', 'lamps', '{"endBehavior": "STOP_ROLLOUT"}');
+SELECT pg_temp.level_job('bad-16', 'lamps', '{"maximumDuration": 3600, "endBehavior": "ABORT"}');
+SELECT count(*) AS jobs_made FROM fleet.jobs;
+
+-- rate: 40 devices a minute over 200 lamps (five minutes); 40 is dealt
+-- in twentieths, two every three seconds
+CREATE TEMP TABLE clock AS SELECT date_trunc('second', now()) AS t0;
+SELECT pg_temp.level_job('rated', 'lamps', '{"maximumPerMinute": 40}');
+SELECT pg_temp.run_engine((SELECT t0 FROM clock), 330);
+SELECT status, device_count FROM fleet.jobs WHERE id = 'rated';
+SELECT fleet.get_job('rated') -> 'rollout' AS rollout;
+-- any minute holds at most 40, and, while the job has work, at least 38 (95 %)
+WITH windows AS (
+    SELECT w.at AS since,
+           (SELECT sum(d.devices) FROM fleet_internal.job_dispatches d
+             WHERE d.job_id = 'rated' AND d.at >= w.at AND d.at < w.at + interval '1 minute') AS devices,
+           w.at + interval '1 minute' <= (SELECT max(d.at) FROM fleet_internal.job_dispatches d WHERE d.job_id = 'rated') AS busy
+      FROM fleet_internal.job_dispatches w WHERE w.job_id = 'rated'
+)
+SELECT max(devices) AS most_in_a_minute, min(devices) FILTER (WHERE busy) AS fewest_in_a_busy_minute,
+       (SELECT sum(devices) FROM fleet_internal.job_dispatches WHERE job_id = 'rated') AS dispatched
+  FROM windows;
+-- the devices' own times agree: minute by minute from the start
+SELECT floor(extract(epoch FROM jd.finished_at - c.t0) / 60) AS minute, count(*)
+  FROM fleet.job_devices jd, clock c WHERE jd.job_id = 'rated' GROUP BY 1 ORDER BY 1;
+
+-- the wait is on the job while it waits: 10 a minute (below 20, one a
+-- turn) is spent in the minute's first seconds
+UPDATE clock SET t0 = t0 + interval '10 minutes';
+SELECT pg_temp.level_job('waiting', 'lamps', '{"maximumPerMinute": 10}');
+SELECT pg_temp.run_engine((SELECT t0 FROM clock), 30);
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'waiting';
+SELECT fleet.get_job('waiting') ->> 'statusDetail' AS status_detail;
+SELECT fleet.stop_job('waiting') ->> 'status' AS status;
+
+-- a ramp: 10 a minute, doubled after each 20 devices dispatched, at most 40
+UPDATE clock SET t0 = t0 + interval '10 minutes';
+SELECT pg_temp.level_job('ramp', 'lamps', '{"maximumPerMinute": 40, "exponentialRate": {"baseRatePerMinute": 10,
+  "incrementFactor": 2, "rateIncreaseCriteria": {"numberOfNotifiedDevices": 20}}}');
+SELECT pg_temp.run_engine((SELECT t0 FROM clock), 300);
+SELECT floor(extract(epoch FROM d.at - c.t0) / 60) AS minute, sum(d.devices) AS dispatched
+  FROM fleet_internal.job_dispatches d, clock c WHERE d.job_id = 'ramp' GROUP BY 1 ORDER BY 1;
+
+-- pause instead of cancel: the threshold stops the job for inspection,
+-- with the reason, and a resume counts only the failures after it
+UPDATE clock SET t0 = t0 + interval '10 minutes';
+SELECT pg_temp.level_job('careful', 'spots', '{"onThreshold": "pause"}',
+  '{"batch": {"type": "number", "value": 5}, "cancellationThreshold": {"type": "number", "value": 1}}');
+SELECT pg_temp.run_engine((SELECT t0 FROM clock), 5);
+SELECT status, status_detail, threshold_base FROM fleet.jobs WHERE id = 'careful';
+SELECT batch, status, completed, failed FROM fleet.job_batches WHERE job_id = 'careful' ORDER BY batch;
+SELECT fleet.resume_job('careful') ->> 'status' AS status;
+SELECT status_detail, threshold_base FROM fleet.jobs WHERE id = 'careful';
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '1 minute', 5);
+-- batch 2 fails two more (spot-07, spot-08): past the threshold again
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'careful';
+SELECT fleet.resume_job('careful') ->> 'status' AS status;
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '2 minutes', 5);
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'careful';
+SELECT status, count(*) FROM fleet.job_devices WHERE job_id = 'careful' GROUP BY 1 ORDER BY 1;
+-- without "onThreshold" the same job is cancelled, as IoT Central does
+SELECT pg_temp.level_job('careless', 'spots', NULL,
+  '{"batch": {"type": "number", "value": 5}, "cancellationThreshold": {"type": "number", "value": 1}}');
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '3 minutes', 5);
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'careless';
+
+-- a command job's own timeout, and its end: FORCE_CANCEL fails the
+-- commands in flight, as the gateway holds them
+UPDATE clock SET t0 = date_trunc('second', now());
+SELECT fleet.create_job('{"id": "blink", "displayName": "Blink", "group": "lamps",
+  "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"commandTimeout": "PT10M", "maximumDuration": "PT1M", "endBehavior": "FORCE_CANCEL"}}') ->> 'status';
+SELECT pg_temp.run_engine((SELECT t0 FROM clock), 2);
+SELECT DISTINCT deadline - opened_at AS window_timeout FROM fleet.command_windows WHERE job_id = 'blink';
+SELECT count(*) AS claimed, min(deadline - clock_timestamp()) > interval '9 minutes' AS claim_timeout_is_the_jobs
+  FROM fleet.claim_commands('gateway-1', 5);
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '61 seconds', 1);
+SELECT status, pg_temp.detail('blink') FROM fleet.jobs WHERE id = 'blink';
+SELECT status, error, count(*) FROM fleet.job_devices WHERE job_id = 'blink' GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- STOP_ROLLOUT (the default) stops it, resumable while its end is to come
+SELECT fleet.create_job('{"id": "blink-2", "displayName": "Blink", "group": "lamps",
+  "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"maximumDuration": "PT1M"}}') ->> 'status';
+SELECT pg_temp.run_engine((SELECT t0 FROM clock), 2);
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '61 seconds', 1);
+SELECT status, pg_temp.detail('blink-2') FROM fleet.jobs WHERE id = 'blink-2';
+-- (its end, a minute after it started, is to come on the real clock)
+SELECT fleet.resume_job('blink-2') ->> 'status' AS status;
+SELECT fleet.stop_job('blink-2') ->> 'status' AS status;
+
+-- a job with an end time shows it; a job read back may be sent again
+SELECT fleet.save_job('{"id": "later", "displayName": "Later", "group": "lamps",
+  "data": [{"type": "property", "target": "dtmi:test:Lamp;1", "path": "level", "value": 1}],
+  "rollout": {"endTime": "2099-01-01T00:00:00Z", "maximumPerMinute": 100}}') -> 'rollout';
+SELECT fleet.copy_job('later') -> 'rollout' AS copied;
+
+-- the engine back on
+ALTER SYSTEM RESET fleet.engine_enabled;
+SELECT pg_reload_conf();

@@ -1,0 +1,346 @@
+-- Rollout controls: pg_fleet's extensions to IoT Central's job body, under
+-- one key, "rollout", so that IoT Central's own fields keep their meaning:
+--
+--   "rollout": {
+--     "maximumPerMinute": 1000,                     devices dispatched a minute, at most
+--     "exponentialRate": {                          a ramp, as AWS IoT Jobs defines it
+--       "baseRatePerMinute": 50, "incrementFactor": 2,
+--       "rateIncreaseCriteria": {"numberOfNotifiedDevices": 100}
+--                            or {"numberOfSucceededDevices": 100}},
+--     "onThreshold": "pause",                       the cancellation threshold pauses (default "cancel")
+--     "commandTimeout": "PT2M",                     a command job's timeout (default fleet.command_timeout)
+--     "endTime": "2026-12-24T18:00:00Z",            the job ends then ...
+--     "maximumDuration": "PT6H",                    ... or this long after it started
+--     "endBehavior": "STOP_ROLLOUT"                 ... and stops (resumable), "CANCEL"s, or
+--   }                                               "FORCE_CANCEL"s (fails what is in flight)
+--
+-- Dispatched: a property-type job's device changed, a command job's device
+-- offered to gateways.  Every step of a rate-limited job records what it
+-- dispatched (fleet_internal.job_dispatches, committed with the step), so
+-- the rate holds over any minute, across batches and engine restarts.
+-- Every change of a job's or a batch's state, and each step's progress,
+-- is announced on the channel fleet_jobs (fleet_internal.job_event()).
+
+-- An ISO 8601 duration ("PT30S") or a number of seconds, as an interval
+-- between bounds, or an error naming the value.
+CREATE FUNCTION fleet_internal.rollout_interval(value jsonb, what text, low interval, high interval)
+RETURNS interval
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result interval;
+BEGIN
+    BEGIN
+        result := CASE jsonb_typeof(value)
+                  WHEN 'number' THEN make_interval(secs => (value #>> '{}')::float8)
+                  WHEN 'string' THEN (value #>> '{}')::interval END;
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow
+                   OR numeric_value_out_of_range THEN
+        result := NULL;
+    END;
+    IF result IS NULL OR result < low OR result > high THEN
+        RAISE EXCEPTION '% % is not a duration from % to %', what, value, low, high
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Write an ISO 8601 duration such as "PT30S" or "PT2H", or a number of seconds.';
+    END IF;
+    RETURN result;
+END;
+$$;
+
+-- A whole number between bounds, or an error naming the value.
+CREATE FUNCTION fleet_internal.rollout_count(value jsonb, what text, low bigint, high bigint)
+RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(value) IS DISTINCT FROM 'number' OR (value #>> '{}')::numeric <> trunc((value #>> '{}')::numeric)
+       OR (value #>> '{}')::numeric NOT BETWEEN low AND high THEN
+        RAISE EXCEPTION '% % is not a whole number from % to %', what, coalesce(value::text, 'null'), low, high
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN (value #>> '{}')::bigint;
+END;
+$$;
+
+-- Validates a body's "rollout" and returns it as the engine reads it
+-- (durations as intervals' text, names as given).  Unknown keys are
+-- refused: a misspelt option would otherwise be a rollout without it.
+CREATE FUNCTION fleet_internal.job_rollout(rollout jsonb, label text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result   jsonb := '{}';
+    ramp     jsonb;
+    criteria jsonb;
+    what     text := format('the "rollout" of %s', label);
+    ends_at  timestamptz;
+BEGIN
+    IF rollout IS NULL OR jsonb_typeof(rollout) = 'null' THEN
+        RETURN '{}';
+    END IF;
+    IF jsonb_typeof(rollout) <> 'object' THEN
+        RAISE EXCEPTION '% must be a JSON object, not %', what, rollout
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example "rollout": {"maximumPerMinute": 1000, "onThreshold": "pause"}; the README''s Rollouts section lists the options.';
+    END IF;
+    PERFORM fleet_internal.refuse_unknown_keys(rollout,
+        '{maximumPerMinute,exponentialRate,onThreshold,commandTimeout,endTime,maximumDuration,endBehavior}', what);
+
+    IF rollout ? 'maximumPerMinute' THEN
+        result := result || jsonb_build_object('maximumPerMinute',
+            fleet_internal.rollout_count(rollout -> 'maximumPerMinute', format('"maximumPerMinute" of %s', label), 1, 1000000000));
+    END IF;
+    IF rollout ? 'exponentialRate' THEN
+        ramp := rollout -> 'exponentialRate';
+        IF jsonb_typeof(ramp) IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION '"exponentialRate" of % must be a JSON object, not %', label, ramp
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write {"baseRatePerMinute": 50, "incrementFactor": 2, "rateIncreaseCriteria": {"numberOfNotifiedDevices": 100}}.';
+        END IF;
+        PERFORM fleet_internal.refuse_unknown_keys(ramp, '{baseRatePerMinute,incrementFactor,rateIncreaseCriteria}',
+                                                   format('"exponentialRate" of %s', label));
+        criteria := ramp -> 'rateIncreaseCriteria';
+        IF jsonb_typeof(criteria) IS DISTINCT FROM 'object'
+           OR (SELECT count(*) FROM jsonb_object_keys(criteria)) <> 1 THEN
+            RAISE EXCEPTION '"rateIncreaseCriteria" of % must name one criterion, not %', label, coalesce(criteria::text, 'nothing')
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write {"numberOfNotifiedDevices": N} (raised after N more devices were dispatched) or {"numberOfSucceededDevices": N} (after N more succeeded).';
+        END IF;
+        PERFORM fleet_internal.refuse_unknown_keys(criteria, '{numberOfNotifiedDevices,numberOfSucceededDevices}',
+                                                   format('"rateIncreaseCriteria" of %s', label));
+        IF jsonb_typeof(ramp -> 'incrementFactor') IS DISTINCT FROM 'number'
+           OR (ramp ->> 'incrementFactor')::numeric NOT BETWEEN 1.1 AND 5 THEN
+            RAISE EXCEPTION '"incrementFactor" % of % is not a number from 1.1 to 5', coalesce(ramp -> 'incrementFactor', 'null'), label
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'AWS IoT Jobs takes the same range: the rate is multiplied by it at each increase.';
+        END IF;
+        result := result || jsonb_build_object('exponentialRate', jsonb_build_object(
+            'baseRatePerMinute', fleet_internal.rollout_count(ramp -> 'baseRatePerMinute',
+                                     format('"baseRatePerMinute" of %s', label), 1, 1000000000),
+            'incrementFactor', (ramp ->> 'incrementFactor')::numeric,
+            'rateIncreaseCriteria', (SELECT jsonb_build_object(k, fleet_internal.rollout_count(criteria -> k,
+                                                 format('"%s" of %s', k, label), 1, 1000000000))
+                                       FROM jsonb_object_keys(criteria) k)));
+    END IF;
+    IF rollout ? 'onThreshold' THEN
+        IF rollout ->> 'onThreshold' NOT IN ('cancel', 'pause') OR jsonb_typeof(rollout -> 'onThreshold') <> 'string' THEN
+            RAISE EXCEPTION '"onThreshold" % of % is neither "cancel" nor "pause"', rollout -> 'onThreshold', label
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = '"pause" stops the job for inspection when its cancellation threshold is passed; fleet.resume_job() carries on.';
+        END IF;
+        result := result || jsonb_build_object('onThreshold', rollout ->> 'onThreshold');
+    END IF;
+    IF rollout ? 'commandTimeout' THEN
+        result := result || jsonb_build_object('commandTimeout',
+            fleet_internal.rollout_interval(rollout -> 'commandTimeout', format('"commandTimeout" of %s', label),
+                                            interval '1 second', interval '7 days')::text);
+    END IF;
+    IF rollout ? 'endTime' THEN
+        BEGIN
+            ends_at := (rollout ->> 'endTime')::timestamptz;
+        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR invalid_text_representation THEN
+            ends_at := NULL;
+        END;
+        IF jsonb_typeof(rollout -> 'endTime') IS DISTINCT FROM 'string' OR ends_at IS NULL OR NOT isfinite(ends_at) THEN
+            RAISE EXCEPTION '"endTime" % of % is not a time', rollout -> 'endTime', label
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write an ISO 8601 time with its offset, such as "2026-12-24T18:00:00Z".';
+        END IF;
+        IF ends_at <= now() THEN
+            RAISE EXCEPTION '"endTime" % of % has passed', rollout -> 'endTime', label
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Give a time to come, or leave "endTime" out.';
+        END IF;
+        result := result || jsonb_build_object('endTime', ends_at);
+    END IF;
+    IF rollout ? 'maximumDuration' THEN
+        result := result || jsonb_build_object('maximumDuration',
+            fleet_internal.rollout_interval(rollout -> 'maximumDuration', format('"maximumDuration" of %s', label),
+                                            interval '1 minute', interval '1 year')::text);
+    END IF;
+    IF rollout ? 'endBehavior' THEN
+        IF jsonb_typeof(rollout -> 'endBehavior') IS DISTINCT FROM 'string'
+           OR rollout ->> 'endBehavior' NOT IN ('STOP_ROLLOUT', 'CANCEL', 'FORCE_CANCEL') THEN
+            RAISE EXCEPTION '"endBehavior" % of % is not "STOP_ROLLOUT", "CANCEL" or "FORCE_CANCEL"', rollout -> 'endBehavior', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF NOT (rollout ? 'endTime' OR rollout ? 'maximumDuration') THEN
+            RAISE EXCEPTION '"endBehavior" of % needs "endTime" or "maximumDuration"', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        result := result || jsonb_build_object('endBehavior', rollout ->> 'endBehavior');
+    END IF;
+    RETURN result;
+END;
+$$;
+
+-- Announces a change of a job (and of its batch, when one is named) on the
+-- channel fleet_jobs, when the transaction commits: a small JSON object
+-- with the job, its organization, the event, the job's status and, for a
+-- batch, the batch's number and counts.  Applications LISTEN instead of
+-- polling.  NOTIFY has no privileges: whoever may connect to the database
+-- may LISTEN, so the payload names ids and states, no data.
+CREATE FUNCTION fleet_internal.job_event(job_id text, event text, batch int DEFAULT NULL)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_notify('fleet_jobs', json_build_object(
+               'job', j.id, 'organization', j.organization_id, 'event', event,
+               'status', j.status, 'detail', left(j.status_detail, 400),
+               'batch', b.batch, 'batchStatus', b.status, 'completed', b.completed, 'failed', b.failed)::text)
+      FROM fleet.jobs j
+      LEFT JOIN fleet.job_batches b ON b.job_id = j.id AND b.batch = job_event.batch
+     WHERE j.id = job_event.job_id
+$$;
+
+-- The rate a job dispatches at now, devices a minute (NULL: no limit): its
+-- maximumPerMinute, or its ramp's base multiplied by incrementFactor each
+-- time rateIncreaseCriteria more devices were dispatched (or succeeded),
+-- at most maximumPerMinute.
+CREATE FUNCTION fleet_internal.rollout_rate(job fleet.jobs)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ramp    jsonb := job.rollout -> 'exponentialRate';
+    maximum bigint := (job.rollout ->> 'maximumPerMinute')::bigint;
+    step    bigint;
+    reached bigint;
+BEGIN
+    IF ramp IS NULL THEN
+        RETURN maximum;
+    END IF;
+    IF ramp -> 'rateIncreaseCriteria' ? 'numberOfSucceededDevices' THEN
+        step := (ramp #>> '{rateIncreaseCriteria,numberOfSucceededDevices}')::bigint;
+        SELECT coalesce(sum(b.completed), 0) INTO reached FROM fleet.job_batches b WHERE b.job_id = job.id;
+    ELSE
+        step := (ramp #>> '{rateIncreaseCriteria,numberOfNotifiedDevices}')::bigint;
+        SELECT coalesce(sum(d.devices), 0) INTO reached FROM fleet_internal.job_dispatches d WHERE d.job_id = job.id;
+    END IF;
+    -- (the exponent is bounded: past 60 increases any rate is past any maximum)
+    RETURN least(coalesce(maximum, 1000000000),
+                 floor((ramp ->> 'baseRatePerMinute')::bigint
+                       * power((ramp ->> 'incrementFactor')::numeric, least(reached / step, 60)))::numeric)::bigint;
+END;
+$$;
+
+-- How many devices a rate-limited job may dispatch in this step, and, when
+-- none, until when it waits (spent: the minute's rate is, which the job
+-- shows; else the next twentieth is not due yet).  Any minute holds at most the rate; the rate
+-- is dealt in twentieths, one every three seconds, so a minute that ends
+-- while the job has work holds the rate less at most one twentieth (5 %).
+CREATE FUNCTION fleet_internal.rollout_allowance(job fleet.jobs, at timestamptz,
+                                                 OUT allowed bigint, OUT wait_until timestamptz, OUT spent boolean)
+RETURNS record
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_ts    timestamptz := coalesce(at, clock_timestamp());
+    rate      bigint := fleet_internal.rollout_rate(job);
+    slice     bigint;
+    in_minute bigint;
+    oldest    timestamptz;
+    latest    timestamptz;
+BEGIN
+    IF rate IS NULL THEN
+        allowed := NULL;            -- no limit
+        RETURN;
+    END IF;
+    slice := greatest(ceil(rate / 20.0)::bigint, 1);
+    SELECT coalesce(sum(d.devices), 0), min(d.at), max(d.at) INTO in_minute, oldest, latest
+      FROM fleet_internal.job_dispatches d
+     WHERE d.job_id = job.id AND d.at > now_ts - interval '1 minute' AND d.at <= now_ts;
+    spent := in_minute >= rate;
+    IF spent THEN
+        allowed := 0;
+        wait_until := oldest + interval '1 minute';
+    ELSIF latest IS NOT NULL AND latest > now_ts - interval '3 seconds' AND rate >= 20 THEN
+        allowed := 0;               -- the next twentieth is due three seconds after the last
+        wait_until := latest + interval '3 seconds';
+    ELSE
+        allowed := least(slice, rate - in_minute);
+    END IF;
+END;
+$$;
+
+-- Records what a step of a rate-limited job dispatched.
+CREATE FUNCTION fleet_internal.record_dispatch(job_id text, devices bigint, at timestamptz)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO fleet_internal.job_dispatches AS d (job_id, at, devices)
+    SELECT record_dispatch.job_id, coalesce(at, clock_timestamp()), devices
+     WHERE devices > 0
+    ON CONFLICT ON CONSTRAINT job_dispatches_pkey DO UPDATE SET devices = d.devices + excluded.devices
+$$;
+
+-- A command job's timeout: its rollout's commandTimeout, else
+-- fleet.command_timeout.
+CREATE FUNCTION fleet_internal.command_timeout(rollout jsonb)
+RETURNS interval
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce((rollout ->> 'commandTimeout')::interval, current_setting('fleet.command_timeout')::interval)
+$$;
+
+-- When a job ends by its rollout (endTime, or maximumDuration after its
+-- start), NULL when it does not.
+CREATE FUNCTION fleet_internal.rollout_end(job fleet.jobs)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT least((job.rollout ->> 'endTime')::timestamptz,
+                 job.started_at + (job.rollout ->> 'maximumDuration')::interval)
+$$;
+
+-- Pauses a job: it stops as fleet.stop_job() stops it (resumable), with
+-- the reason on the job.
+CREATE FUNCTION fleet_internal.engine_pause_job(job fleet.jobs, reason text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE fleet.jobs j SET status = 'stopped', status_detail = reason WHERE j.id = job.id;
+    PERFORM fleet_internal.job_event(job.id, 'paused', job.current_batch);
+END;
+$$;
+
+-- A job past its end: STOP_ROLLOUT stops it (resumable; its claimed
+-- commands may still be answered), CANCEL cancels it as a threshold does,
+-- FORCE_CANCEL also fails its commands in flight ("the job ended").
+CREATE FUNCTION fleet_internal.engine_end_job(job fleet.jobs, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    behavior text := coalesce(job.rollout ->> 'endBehavior', 'STOP_ROLLOUT');
+    reason   text := format('ended: its end time %s passed (endBehavior %s)',
+                            fleet_internal.rest_timestamp(fleet_internal.rollout_end(job)), behavior);
+BEGIN
+    IF behavior = 'STOP_ROLLOUT' THEN
+        PERFORM fleet_internal.engine_pause_job(job, reason, at);
+        RETURN;
+    END IF;
+    IF behavior = 'FORCE_CANCEL' THEN
+        -- claimed, unanswered: failed now (an answer that comes later finds
+        -- its delivery done and changes nothing)
+        UPDATE fleet.job_devices jd
+           SET status = 'failed', error = 'the job ended', finished_at = coalesce(at, clock_timestamp())
+         WHERE jd.job_id = job.id AND jd.status = 'pending' AND jd.gateway IS NOT NULL;
+    END IF;
+    UPDATE fleet.jobs j SET status_detail = reason WHERE j.id = job.id;
+    PERFORM fleet_internal.engine_finish_job(job, 'cancelled', at);
+END;
+$$;
