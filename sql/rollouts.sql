@@ -107,7 +107,8 @@ SELECT floor(extract(epoch FROM d.at - c.t0) / 60) AS minute, sum(d.devices) AS 
   FROM fleet_internal.job_dispatches d, clock c WHERE d.job_id = 'ramp' GROUP BY 1 ORDER BY 1;
 
 -- pause instead of cancel: the threshold stops the job for inspection,
--- with the reason, and a resume counts only the failures after it
+-- with the reason; the failures it paused for are answered (threshold_base),
+-- so once resumed the threshold counts only those that come after
 UPDATE clock SET t0 = t0 + interval '10 minutes';
 SELECT pg_temp.level_job('careful', 'spots', '{"onThreshold": "pause"}',
   '{"batch": {"type": "number", "value": 5}, "cancellationThreshold": {"type": "number", "value": 1}}');

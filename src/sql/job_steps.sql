@@ -317,7 +317,9 @@ DECLARE
     out_now    record;                     -- command jobs: what the open windows hold
     open_failed bigint := 0;               -- command jobs: failures not yet counted into a batch
     allowance  record;                     -- a rate-limited job: what this step may dispatch
-    exceeded   boolean;
+    rate_limited boolean;
+    counted    bigint;                     -- failures the threshold counts, and out of how many
+    scope      bigint;
 BEGIN
     -- the lock makes stop_job wait for this chunk, and this chunk see a stop
     -- (NO KEY UPDATE: foreign key checks against the job need not wait);
@@ -329,6 +331,7 @@ BEGIN
         RETURN false;
     END IF;
     UPDATE fleet.jobs j SET last_step_at = coalesce(at, clock_timestamp()) WHERE j.id = job.id;
+    rate_limited := job.rollout ?| '{maximumPerMinute,exponentialRate}';
 
     -- its rollout's end (src/sql/job_rollouts.sql)
     IF fleet_internal.rollout_end(job) <= coalesce(at, clock_timestamp()) THEN
@@ -337,7 +340,7 @@ BEGIN
     END IF;
     -- its rate: a step deals at most what the last minute leaves, and when
     -- that is nothing the job waits (it is passed over until then)
-    IF job.rollout ?| '{maximumPerMinute,exponentialRate}' THEN
+    IF rate_limited THEN
         SELECT * INTO allowance FROM fleet_internal.rollout_allowance(job, at);
         IF allowance.allowed = 0 THEN
             UPDATE fleet_internal.job_engine_state s SET not_before = allowance.wait_until WHERE s.job_id = job.id;
@@ -397,7 +400,7 @@ BEGIN
     END IF;
 
     IF dealt > 0 THEN
-        IF job.rollout ?| '{maximumPerMinute,exponentialRate}' THEN
+        IF rate_limited THEN
             PERFORM fleet_internal.record_dispatch(job.id, dealt, at);
         END IF;
         -- each step's progress (a listener reads the devices that finished
@@ -406,27 +409,29 @@ BEGIN
     END IF;
 
     -- cancellation threshold: strictly more failures than allowed (after a
-    -- pause, more than allowed since it was resumed); it cancels the job,
-    -- or pauses it
+    -- pause, more than allowed since it: threshold_base); it cancels the
+    -- job, or pauses it
     IF job.threshold_type IS NOT NULL THEN
         SELECT sum(jb.failed) + open_failed INTO job_failed FROM fleet.job_batches jb WHERE jb.job_id = job.id;
-        exceeded := (job.threshold_per_batch
-                     AND fleet_internal.threshold_exceeded(job.threshold_type, job.threshold_value,
-                                                           greatest(b.failed - job.threshold_base, 0), b.size))
-                 OR (NOT job.threshold_per_batch
-                     AND fleet_internal.threshold_exceeded(job.threshold_type, job.threshold_value,
-                                                           job_failed - job.threshold_base, job.device_count));
-        IF exceeded AND job.rollout ->> 'onThreshold' = 'pause' THEN
-            PERFORM fleet_internal.engine_pause_job(job,
-                format('paused: %s failed %s passed its cancellation threshold (%s%s%s); resume it with fleet.resume_job()',
-                       CASE WHEN job.threshold_per_batch THEN greatest(b.failed - job.threshold_base, 0)
-                            ELSE job_failed - job.threshold_base END,
-                       CASE WHEN job.threshold_per_batch THEN 'devices of batch ' || b.batch ELSE 'devices' END,
-                       job.threshold_value, CASE WHEN job.threshold_type = 'percentage' THEN ' %' ELSE '' END,
-                       CASE WHEN job.threshold_per_batch THEN ' a batch' ELSE '' END), at);
-            RETURN false;
-        ELSIF exceeded THEN
-            PERFORM fleet_internal.engine_finish_job(job, 'cancelled', at);
+        IF job.threshold_per_batch THEN
+            counted := greatest(b.failed - job.threshold_base, 0);
+            scope := b.size;
+        ELSE
+            counted := job_failed - job.threshold_base;
+            scope := job.device_count;
+        END IF;
+        IF fleet_internal.threshold_exceeded(job.threshold_type, job.threshold_value, counted, scope) THEN
+            IF job.rollout ->> 'onThreshold' = 'pause' THEN
+                -- once resumed, the threshold counts the failures after these
+                UPDATE fleet.jobs j SET threshold_base = job.threshold_base + counted WHERE j.id = job.id;
+                PERFORM fleet_internal.engine_pause_job(job,
+                    format('paused: %s failed %s passed its cancellation threshold (%s%s%s); resume it with fleet.resume_job()',
+                           counted, CASE WHEN job.threshold_per_batch THEN 'devices of batch ' || b.batch ELSE 'devices' END,
+                           job.threshold_value, CASE WHEN job.threshold_type = 'percentage' THEN ' %' ELSE '' END,
+                           CASE WHEN job.threshold_per_batch THEN ' a batch' ELSE '' END), at);
+            ELSE
+                PERFORM fleet_internal.engine_finish_job(job, 'cancelled', at);
+            END IF;
             RETURN false;
         END IF;
     END IF;

@@ -188,14 +188,7 @@ BEGIN
     END IF;
     UPDATE fleet.jobs j
        SET status = 'pending', queued_at = clock_timestamp(), finished_at = NULL, error = NULL, last_step_at = NULL,
-           status_detail = NULL,
-           -- resumed from a pause: the failures so far were seen; the
-           -- threshold counts those that come after
-           threshold_base = CASE WHEN job.status = 'stopped' AND job.status_detail IS NOT NULL
-                                 THEN (SELECT coalesce(sum(b.failed), 0) FROM fleet.job_batches b
-                                        WHERE b.job_id = job.id
-                                          AND (NOT job.threshold_per_batch OR b.batch = job.current_batch))
-                                 ELSE j.threshold_base END
+           status_detail = NULL
      WHERE j.id = resume_job.job_id;
     DELETE FROM fleet_internal.job_engine_state s WHERE s.job_id = resume_job.job_id;
     PERFORM fleet_internal.job_event(resume_job.job_id, 'resumed');

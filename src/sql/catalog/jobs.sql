@@ -33,7 +33,7 @@ CREATE TABLE fleet.jobs (
     -- fleet_internal.job_rollout() checked it (src/sql/job_rollouts.sql)
     rollout             jsonb NOT NULL DEFAULT '{}',
     status_detail       text,                 -- why it waits (a rate, its end) or was paused (a threshold)
-    threshold_base      bigint NOT NULL DEFAULT 0 -- failures already counted when it was last resumed from a pause
+    threshold_base      bigint NOT NULL DEFAULT 0 -- failures a pause already answered for (a batch's: until the next batch)
 );
 CREATE INDEX jobs_queue_idx ON fleet.jobs (queued_at, id) WHERE status IN ('pending', 'running');
 CREATE INDEX jobs_created_idx ON fleet.jobs (created_at);
