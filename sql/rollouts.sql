@@ -130,6 +130,33 @@ SELECT pg_temp.level_job('careless', 'spots', NULL,
 SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '3 minutes', 5);
 SELECT status, status_detail FROM fleet.jobs WHERE id = 'careless';
 
+-- staged promotion: by hand, or when a batch reached a success percentage
+SELECT pg_temp.level_job('bad-17', 'spots', '{"promotion": {"mode": "manual"}}');
+SELECT pg_temp.level_job('bad-18', 'spots', '{"promotion": "manual"}', '{"batch": {"type": "number", "value": 5}}');
+SELECT pg_temp.level_job('bad-19', 'spots', '{"promotion": {"mode": "by hand"}}', '{"batch": {"type": "number", "value": 5}}');
+SELECT pg_temp.level_job('bad-20', 'spots', '{"promotion": {}}', '{"batch": {"type": "number", "value": 5}}');
+SELECT pg_temp.level_job('bad-21', 'spots', '{"promotion": {"successPercentage": 101}}', '{"batch": {"type": "number", "value": 5}}');
+SELECT pg_temp.level_job('staged', 'spots', '{"promotion": {"mode": "manual"}}', '{"batch": {"type": "number", "value": 5}}');
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '4 minutes', 5);
+SELECT status, status_detail, current_batch FROM fleet.jobs WHERE id = 'staged';
+SELECT batch, status, completed, failed FROM fleet.job_batches WHERE job_id = 'staged' ORDER BY batch;
+SELECT fleet.advance_job('staged') ->> 'status' AS status;
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '5 minutes', 5);
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'staged';
+SELECT batch, status, completed, failed FROM fleet.job_batches WHERE job_id = 'staged' ORDER BY batch;
+-- only a job waiting at a batch boundary advances
+SELECT fleet.advance_job('staged');
+SELECT fleet.advance_job('careless');
+SELECT fleet.advance_job('waiting');
+-- a bar: batch 1 of the spots succeeds on 3 of 5 (60 %), below 80 %
+SELECT pg_temp.level_job('gated', 'spots', '{"promotion": {"successPercentage": 80}}', '{"batch": {"type": "number", "value": 5}}');
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '6 minutes', 5);
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'gated';
+-- and 200 lamps in batches of 50, every batch above 95 %, run through
+SELECT pg_temp.level_job('gated-lamps', 'lamps', '{"promotion": {"successPercentage": 95}}', '{"batch": {"type": "number", "value": 50}}');
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '7 minutes', 5);
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'gated-lamps';
+
 -- a command job's own timeout, and its end: FORCE_CANCEL fails the
 -- commands in flight, as the gateway holds them
 UPDATE clock SET t0 = date_trunc('second', now());

@@ -351,6 +351,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    IF job.rollout ? 'promotion' AND job.batch_type IS NULL THEN
+        RAISE EXCEPTION '"promotion" of % needs a "batch"', label
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A job without "batch" runs as one batch: there is nothing to promote.';
+    END IF;
     IF job.rollout ? 'commandTimeout' AND job.job_type <> 'command' THEN
         RAISE EXCEPTION '"commandTimeout" of % applies to command jobs; this is a % job', label, job.job_type
             USING ERRCODE = 'invalid_parameter_value';

@@ -8,6 +8,8 @@
 --       "rateIncreaseCriteria": {"numberOfNotifiedDevices": 100}
 --                            or {"numberOfSucceededDevices": 100}},
 --     "onThreshold": "pause",                       the cancellation threshold pauses (default "cancel")
+--     "promotion": {"mode": "manual"}               each next batch waits for fleet.advance_job(), or
+--               {"successPercentage": 95}           starts only when the last reached 95 % (else pauses)
 --     "commandTimeout": "PT2M",                     a command job's timeout (default fleet.command_timeout)
 --     "endTime": "2026-12-24T18:00:00Z",            the job ends then ...
 --     "maximumDuration": "PT6H",                    ... or this long after it started
@@ -88,7 +90,7 @@ BEGIN
                   HINT = 'For example "rollout": {"maximumPerMinute": 1000, "onThreshold": "pause"}; the README''s Rollouts section lists the options.';
     END IF;
     PERFORM fleet_internal.refuse_unknown_keys(rollout,
-        '{maximumPerMinute,exponentialRate,onThreshold,commandTimeout,endTime,maximumDuration,endBehavior}', what);
+        '{maximumPerMinute,exponentialRate,onThreshold,promotion,commandTimeout,endTime,maximumDuration,endBehavior}', what);
 
     IF rollout ? 'maximumPerMinute' THEN
         result := result || jsonb_build_object('maximumPerMinute',
@@ -133,6 +135,30 @@ BEGIN
                       HINT = '"pause" stops the job for inspection when its cancellation threshold is passed; fleet.resume_job() carries on.';
         END IF;
         result := result || jsonb_build_object('onThreshold', rollout ->> 'onThreshold');
+    END IF;
+    IF rollout ? 'promotion' THEN
+        IF jsonb_typeof(rollout -> 'promotion') IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION '"promotion" of % must be a JSON object, not %', label, rollout -> 'promotion'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write {"mode": "manual"} (each next batch waits for fleet.advance_job()) or {"successPercentage": 95}.';
+        END IF;
+        PERFORM fleet_internal.refuse_unknown_keys(rollout -> 'promotion', '{mode,successPercentage}',
+                                                   format('"promotion" of %s', label));
+        IF rollout -> 'promotion' ? 'mode' AND (jsonb_typeof(rollout #> '{promotion,mode}') IS DISTINCT FROM 'string'
+                                               OR rollout #>> '{promotion,mode}' NOT IN ('automatic', 'manual')) THEN
+            RAISE EXCEPTION '"mode" % of the "promotion" of % is neither "automatic" nor "manual"', rollout #> '{promotion,mode}', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF NOT (rollout -> 'promotion' ?| '{mode,successPercentage}') THEN
+            RAISE EXCEPTION '"promotion" of % says nothing', label
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Give "mode": "manual", or a "successPercentage" each batch must reach before the next starts.';
+        END IF;
+        result := result || jsonb_build_object('promotion', jsonb_strip_nulls(jsonb_build_object(
+            'mode', coalesce(rollout #>> '{promotion,mode}', 'automatic'),
+            'successPercentage', CASE WHEN rollout -> 'promotion' ? 'successPercentage'
+                                      THEN fleet_internal.rollout_count(rollout #> '{promotion,successPercentage}',
+                                               format('"successPercentage" of the "promotion" of %s', label), 1, 100) END)));
     END IF;
     IF rollout ? 'commandTimeout' THEN
         result := result || jsonb_build_object('commandTimeout',
@@ -301,6 +327,26 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT least((job.rollout ->> 'endTime')::timestamptz,
                  job.started_at + (job.rollout ->> 'maximumDuration')::interval)
+$$;
+
+-- Whether a job waits at a batch boundary for its promotion: the batch it
+-- just completed is promoted (NULL) unless its rollout's "promotion" asks
+-- for a hand (mode manual) or a success percentage it did not reach; then
+-- the reason it waits.  b: the completed batch, its counts final.
+CREATE FUNCTION fleet_internal.promotion_wait(job fleet.jobs, b fleet.job_batches)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+           WHEN (job.rollout #>> '{promotion,successPercentage}')::int * b.size > b.completed * 100
+           THEN format('paused: batch %s succeeded on %s of %s devices, below its promotion bar of %s %%; '
+                       'advance it with fleet.advance_job(), or leave it stopped', b.batch, b.completed, b.size,
+                       job.rollout #>> '{promotion,successPercentage}')
+           WHEN job.rollout #>> '{promotion,mode}' = 'manual'
+           THEN format('waiting for promotion: batch %s succeeded on %s of %s devices; '
+                       'advance it with fleet.advance_job()', b.batch, b.completed, b.size)
+           END
 $$;
 
 -- Pauses a job: it stops as fleet.stop_job() stops it (resumable), with

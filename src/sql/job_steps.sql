@@ -320,6 +320,7 @@ DECLARE
     rate_limited boolean;
     counted    bigint;                     -- failures the threshold counts, and out of how many
     scope      bigint;
+    waits      text;                       -- why the next batch waits for its promotion
 BEGIN
     -- the lock makes stop_job wait for this chunk, and this chunk see a stop
     -- (NO KEY UPDATE: foreign key checks against the job need not wait);
@@ -450,6 +451,16 @@ BEGIN
            SET current_batch = b.batch + 1,
                threshold_base = CASE WHEN j.threshold_per_batch THEN 0 ELSE j.threshold_base END
          WHERE j.id = job.id;
+        -- staged promotion: the next batch may wait for a hand, or for this
+        -- one's success (src/sql/job_rollouts.sql)
+        IF job.rollout ? 'promotion' THEN
+            SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch;
+            waits := fleet_internal.promotion_wait(job, b);
+            IF waits IS NOT NULL THEN
+                PERFORM fleet_internal.engine_pause_job(job, waits, at);
+                RETURN false;
+            END IF;
+        END IF;
         RETURN true;
     END IF;
     PERFORM fleet_internal.engine_finish_job(job,

@@ -198,6 +198,31 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.resume_job(text) IS 'Continues a stopped job, or one the engine gave up on, with its pending devices';
 
+-- Staged promotion: a job whose rollout has "promotion" stops at a batch
+-- boundary (a hand is asked for, or its last batch fell short); advancing
+-- it starts its next batch.
+CREATE FUNCTION fleet.advance_job(job_id text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job fleet.jobs := fleet_internal.lock_job(advance_job.job_id, '{stopped}', 'advance', 'advancing');
+BEGIN
+    IF NOT (job.rollout ? 'promotion')
+       OR job.current_batch IS NULL OR job.current_batch = 1
+       OR NOT EXISTS (SELECT 1 FROM fleet.job_batches b
+                       WHERE b.job_id = job.id AND b.batch = job.current_batch AND b.status = 'pending') THEN
+        RAISE EXCEPTION 'job "%" is not waiting at a batch boundary', advance_job.job_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'A job whose rollout has "promotion" waits for fleet.advance_job() between batches; fleet.resume_job() continues any stopped job.';
+    END IF;
+    RETURN fleet.resume_job(advance_job.job_id);
+END;
+$$;
+COMMENT ON FUNCTION fleet.advance_job(text) IS 'Starts the next batch of a job that waits for its promotion (its rollout''s "promotion")';
+
 -- Deletes a job and everything under it: gone from the API at once, its
 -- rows purged by the engine in small steps.  A running or queued job must
 -- be stopped first.
