@@ -175,6 +175,29 @@ ok($rc == 7 && $err =~ /job "doomed" already exists/, "a refused job exits 7 wit
 ($rc, $out) = fleetctl('job', 'rerun', 'doomed', '--id', 'doomed-again');
 ok($rc == 0 && $out =~ /^job doomed-again: pending$/m, 'job rerun');
 
+# a staged job: watch wakes on its events (a bound of a minute is never
+# reached), shows why it waits, and job advance starts its next batch
+$job = write_file('staged.json', q{{"id": "staged", "displayName": "Staged", "group": "lamps",
+	"batch": {"type": "number", "value": 5000}, "rollout": {"promotion": {"mode": "manual"}},
+	"data": [{"type": "property", "target": "dtmi:test:Lamp;1", "path": "level", "value": 4}]}});
+fleetctl('job', 'create', $job);
+$node->poll_query_until('postgres', q{SELECT status = 'stopped' FROM fleet.jobs WHERE id = 'staged'})
+  or die 'the staged job did not wait for its promotion';
+my ($watch_out, $watch_err) = ('', '');
+my $watch = IPC::Run::start([ 'fleetctl', '-d', $connstr, 'job', 'watch', 'staged', '--interval', '60' ],
+	'<', \undef, '>', \$watch_out, '2>', \$watch_err);
+sleep 1;
+($rc, $out) = fleetctl('job', 'advance', 'staged');
+ok($rc == 0 && $out =~ /^job staged: pending$/m, 'job advance starts the next batch');
+my $started = time;
+$watch->finish;
+ok(time - $started < 30, 'job watch followed the events, not its one-minute bound');
+is($? >> 8, 0, 'and exits 0 once the job completed');
+like($watch_err, qr/^job staged: stopped, 5,000 of 10,000 done, 0 failed; waiting for promotion: batch 1 succeeded on 5000 of 5000 devices/m,
+	'it showed why the job waited');
+($rc, $out, $err) = fleetctl('job', 'advance', 'staged');
+ok($rc == 7 && $err =~ /cannot advance job "staged": it is completed/, 'a job not waiting is not advanced');
+
 # listings as a table and as JSON
 ($rc, $out) = fleetctl('jobs');
 ok($rc == 0 && $out =~ /^id\s+name\s+type\s+status/ && $out =~ /^dim\s+Dim the lamps\s+property\s+completed\s+10000/m,

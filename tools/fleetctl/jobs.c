@@ -3,10 +3,12 @@
  * jobs.c
  *	  fleetctl job ... and fleetctl jobs: IoT Central's Jobs page.
  *
- * "job watch" polls fleet.job_overview and fleet.job_batch_progress twice a
- * second: on a terminal it redraws a bar per batch and the job's totals;
- * elsewhere it prints a line whenever the figures change.  It exits 0 when
- * the job completed, 1 when it failed or was cancelled.
+ * "job watch" reads fleet.job_overview and fleet.job_batch_progress whenever
+ * the job's events on fleet_jobs say it changed (and at least every
+ * --interval, should an event be missed): on a terminal it redraws a bar
+ * per batch and the job's totals; elsewhere it prints a line whenever the
+ * figures change.  A job that waits or was paused shows why.  It exits 0
+ * when the job completed, 1 when it failed or was cancelled.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,6 +16,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/logging.h"
@@ -24,12 +28,14 @@
 static const char *job_usage =
 "Usage:\n"
 "  fleetctl job create FILE.json        create a job (IoT Central's job JSON) and queue it\n"
-"  fleetctl job watch ID                batches and totals until the job ends\n"
+"  fleetctl job watch ID [--interval S] batches and totals until the job ends, redrawn at\n"
+"                                       each of its events (and at least every S seconds, 5)\n"
 "  fleetctl job results ID [-o FILE] [--spreadsheet-safe]\n"
 "                                       the results log as CSV\n"
 "  fleetctl job run ID                  queue a saved job\n"
 "  fleetctl job stop ID                 stop dispatching; resume later\n"
 "  fleetctl job resume ID               continue a stopped job\n"
+"  fleetctl job advance ID              start the next batch of a job waiting for its promotion\n"
 "  fleetctl job copy ID                 a saved copy named \"<name> Copy\"\n"
 "  fleetctl job rerun ID [--id NEW]     a new job over the failed devices\n"
 "  fleetctl jobs                        the jobs of the last 30 days\n"
@@ -98,6 +104,7 @@ job_results(PGconn *conn, const char *id, const char *output)
 typedef struct JobView
 {
 	char		status[32];
+	char		detail[256];	/* why it waits or was paused, if it does */
 	long long	total, pending, completed, failed;
 	PGresult   *batches;		/* batch, status, devices, pending, completed, failed */
 } JobView;
@@ -118,9 +125,62 @@ look(PGconn *conn, const char *id, JobView *view)
 	view->completed = atoll(PQgetvalue(result, 0, 3));
 	view->failed = atoll(PQgetvalue(result, 0, 4));
 	PQclear(result);
+	result = query(conn, "cannot read the job", "SELECT coalesce(status_detail, '') FROM fleet.jobs WHERE id = $1", 1, params);
+	snprintf(view->detail, sizeof(view->detail), "%s", PQntuples(result) > 0 ? PQgetvalue(result, 0, 0) : "");
+	PQclear(result);
 	view->batches = query(conn, "cannot read the job's batches",
 						  "SELECT batch, status, devices, pending_devices, completed_devices, failed_devices"
 						  " FROM fleet.job_batch_progress WHERE job_id = $1 ORDER BY batch", 1, params);
+}
+
+/*
+ * Waits until an event on fleet_jobs names the job, or at most max_seconds
+ * (events are sent at commit; the bound keeps a missed one from stalling
+ * the watch).  A burst of events (one per engine step) is taken as one.
+ */
+static void
+wait_for_job_event(PGconn *conn, const char *id, double max_seconds)
+{
+	char		needle[320];
+	struct timespec start, now;
+
+	snprintf(needle, sizeof(needle), "\"job\" : \"%s\"", id);
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;)
+	{
+		double		left;
+		bool		ours = false;
+		PGnotify   *notify;
+		fd_set		readable;
+		struct timeval timeout;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		left = max_seconds - ((now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9);
+		if (left <= 0)
+			return;
+		FD_ZERO(&readable);
+		FD_SET(PQsocket(conn), &readable);
+		timeout.tv_sec = (long) left;
+		timeout.tv_usec = (long) ((left - (long) left) * 1e6);
+		(void) select(PQsocket(conn) + 1, &readable, NULL, NULL, &timeout);
+		exit_if_interrupted();
+		if (!PQconsumeInput(conn))
+			fail(EXIT_CONNECT, NULL, "lost the connection while watching: %s", PQerrorMessage(conn));
+		while ((notify = PQnotifies(conn)) != NULL)
+		{
+			if (strstr(notify->extra, needle) != NULL)
+				ours = true;
+			PQfreemem(notify);
+		}
+		if (ours)
+		{
+			pg_usleep(100000L);
+			PQconsumeInput(conn);
+			while ((notify = PQnotifies(conn)) != NULL)
+				PQfreemem(notify);
+			return;
+		}
+	}
 }
 
 static bool
@@ -152,7 +212,8 @@ draw_terminal(const char *id, const JobView *v, int *lines_drawn)
 	fprintf(stderr, "\033[2Kjob %s: %s, %s of %s done, %s failed\n", id, v->status,
 			human_count(v->total - v->pending, a, sizeof(a)), human_count(v->total, b, sizeof(b)),
 			human_count(v->failed, c, sizeof(c)));
-	*lines_drawn = n + 1;
+	fprintf(stderr, "\033[2K%s\n", v->detail);
+	*lines_drawn = n + 2;
 }
 
 static int
@@ -164,6 +225,7 @@ job_watch(PGconn *conn, const char *id, double interval)
 	char		a[32], b[32], c[32];
 	JobView		v;
 
+	PQclear(query(conn, "cannot listen for the job's events", "LISTEN fleet_jobs", 0, NULL));
 	for (;;)
 	{
 		look(conn, id, &v);
@@ -180,9 +242,9 @@ job_watch(PGconn *conn, const char *id, double interval)
 			for (int i = 0; i < n; i++)
 				if (strcmp(PQgetvalue(v.batches, i, 1), "running") == 0)
 					snprintf(batch_part, sizeof(batch_part), ", batch %s of %d", PQgetvalue(v.batches, i, 0), n);
-			snprintf(line, sizeof(line), "job %s: %s, %s of %s done, %s failed%s", id, v.status,
+			snprintf(line, sizeof(line), "job %s: %s, %s of %s done, %s failed%s%s%s", id, v.status,
 					 human_count(v.total - v.pending, a, sizeof(a)), human_count(v.total, b, sizeof(b)),
-					 human_count(v.failed, c, sizeof(c)), batch_part);
+					 human_count(v.failed, c, sizeof(c)), batch_part, v.detail[0] ? "; " : "", v.detail);
 			if (strcmp(line, last_line) != 0)
 			{
 				fprintf(stderr, "%s\n", line);
@@ -194,8 +256,7 @@ job_watch(PGconn *conn, const char *id, double interval)
 			break;
 		/* Ctrl-C stops watching; the job goes on */
 		exit_if_interrupted();
-		pg_usleep((long) (interval * 1e6));
-		exit_if_interrupted();
+		wait_for_job_event(conn, id, interval);
 	}
 	if (options.json)
 	{
@@ -235,7 +296,7 @@ cmd_job(int argc, char **argv)
 		usage_error("job", "job %s takes one %s", action, strcmp(action, "create") == 0 ? "file" : "job id");
 	if (strcmp(action, "create") != 0 && strcmp(action, "watch") != 0 && strcmp(action, "results") != 0 &&
 		strcmp(action, "run") != 0 && strcmp(action, "stop") != 0 && strcmp(action, "resume") != 0 &&
-		strcmp(action, "copy") != 0 && strcmp(action, "rerun") != 0)
+		strcmp(action, "advance") != 0 && strcmp(action, "copy") != 0 && strcmp(action, "rerun") != 0)
 		usage_error("job", "unknown job command \"%s\"", action);
 	if (strcmp(action, "create") == 0)
 		free(read_whole_file(args[1], 16 * 1024 * 1024));	/* a bad file is told before connecting */
@@ -245,7 +306,7 @@ cmd_job(int argc, char **argv)
 		status = job_create(conn, args[1]);
 	else if (strcmp(action, "watch") == 0)
 	{
-		double		seconds = interval ? atof(interval) : 0.5;
+		double		seconds = interval ? atof(interval) : 5;
 
 		if (seconds <= 0)
 			usage_error("job", "--interval takes a number of seconds above 0");
@@ -259,6 +320,8 @@ cmd_job(int argc, char **argv)
 		status = job_call(conn, "stop_job", args[1], NULL);
 	else if (strcmp(action, "resume") == 0)
 		status = job_call(conn, "resume_job", args[1], NULL);
+	else if (strcmp(action, "advance") == 0)
+		status = job_call(conn, "advance_job", args[1], NULL);
 	else if (strcmp(action, "copy") == 0)
 		status = job_call(conn, "copy_job", args[1], NULL);
 	else

@@ -40,7 +40,7 @@ static const char *main_usage =
 "  job create FILE.json    create a job from IoT Central's job JSON and queue it\n"
 "  job watch ID            show a job's batches until it ends\n"
 "  job results ID [-o FILE]  download a job's results log as CSV\n"
-"  job run|stop|resume|copy|rerun ID\n"
+"  job run|stop|resume|advance|copy|rerun ID\n"
 "  jobs                    the jobs of the last 30 days\n"
 "  schedule list|show|delete|enable|disable [ID], schedule create FILE.json\n"
 "\n"
