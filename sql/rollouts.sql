@@ -157,6 +157,40 @@ SELECT pg_temp.level_job('gated-lamps', 'lamps', '{"promotion": {"successPercent
 SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '7 minutes', 5);
 SELECT status, status_detail FROM fleet.jobs WHERE id = 'gated-lamps';
 
+-- maintenance windows: Saturdays and Sundays 02:00-04:00 in Berlin, DST
+-- included; outside them the job waits and says until when.  Sunday
+-- 2030-03-31 is the spring change there (02:00 is 03:00), Saturday the
+-- 30th the day before.
+SELECT pg_temp.level_job('bad-22', 'lamps', '{"maintenanceWindows": []}');
+SELECT pg_temp.level_job('bad-23', 'lamps', '{"maintenanceWindows": [{"days": ["SAT", "SUNDAY"], "start": "02:00", "duration": "PT2H"}]}');
+SELECT pg_temp.level_job('bad-24', 'lamps', '{"maintenanceWindows": [{"days": ["SAT"], "start": "2am", "duration": "PT2H"}]}');
+SELECT pg_temp.level_job('bad-25', 'lamps', '{"maintenanceWindows": [{"days": ["SAT"], "start": "02:00", "duration": "P8D"}]}');
+SELECT pg_temp.level_job('bad-26', 'lamps', '{"maintenanceWindows": [{"days": ["SAT"], "start": "02:00", "duration": "PT2H"}], "timeZone": "Mars/Olympus"}');
+SELECT pg_temp.level_job('bad-27', 'lamps', '{"timeZone": "Europe/Berlin"}');
+SELECT pg_temp.level_job('bad-28', 'lamps', '{"maintenanceWindows": [{"days": ["SAT"], "start": "02:00", "duration": "PT2H", "every": 2}]}');
+SELECT fleet_internal.rest_timestamp(t) AS at, w.open, fleet_internal.rest_timestamp(w.next_open) AS next_open
+  FROM unnest(ARRAY['2030-03-29 12:00+00', '2030-03-30 00:30+00', '2030-03-30 01:30+00', '2030-03-31 00:00+00',
+                    '2030-03-31 00:30+00', '2030-03-31 01:59+00', '2030-03-31 02:00+00']::timestamptz[]) t,
+       fleet_internal.maintenance_window_state('{"maintenanceWindows": [{"days": [6, 7], "start": "02:00", "duration": "02:00:00"}],
+                                                 "timeZone": "Europe/Berlin"}', t) w;
+SELECT pg_temp.level_job('weekend', 'lamps', '{"maintenanceWindows": [{"days": ["SAT", "SUN"], "start": "02:00", "duration": "PT2H"}],
+  "timeZone": "Europe/Berlin", "maximumPerMinute": 1}');
+SELECT fleet.get_job('weekend') -> 'rollout' AS rollout;
+-- Friday noon: it waits for Saturday 02:00 in Berlin (01:00 UTC)
+SELECT pg_temp.run_engine('2030-03-29 12:00+00', 2);
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'weekend';
+SELECT count(*) AS dispatched FROM fleet.job_devices WHERE job_id = 'weekend' AND status <> 'pending';
+-- inside the window: one a minute, as its rate says; past its end, nothing,
+-- and it waits for Sunday, whose 02:00 the clock skips: it opens at 03:00
+-- summer time (01:00 UTC), as a schedule would
+SELECT pg_temp.run_engine('2030-03-30 02:58:30+00', 2);
+SELECT pg_temp.run_engine('2030-03-30 02:59:50+00', 20);
+SELECT pg_temp.run_engine('2030-03-30 03:01:30+00', 2);
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'weekend';
+SELECT fleet_internal.rest_timestamp(finished_at) AS finished_at
+  FROM fleet.job_devices WHERE job_id = 'weekend' AND status <> 'pending' ORDER BY 1;
+SELECT fleet.stop_job('weekend') ->> 'status' AS status;
+
 -- a command job's own timeout, and its end: FORCE_CANCEL fails the
 -- commands in flight, as the gateway holds them
 UPDATE clock SET t0 = date_trunc('second', now());

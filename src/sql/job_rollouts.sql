@@ -10,6 +10,9 @@
 --     "onThreshold": "pause",                       the cancellation threshold pauses (default "cancel")
 --     "promotion": {"mode": "manual"}               each next batch waits for fleet.advance_job(), or
 --               {"successPercentage": 95}           starts only when the last reached 95 % (else pauses)
+--     "maintenanceWindows": [                       dispatch only inside these weekly windows,
+--       {"days": ["SAT", "SUN"], "start": "02:00", "duration": "PT4H"}],
+--     "timeZone": "Europe/Berlin",                  in this time zone (default UTC), DST-correct
 --     "commandTimeout": "PT2M",                     a command job's timeout (default fleet.command_timeout)
 --     "endTime": "2026-12-24T18:00:00Z",            the job ends then ...
 --     "maximumDuration": "PT6H",                    ... or this long after it started
@@ -66,6 +69,58 @@ BEGIN
 END;
 $$;
 
+-- A rollout's "maintenanceWindows", checked: a non-empty array of weekly
+-- windows {"days": ["MON".."SUN"], "start": "HH:MM", "duration": ISO 8601},
+-- each as the engine reads it (days as ISO day numbers, 1 = Monday).
+CREATE FUNCTION fleet_internal.maintenance_windows(windows jsonb, label text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result jsonb := '[]';
+    w      jsonb;
+    n      int := 0;
+    what   text;
+    days   int[];
+BEGIN
+    IF jsonb_typeof(windows) IS DISTINCT FROM 'array' OR jsonb_array_length(windows) NOT BETWEEN 1 AND 50 THEN
+        RAISE EXCEPTION '"maintenanceWindows" of % must be an array of 1 to 50 windows, not %', label, windows
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Write [{"days": ["SAT", "SUN"], "start": "02:00", "duration": "PT4H"}].';
+    END IF;
+    FOR w IN SELECT e FROM jsonb_array_elements(windows) e LOOP
+        n := n + 1;
+        what := format('maintenance window %s of %s', n, label);
+        IF jsonb_typeof(w) IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION '% must be a JSON object, not %', what, w
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write {"days": ["SAT", "SUN"], "start": "02:00", "duration": "PT4H"}.';
+        END IF;
+        PERFORM fleet_internal.refuse_unknown_keys(w, '{days,start,duration}', what);
+        days := ARRAY(SELECT array_position('{MON,TUE,WED,THU,FRI,SAT,SUN}'::text[], upper(d #>> '{}'))
+                        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(w -> 'days') = 'array' THEN w -> 'days' END) d);
+        IF jsonb_typeof(w -> 'days') IS DISTINCT FROM 'array' OR cardinality(days) = 0 OR array_position(days, NULL) IS NOT NULL
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(w -> 'days') d WHERE jsonb_typeof(d) <> 'string') THEN
+            RAISE EXCEPTION '"days" % of % must name days of the week', coalesce(w -> 'days', 'null'), what
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write them as "MON", "TUE", "WED", "THU", "FRI", "SAT" and "SUN".';
+        END IF;
+        IF jsonb_typeof(w -> 'start') IS DISTINCT FROM 'string' OR w ->> 'start' !~ '^([01][0-9]|2[0-3]):[0-5][0-9]$' THEN
+            RAISE EXCEPTION '"start" % of % is not a time of day', coalesce(w -> 'start', 'null'), what
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write it as "HH:MM" on a 24-hour clock, in the rollout''s "timeZone", such as "02:00".';
+        END IF;
+        result := result || jsonb_build_array(jsonb_build_object(
+            'days', (SELECT jsonb_agg(DISTINCT d ORDER BY d) FROM unnest(days) d),
+            'start', w ->> 'start',
+            'duration', fleet_internal.rollout_interval(w -> 'duration', format('"duration" of %s', what),
+                                                        interval '1 minute', interval '7 days')::text));
+    END LOOP;
+    RETURN result;
+END;
+$$;
+
 -- Validates a body's "rollout" and returns it as the engine reads it
 -- (durations as intervals' text, names as given).  Unknown keys are
 -- refused: a misspelt option would otherwise be a rollout without it.
@@ -90,7 +145,7 @@ BEGIN
                   HINT = 'For example "rollout": {"maximumPerMinute": 1000, "onThreshold": "pause"}; the README''s Rollouts section lists the options.';
     END IF;
     PERFORM fleet_internal.refuse_unknown_keys(rollout,
-        '{maximumPerMinute,exponentialRate,onThreshold,promotion,commandTimeout,endTime,maximumDuration,endBehavior}', what);
+        '{maximumPerMinute,exponentialRate,onThreshold,promotion,maintenanceWindows,timeZone,commandTimeout,endTime,maximumDuration,endBehavior}', what);
 
     IF rollout ? 'maximumPerMinute' THEN
         result := result || jsonb_build_object('maximumPerMinute',
@@ -159,6 +214,23 @@ BEGIN
             'successPercentage', CASE WHEN rollout -> 'promotion' ? 'successPercentage'
                                       THEN fleet_internal.rollout_count(rollout #> '{promotion,successPercentage}',
                                                format('"successPercentage" of the "promotion" of %s', label), 1, 100) END)));
+    END IF;
+    IF rollout ? 'timeZone' THEN
+        IF NOT rollout ? 'maintenanceWindows' THEN
+            RAISE EXCEPTION '"timeZone" of % needs "maintenanceWindows"', label
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The time zone is that of the maintenance windows'' days and start times.';
+        END IF;
+        IF jsonb_typeof(rollout -> 'timeZone') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION '"timeZone" % of % is not a time zone name', rollout -> 'timeZone', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        result := result || jsonb_build_object('timeZone', fleet_internal.require_time_zone(rollout ->> 'timeZone'));
+    END IF;
+    IF rollout ? 'maintenanceWindows' THEN
+        result := result || jsonb_build_object('maintenanceWindows',
+                                               fleet_internal.maintenance_windows(rollout -> 'maintenanceWindows', label))
+                         || jsonb_build_object('timeZone', coalesce(result ->> 'timeZone', 'UTC'));
     END IF;
     IF rollout ? 'commandTimeout' THEN
         result := result || jsonb_build_object('commandTimeout',
@@ -306,6 +378,29 @@ AS $$
     SELECT record_dispatch.job_id, coalesce(at, clock_timestamp()), devices
      WHERE devices > 0
     ON CONFLICT ON CONSTRAINT job_dispatches_pkey DO UPDATE SET devices = d.devices + excluded.devices
+$$;
+
+-- Whether a job's maintenance windows are open at a time, and when the
+-- next one opens.  Each window's occurrences over the weeks around then
+-- are its days at its start time in its time zone (a local time a DST
+-- change skips moves forward with the clock, as schedules do).
+CREATE FUNCTION fleet_internal.maintenance_window_state(rollout jsonb, at timestamptz,
+                                                        OUT open boolean, OUT next_open timestamptz)
+RETURNS record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH occurrences AS (
+        SELECT (((at AT TIME ZONE (rollout ->> 'timeZone'))::date + k)::timestamp + (w ->> 'start')::time)
+                   AT TIME ZONE (rollout ->> 'timeZone') AS opens,
+               (w ->> 'duration')::interval AS lasts
+          FROM jsonb_array_elements(rollout -> 'maintenanceWindows') w,
+               generate_series(-7, 7) k
+         WHERE w -> 'days' @> to_jsonb(extract(isodow FROM (at AT TIME ZONE (rollout ->> 'timeZone'))::date + k)::int)
+    )
+    SELECT coalesce(bool_or(o.opens <= at AND at < o.opens + o.lasts), false),
+           min(o.opens) FILTER (WHERE o.opens > at)
+      FROM occurrences o
 $$;
 
 -- A command job's timeout: its rollout's commandTimeout, else

@@ -320,7 +320,8 @@ DECLARE
     rate_limited boolean;
     counted    bigint;                     -- failures the threshold counts, and out of how many
     scope      bigint;
-    waits      text;                       -- why the next batch waits for its promotion
+    waits      text;                       -- why it waits: its windows, or its next batch's promotion
+    outside    record;                     -- its maintenance windows now
 BEGIN
     -- the lock makes stop_job wait for this chunk, and this chunk see a stop
     -- (NO KEY UPDATE: foreign key checks against the job need not wait);
@@ -338,6 +339,22 @@ BEGIN
     IF fleet_internal.rollout_end(job) <= coalesce(at, clock_timestamp()) THEN
         PERFORM fleet_internal.engine_end_job(job, at);
         RETURN false;
+    END IF;
+    -- its maintenance windows: outside them it waits for the next to open
+    -- (what it dispatched goes on: commands offered may still be claimed)
+    IF job.rollout ? 'maintenanceWindows' THEN
+        SELECT * INTO outside FROM fleet_internal.maintenance_window_state(job.rollout, coalesce(at, clock_timestamp()));
+        IF NOT outside.open THEN
+            UPDATE fleet_internal.job_engine_state s SET not_before = outside.next_open WHERE s.job_id = job.id;
+            waits := format('waiting: outside its maintenance windows; the next opens at %s',
+                            fleet_internal.rest_timestamp(outside.next_open));
+            UPDATE fleet.jobs j SET status_detail = waits
+             WHERE j.id = job.id AND j.status_detail IS DISTINCT FROM waits;
+            RETURN false;
+        END IF;
+        IF job.status_detail IS NOT NULL AND NOT rate_limited THEN
+            UPDATE fleet.jobs j SET status_detail = NULL WHERE j.id = job.id;
+        END IF;
     END IF;
     -- its rate: a step deals at most what the last minute leaves, and when
     -- that is nothing the job waits (it is passed over until then)
