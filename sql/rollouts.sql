@@ -130,6 +130,38 @@ SELECT pg_temp.level_job('careless', 'spots', NULL,
 SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '3 minutes', 5);
 SELECT status, status_detail FROM fleet.jobs WHERE id = 'careless';
 
+-- abort criteria by failure type, with a minimum of finished devices (AWS
+-- IoT Jobs' abortConfig), cancelling or pausing
+SELECT pg_temp.level_job('bad-29', 'spots', '{"abortCriteria": {"failureType": "ALL"}}');
+SELECT pg_temp.level_job('bad-30', 'spots', '{"abortCriteria": [{"failureType": "REJECTED", "thresholdPercentage": 10, "minNumberOfExecutedDevices": 5}]}');
+SELECT pg_temp.level_job('bad-31', 'spots', '{"abortCriteria": [{"failureType": "ALL", "thresholdPercentage": 120, "minNumberOfExecutedDevices": 5}]}');
+SELECT pg_temp.level_job('bad-32', 'spots', '{"abortCriteria": [{"failureType": "ALL", "thresholdPercentage": 10}]}');
+SELECT pg_temp.level_job('bad-33', 'spots', '{"abortCriteria": [{"failureType": "ALL", "thresholdPercentage": 10, "minNumberOfExecutedDevices": 5, "action": "STOP"}]}');
+SELECT pg_temp.level_job('bad-34', 'spots', '{"abortCriteria": [{"failureType": "TIMED_OUT", "thresholdPercentage": 10, "minNumberOfExecutedDevices": 5}]}');
+-- 2 of the first 5 spots fail (40 %): past 30 % once 5 finished, it pauses;
+-- resumed, it counts what finishes after, and pauses again at the next 5
+SELECT pg_temp.level_job('criteria', 'spots', '{"abortCriteria": [{"failureType": "FAILED", "thresholdPercentage": 30,
+  "minNumberOfExecutedDevices": 5, "action": "PAUSE"}]}', '{"batch": {"type": "number", "value": 5}}');
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '8 minutes', 5);
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'criteria';
+SELECT fleet.resume_job('criteria') ->> 'status' AS status;
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '9 minutes', 5);
+SELECT status, status_detail, abort_base FROM fleet.jobs WHERE id = 'criteria';
+-- a minimum not reached: the job runs through
+SELECT pg_temp.level_job('criteria-2', 'spots', '{"abortCriteria": [{"failureType": "ALL", "thresholdPercentage": 30,
+  "minNumberOfExecutedDevices": 20}]}', '{"batch": {"type": "number", "value": 5}}');
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '10 minutes', 5);
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'criteria-2';
+-- commands nobody answers: every one times out, and the job is cancelled
+SELECT fleet.create_job('{"id": "unheard", "displayName": "Unheard", "group": "lamps",
+  "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"commandTimeout": "PT30S", "abortCriteria": [{"failureType": "TIMED_OUT", "thresholdPercentage": 50,
+              "minNumberOfExecutedDevices": 10}]}}') ->> 'status';
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '11 minutes', 2);
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '11 minutes 40 seconds', 2);
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'unheard';
+SELECT batch, status, completed, failed, timed_out FROM fleet.job_batches WHERE job_id = 'unheard';
+
 -- staged promotion: by hand, or when a batch reached a success percentage
 SELECT pg_temp.level_job('bad-17', 'spots', '{"promotion": {"mode": "manual"}}');
 SELECT pg_temp.level_job('bad-18', 'spots', '{"promotion": "manual"}', '{"batch": {"type": "number", "value": 5}}');

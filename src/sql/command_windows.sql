@@ -81,7 +81,8 @@ $$;
 -- (its last rows are the last claimed, so one still pending is found at
 -- once from the end).
 CREATE FUNCTION fleet_internal.engine_close_windows(job fleet.jobs, b fleet.job_batches,
-                                           OUT outstanding bigint, OUT failed bigint)
+                                           OUT outstanding bigint, OUT failed bigint,
+                                           OUT completed bigint, OUT timed_out bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
@@ -92,6 +93,8 @@ DECLARE
 BEGIN
     outstanding := 0;
     failed := 0;
+    completed := 0;
+    timed_out := 0;
     FOR w IN
         SELECT cw.* FROM fleet.command_windows cw
          WHERE cw.job_id = job.id AND cw.batch = b.batch
@@ -106,21 +109,31 @@ BEGIN
           LIMIT 1;
         IF FOUND THEN
             outstanding := outstanding + (w.last_delivery - w.first_delivery + 1);
-            IF job.threshold_type IS NOT NULL THEN
-                failed := failed + (SELECT count(*) FROM fleet.job_devices jd
-                                     WHERE jd.delivery_id IS NOT NULL
-                                       AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
-                                       AND jd.status = 'failed');
+            -- what a threshold or abort criteria count: the outcomes so far
+            IF job.threshold_type IS NOT NULL OR job.rollout ? 'abortCriteria' THEN
+                SELECT count(*) FILTER (WHERE jd.status = 'completed') AS completed,
+                       count(*) FILTER (WHERE jd.status = 'failed') AS failed,
+                       count(*) FILTER (WHERE jd.status = 'failed' AND jd.error = 'timed out') AS timed_out
+                  INTO counts
+                  FROM fleet.job_devices jd
+                 WHERE jd.delivery_id IS NOT NULL
+                   AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
+                   AND jd.status <> 'pending';
+                failed := failed + counts.failed;
+                completed := completed + counts.completed;
+                timed_out := timed_out + counts.timed_out;
             END IF;
         ELSE
             SELECT count(*) FILTER (WHERE jd.status = 'completed') AS completed,
-                   count(*) FILTER (WHERE jd.status = 'failed') AS failed
+                   count(*) FILTER (WHERE jd.status = 'failed') AS failed,
+                   count(*) FILTER (WHERE jd.status = 'failed' AND jd.error = 'timed out') AS timed_out
               INTO counts
               FROM fleet.job_devices jd
              WHERE jd.delivery_id IS NOT NULL
                AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery;
             UPDATE fleet.job_batches jb
-               SET completed = jb.completed + counts.completed, failed = jb.failed + counts.failed
+               SET completed = jb.completed + counts.completed, failed = jb.failed + counts.failed,
+                   timed_out = jb.timed_out + counts.timed_out
              WHERE jb.job_id = b.job_id AND jb.batch = b.batch;
             DELETE FROM fleet.command_windows cw WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
         END IF;

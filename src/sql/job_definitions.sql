@@ -356,6 +356,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A job without "batch" runs as one batch: there is nothing to promote.';
     END IF;
+    IF job.rollout -> 'abortCriteria' @> '[{"failureType": "TIMED_OUT"}]' AND job.job_type <> 'command' THEN
+        RAISE EXCEPTION 'abort criteria of % count timeouts, which only command jobs have; this is a % job', label, job.job_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use "failureType": "FAILED" or "ALL".';
+    END IF;
     IF job.rollout ? 'commandTimeout' AND job.job_type <> 'command' THEN
         RAISE EXCEPTION '"commandTimeout" of % applies to command jobs; this is a % job', label, job.job_type
             USING ERRCODE = 'invalid_parameter_value';
@@ -364,6 +369,7 @@ BEGIN
     job.definition := jsonb_set(definition, '{id}', to_jsonb(job.id));
     job.threshold_per_batch := coalesce(job.threshold_per_batch, false);
     job.threshold_base := 0;
+    job.abort_base := '{}';
     job.created_by := actor;
     job.created_at := now();
     RETURN job;

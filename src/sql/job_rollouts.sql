@@ -8,6 +8,10 @@
 --       "rateIncreaseCriteria": {"numberOfNotifiedDevices": 100}
 --                            or {"numberOfSucceededDevices": 100}},
 --     "onThreshold": "pause",                       the cancellation threshold pauses (default "cancel")
+--     "abortCriteria": [{"failureType": "TIMED_OUT", as AWS IoT Jobs: more than 10 % of at least 100
+--       "thresholdPercentage": 10,                  finished devices failed so (FAILED: not by a
+--       "minNumberOfExecutedDevices": 100,          timeout, TIMED_OUT, ALL) cancels the job, or
+--       "action": "PAUSE"}],                        pauses it
 --     "promotion": {"mode": "manual"}               each next batch waits for fleet.advance_job(), or
 --               {"successPercentage": 95}           starts only when the last reached 95 % (else pauses)
 --     "maintenanceWindows": [                       dispatch only inside these weekly windows,
@@ -121,6 +125,90 @@ BEGIN
 END;
 $$;
 
+-- A rollout's "abortCriteria", checked, as AWS IoT Jobs takes them (and
+-- "action": "PAUSE" besides "CANCEL").
+CREATE FUNCTION fleet_internal.abort_criteria(criteria jsonb, label text)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result jsonb := '[]';
+    c      jsonb;
+    n      int := 0;
+    what   text;
+BEGIN
+    IF jsonb_typeof(criteria) IS DISTINCT FROM 'array' OR jsonb_array_length(criteria) NOT BETWEEN 1 AND 10 THEN
+        RAISE EXCEPTION '"abortCriteria" of % must be an array of 1 to 10 criteria, not %', label, criteria
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Write [{"failureType": "ALL", "thresholdPercentage": 10, "minNumberOfExecutedDevices": 100, "action": "CANCEL"}].';
+    END IF;
+    FOR c IN SELECT e FROM jsonb_array_elements(criteria) e LOOP
+        n := n + 1;
+        what := format('abort criterion %s of %s', n, label);
+        IF jsonb_typeof(c) IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION '% must be a JSON object, not %', what, c
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM fleet_internal.refuse_unknown_keys(c, '{failureType,thresholdPercentage,minNumberOfExecutedDevices,action}', what);
+        IF jsonb_typeof(c -> 'failureType') IS DISTINCT FROM 'string' OR c ->> 'failureType' NOT IN ('FAILED', 'TIMED_OUT', 'ALL') THEN
+            RAISE EXCEPTION '"failureType" % of % is not "FAILED", "TIMED_OUT" or "ALL"', coalesce(c -> 'failureType', 'null'), what
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'FAILED: failed other than by a timeout; TIMED_OUT: a command nobody answered in time; ALL: either.';
+        END IF;
+        IF jsonb_typeof(c -> 'thresholdPercentage') IS DISTINCT FROM 'number'
+           OR (c ->> 'thresholdPercentage')::numeric NOT BETWEEN 0 AND 100 THEN
+            RAISE EXCEPTION '"thresholdPercentage" % of % is not a number from 0 to 100', coalesce(c -> 'thresholdPercentage', 'null'), what
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF c ? 'action' AND (jsonb_typeof(c -> 'action') IS DISTINCT FROM 'string' OR c ->> 'action' NOT IN ('CANCEL', 'PAUSE')) THEN
+            RAISE EXCEPTION '"action" % of % is neither "CANCEL" nor "PAUSE"', c -> 'action', what
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        result := result || jsonb_build_array(jsonb_build_object(
+            'failureType', c ->> 'failureType',
+            'thresholdPercentage', (c ->> 'thresholdPercentage')::numeric,
+            'minNumberOfExecutedDevices', fleet_internal.rollout_count(c -> 'minNumberOfExecutedDevices',
+                                              format('"minNumberOfExecutedDevices" of %s', what), 1, 1000000000),
+            'action', coalesce(c ->> 'action', 'CANCEL')));
+    END LOOP;
+    RETURN result;
+END;
+$$;
+
+-- The first of a job's abort criteria its outcomes meet (executed:
+-- completed and failed; failed by type), counted since a pause one of them
+-- made (abort_base), with the reason; no row when none is met.
+CREATE FUNCTION fleet_internal.abort_criterion(job fleet.jobs, completed bigint, failed bigint, timed_out bigint,
+                                               OUT action text, OUT reason text)
+RETURNS SETOF record
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH since AS (
+        SELECT completed - coalesce((job.abort_base ->> 'completed')::bigint, 0) AS completed,
+               failed - coalesce((job.abort_base ->> 'failed')::bigint, 0) AS failed,
+               timed_out - coalesce((job.abort_base ->> 'timedOut')::bigint, 0) AS timed_out
+    )
+    SELECT c ->> 'action',
+           format('%s: %s of %s finished devices %s (%s %%), past its abort criterion of %s %% once %s finished',
+                  CASE c ->> 'action' WHEN 'PAUSE' THEN 'paused' ELSE 'cancelled' END,
+                  f.n, s.completed + s.failed,
+                  CASE c ->> 'failureType' WHEN 'TIMED_OUT' THEN 'timed out' WHEN 'FAILED' THEN 'failed other than by a timeout'
+                                           ELSE 'failed' END,
+                  round(f.n * 100.0 / (s.completed + s.failed), 1), c ->> 'thresholdPercentage',
+                  c ->> 'minNumberOfExecutedDevices')
+      FROM since s,
+           jsonb_array_elements(job.rollout -> 'abortCriteria') WITH ORDINALITY AS a(c, ord),
+           LATERAL (SELECT CASE c ->> 'failureType' WHEN 'TIMED_OUT' THEN s.timed_out
+                                                    WHEN 'FAILED' THEN s.failed - s.timed_out
+                                                    ELSE s.failed END AS n) f
+     WHERE s.completed + s.failed >= (c ->> 'minNumberOfExecutedDevices')::bigint
+       AND f.n * 100 > (c ->> 'thresholdPercentage')::numeric * (s.completed + s.failed)
+     ORDER BY a.ord
+     LIMIT 1
+$$;
+
 -- Validates a body's "rollout" and returns it as the engine reads it
 -- (durations as intervals' text, names as given).  Unknown keys are
 -- refused: a misspelt option would otherwise be a rollout without it.
@@ -145,7 +233,7 @@ BEGIN
                   HINT = 'For example "rollout": {"maximumPerMinute": 1000, "onThreshold": "pause"}; the README''s Rollouts section lists the options.';
     END IF;
     PERFORM fleet_internal.refuse_unknown_keys(rollout,
-        '{maximumPerMinute,exponentialRate,onThreshold,promotion,maintenanceWindows,timeZone,commandTimeout,endTime,maximumDuration,endBehavior}', what);
+        '{maximumPerMinute,exponentialRate,onThreshold,abortCriteria,promotion,maintenanceWindows,timeZone,commandTimeout,endTime,maximumDuration,endBehavior}', what);
 
     IF rollout ? 'maximumPerMinute' THEN
         result := result || jsonb_build_object('maximumPerMinute',
@@ -190,6 +278,9 @@ BEGIN
                       HINT = '"pause" stops the job for inspection when its cancellation threshold is passed; fleet.resume_job() carries on.';
         END IF;
         result := result || jsonb_build_object('onThreshold', rollout ->> 'onThreshold');
+    END IF;
+    IF rollout ? 'abortCriteria' THEN
+        result := result || jsonb_build_object('abortCriteria', fleet_internal.abort_criteria(rollout -> 'abortCriteria', label));
     END IF;
     IF rollout ? 'promotion' THEN
         IF jsonb_typeof(rollout -> 'promotion') IS DISTINCT FROM 'object' THEN

@@ -35,10 +35,11 @@ BEGIN
     -- batch ends, and this one ends here)
     UPDATE fleet.job_batches b
        SET status = 'cancelled', finished_at = coalesce(at, clock_timestamp()),
-           completed = c.completed, failed = c.failed
+           completed = c.completed, failed = c.failed, timed_out = c.timed_out
       FROM (SELECT jb.batch,
                    count(*) FILTER (WHERE jd.status = 'completed') AS completed,
-                   count(*) FILTER (WHERE jd.status = 'failed') AS failed
+                   count(*) FILTER (WHERE jd.status = 'failed') AS failed,
+                   count(*) FILTER (WHERE jd.status = 'failed' AND jd.error = 'timed out') AS timed_out
               FROM fleet.job_batches jb
               JOIN fleet.job_devices jd ON jd.job_id = jb.job_id
                    AND jd.device_id >= jb.first_device AND jd.device_id <= jb.last_device
@@ -322,6 +323,10 @@ DECLARE
     scope      bigint;
     waits      text;                       -- why it waits: its windows, or its next batch's promotion
     outside    record;                     -- its maintenance windows now
+    abort      record;                     -- the abort criterion its outcomes meet, if one is
+    finished   record;                     -- its outcomes so far: completed, failed, timed out
+    open_completed bigint := 0;            -- command jobs: outcomes in open windows, not yet in a batch
+    open_timed_out bigint := 0;
 BEGIN
     -- the lock makes stop_job wait for this chunk, and this chunk see a stop
     -- (NO KEY UPDATE: foreign key checks against the job need not wait);
@@ -403,6 +408,8 @@ BEGIN
         SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch;
         -- the threshold sees the open windows' failures too
         open_failed := out_now.failed;
+        open_completed := out_now.completed;
+        open_timed_out := out_now.timed_out;
         b.failed := b.failed + open_failed;
         -- the batch is done once every device was offered and every window
         -- closed.  Its counts are complete then: windows partition its
@@ -450,6 +457,29 @@ BEGIN
             ELSE
                 PERFORM fleet_internal.engine_finish_job(job, 'cancelled', at);
             END IF;
+            RETURN false;
+        END IF;
+    END IF;
+
+    -- abort criteria by failure type, over the finished devices of the job
+    IF job.rollout ? 'abortCriteria' THEN
+        SELECT sum(jb.completed)::bigint + open_completed AS completed, sum(jb.failed)::bigint + open_failed AS failed,
+               sum(jb.timed_out)::bigint + open_timed_out AS timed_out
+          INTO finished
+          FROM fleet.job_batches jb WHERE jb.job_id = job.id;
+        SELECT * INTO abort
+          FROM fleet_internal.abort_criterion(job, finished.completed, finished.failed, finished.timed_out);
+        IF abort.action = 'PAUSE' THEN
+            -- once resumed, the criteria count what finishes after this
+            UPDATE fleet.jobs j
+               SET abort_base = jsonb_build_object('completed', finished.completed, 'failed', finished.failed,
+                                                   'timedOut', finished.timed_out)
+             WHERE j.id = job.id;
+            PERFORM fleet_internal.engine_pause_job(job, abort.reason || '; resume it with fleet.resume_job()', at);
+            RETURN false;
+        ELSIF abort.action = 'CANCEL' THEN
+            UPDATE fleet.jobs j SET status_detail = abort.reason WHERE j.id = job.id;
+            PERFORM fleet_internal.engine_finish_job(job, 'cancelled', at);
             RETURN false;
         END IF;
     END IF;

@@ -33,7 +33,8 @@ CREATE TABLE fleet.jobs (
     -- fleet_internal.job_rollout() checked it (src/sql/job_rollouts.sql)
     rollout             jsonb NOT NULL DEFAULT '{}',
     status_detail       text,                 -- why it waits (a rate, its end) or was paused (a threshold)
-    threshold_base      bigint NOT NULL DEFAULT 0 -- failures a pause already answered for (a batch's: until the next batch)
+    threshold_base      bigint NOT NULL DEFAULT 0, -- failures a pause already answered for (a batch's: until the next batch)
+    abort_base          jsonb NOT NULL DEFAULT '{}' -- outcomes an abort criterion's pause answered for: completed, failed, timedOut
 );
 CREATE INDEX jobs_queue_idx ON fleet.jobs (queued_at, id) WHERE status IN ('pending', 'running');
 CREATE INDEX jobs_created_idx ON fleet.jobs (created_at);
@@ -59,6 +60,7 @@ CREATE TABLE fleet.job_batches (
     cursor       text,                       -- last device the engine dealt with
     started_at   timestamptz,
     finished_at  timestamptz,
+    timed_out    bigint NOT NULL DEFAULT 0,  -- of the failed, those a command's timeout failed
     PRIMARY KEY (job_id, batch)
 );
 COMMENT ON TABLE fleet.job_batches IS 'The batches of each job, in order: size, status and how many devices completed and failed';

@@ -8,9 +8,15 @@
 ALTER TABLE fleet.jobs
     ADD COLUMN rollout jsonb NOT NULL DEFAULT '{}',
     ADD COLUMN status_detail text,
-    ADD COLUMN threshold_base bigint NOT NULL DEFAULT 0;
+    ADD COLUMN threshold_base bigint NOT NULL DEFAULT 0,
+    ADD COLUMN abort_base jsonb NOT NULL DEFAULT '{}';
 ALTER TABLE fleet_internal.job_engine_state
     ADD COLUMN not_before timestamptz;
+-- abort criteria by failure type count timeouts apart
+ALTER TABLE fleet.job_batches
+    ADD COLUMN timed_out bigint NOT NULL DEFAULT 0;
+-- (it also counts what its open windows completed and timed out)
+DROP FUNCTION IF EXISTS fleet_internal.engine_close_windows(fleet.jobs, fleet.job_batches);
 
 CREATE TABLE fleet_internal.job_dispatches (
     job_id  text NOT NULL REFERENCES fleet.jobs (id) ON DELETE CASCADE,
