@@ -99,7 +99,7 @@ REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
 
 ISOLATION = concurrent_import concurrent_claims stop_at_batch_boundary completion_vs_timeout claim_vs_stop \
 	step_vs_lock device_recreated_mid_chunk schedule_vs_rollback rotation_vs_held_job enrollment_group_delete_vs_name \
-	job_events
+	job_events continuous_join
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/fleet_isolation.conf \
 	--inputdir=test --outputdir=test
 

@@ -162,6 +162,30 @@ SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '11 minutes 40 secon
 SELECT status, status_detail FROM fleet.jobs WHERE id = 'unheard';
 SELECT batch, status, completed, failed, timed_out FROM fleet.job_batches WHERE job_id = 'unheard';
 
+-- continuous jobs: devices that join the group later get the job, once
+-- each, up to maximumDevices
+SELECT pg_temp.level_job('bad-35', 'lamps', '{"continuous": "yes"}');
+SELECT pg_temp.level_job('bad-36', 'lamps', '{"maximumDevices": 10}');
+SELECT fleet.create_device_group('bulbs', 'Bulbs', 'dtmi:test:Lamp;1', '$.id starts with "bulb-"') ->> 'id';
+INSERT INTO fleet.device_import SELECT 'bulb-' || lpad(i::text, 2, '0'), NULL FROM generate_series(1, 3) i;
+UPDATE fleet.devices SET template_id = 'dtmi:test:Lamp;1' WHERE id LIKE 'bulb-%';
+SELECT pg_temp.level_job('always', 'bulbs', '{"continuous": true, "maximumDevices": 8}');
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '12 minutes', 5);
+SELECT status, status_detail, device_count FROM fleet.jobs WHERE id = 'always';
+-- two join (one imported with the template, one given it), and one of another template does not
+INSERT INTO fleet.device_import SELECT 'bulb-' || lpad(i::text, 2, '0'), NULL FROM generate_series(4, 6) i;
+UPDATE fleet.devices SET template_id = 'dtmi:test:Lamp;1' WHERE id IN ('bulb-04', 'bulb-05');
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '13 minutes', 20);
+SELECT status, status_detail, device_count FROM fleet.jobs WHERE id = 'always';
+SELECT batch, size, first_device, last_device, status, completed FROM fleet.job_batches WHERE job_id = 'always' ORDER BY batch;
+-- a device that changes again is not taken twice; past the cap the job is done
+UPDATE fleet.devices SET template_id = 'dtmi:test:Lamp;1' WHERE id = 'bulb-06';
+INSERT INTO fleet.device_import SELECT 'bulb-' || lpad(i::text, 2, '0'), NULL FROM generate_series(7, 9) i;
+UPDATE fleet.devices SET template_id = 'dtmi:test:Lamp;1' WHERE id LIKE 'bulb-%';
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '14 minutes', 20);
+SELECT status, status_detail, device_count FROM fleet.jobs WHERE id = 'always';
+SELECT device_id, batch, status FROM fleet.job_devices WHERE job_id = 'always' ORDER BY device_id;
+
 -- staged promotion: by hand, or when a batch reached a success percentage
 SELECT pg_temp.level_job('bad-17', 'spots', '{"promotion": {"mode": "manual"}}');
 SELECT pg_temp.level_job('bad-18', 'spots', '{"promotion": "manual"}', '{"batch": {"type": "number", "value": 5}}');

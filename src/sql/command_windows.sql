@@ -35,6 +35,8 @@ BEGIN
       FROM (SELECT jd.device_id, jd.delivery_id FROM fleet.job_devices jd
              WHERE jd.job_id = job.id AND jd.device_id >= b.first_device AND jd.device_id <= b.last_device
                AND (b.cursor IS NULL OR jd.device_id > b.cursor)
+               -- (a continuous job's later batches share ranges with earlier ones)
+               AND jd.batch = b.batch
              ORDER BY jd.device_id
              LIMIT size) c;
     IF ids IS NULL THEN

@@ -17,6 +17,8 @@
 --     "maintenanceWindows": [                       dispatch only inside these weekly windows,
 --       {"days": ["SAT", "SUN"], "start": "02:00", "duration": "PT4H"}],
 --     "timeZone": "Europe/Berlin",                  in this time zone (default UTC), DST-correct
+--     "continuous": true,                           the job stays active: devices that join its group
+--     "maximumDevices": 50000,                      later get it, once each, up to this many in all
 --     "commandTimeout": "PT2M",                     a command job's timeout (default fleet.command_timeout)
 --     "endTime": "2026-12-24T18:00:00Z",            the job ends then ...
 --     "maximumDuration": "PT6H",                    ... or this long after it started
@@ -233,7 +235,7 @@ BEGIN
                   HINT = 'For example "rollout": {"maximumPerMinute": 1000, "onThreshold": "pause"}; the README''s Rollouts section lists the options.';
     END IF;
     PERFORM fleet_internal.refuse_unknown_keys(rollout,
-        '{maximumPerMinute,exponentialRate,onThreshold,abortCriteria,promotion,maintenanceWindows,timeZone,commandTimeout,endTime,maximumDuration,endBehavior}', what);
+        '{maximumPerMinute,exponentialRate,onThreshold,abortCriteria,promotion,maintenanceWindows,timeZone,continuous,maximumDevices,commandTimeout,endTime,maximumDuration,endBehavior}', what);
 
     IF rollout ? 'maximumPerMinute' THEN
         result := result || jsonb_build_object('maximumPerMinute',
@@ -322,6 +324,24 @@ BEGIN
         result := result || jsonb_build_object('maintenanceWindows',
                                                fleet_internal.maintenance_windows(rollout -> 'maintenanceWindows', label))
                          || jsonb_build_object('timeZone', coalesce(result ->> 'timeZone', 'UTC'));
+    END IF;
+    IF rollout ? 'continuous' THEN
+        IF jsonb_typeof(rollout -> 'continuous') IS DISTINCT FROM 'boolean' THEN
+            RAISE EXCEPTION '"continuous" % of % is neither true nor false', rollout -> 'continuous', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF (rollout ->> 'continuous')::boolean THEN
+            result := result || '{"continuous": true}';
+        END IF;
+    END IF;
+    IF rollout ? 'maximumDevices' THEN
+        IF NOT result ? 'continuous' THEN
+            RAISE EXCEPTION '"maximumDevices" of % needs "continuous": true', label
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A job that is not continuous takes its group''s devices once, when it starts; choose them with the group.';
+        END IF;
+        result := result || jsonb_build_object('maximumDevices',
+            fleet_internal.rollout_count(rollout -> 'maximumDevices', format('"maximumDevices" of %s', label), 1, 1000000000));
     END IF;
     IF rollout ? 'commandTimeout' THEN
         result := result || jsonb_build_object('commandTimeout',
@@ -533,6 +553,94 @@ AS $$
            THEN format('waiting for promotion: batch %s succeeded on %s of %s devices; '
                        'advance it with fleet.advance_job()', b.batch, b.completed, b.size)
            END
+$$;
+
+-- A continuous job takes its group's devices that are not among its own
+-- yet (they joined since: imported, given the template, or matching a
+-- changed filter) as its next batch, at most a batch's size and up to its
+-- maximumDevices; each device once (the key of job_devices).  A command
+-- job's deliveries go on from its last id, so the new batch is a range of
+-- them above every earlier one.  Returns how many it took.
+CREATE FUNCTION fleet_internal.engine_add_members(job fleet.jobs, batch int, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    grp    fleet.device_groups;
+    room   bigint := least(CASE WHEN job.batch_type = 'number' THEN job.batch_value END,
+                           (job.rollout ->> 'maximumDevices')::bigint - coalesce(job.device_count, 0));
+    base   bigint;
+    added  bigint;
+BEGIN
+    IF room <= 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT g.* INTO grp FROM fleet.device_groups g WHERE g.id = job.group_id;
+    IF job.job_type = 'command' THEN
+        SELECT max(jd.delivery_id) INTO base FROM fleet.job_devices jd WHERE jd.job_id = job.id;
+        base := coalesce(base, nextval('fleet_internal.delivery_blocks') * 4294967296);
+    END IF;
+    -- the group's members as the fan-out reads them (job_batches.sql)
+    WITH joined AS (
+        SELECT d.id FROM fleet.devices d
+         WHERE d.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[grp.organization_id])
+           AND (grp.template_id IS NULL OR d.template_id = grp.template_id)
+           AND (grp.filter IS NULL OR jsonb_path_match(fleet.device_document(d), grp.filter, silent => true))
+           AND NOT EXISTS (SELECT 1 FROM fleet.job_devices jd WHERE jd.job_id = job.id AND jd.device_id = d.id)
+         ORDER BY d.id
+         LIMIT room
+    ),
+    assigned AS (
+        INSERT INTO fleet.job_devices (job_id, device_id, batch, delivery_id)
+        SELECT job.id, j.id, engine_add_members.batch, base + row_number() OVER (ORDER BY j.id)
+          FROM joined j
+        ON CONFLICT DO NOTHING
+        RETURNING device_id
+    )
+    INSERT INTO fleet.job_batches (job_id, batch, first_device, last_device, size)
+    SELECT job.id, engine_add_members.batch, min(a.device_id), max(a.device_id), count(*)
+      FROM assigned a HAVING count(*) > 0;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    IF added = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT b.size INTO added FROM fleet.job_batches b WHERE b.job_id = job.id AND b.batch = engine_add_members.batch;
+    UPDATE fleet.jobs j SET device_count = coalesce(j.device_count, 0) + added, current_batch = engine_add_members.batch
+     WHERE j.id = job.id;
+    PERFORM fleet_internal.job_event(job.id, 'devicesJoined', engine_add_members.batch);
+    RETURN added;
+END;
+$$;
+
+-- A continuous job with nothing to do: it takes the devices that joined
+-- its group, or waits (true), or, its maximumDevices reached, is done
+-- (false).
+CREATE FUNCTION fleet_internal.engine_continue(job fleet.jobs, next_batch int, at timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    waits text;
+BEGIN
+    IF fleet_internal.engine_add_members(job, next_batch, at) > 0 THEN
+        IF job.status_detail IS NOT NULL THEN
+            UPDATE fleet.jobs j SET status_detail = NULL WHERE j.id = job.id;
+        END IF;
+        RETURN true;
+    END IF;
+    IF coalesce(job.device_count, 0) >= (job.rollout ->> 'maximumDevices')::bigint THEN
+        RETURN false;
+    END IF;
+    -- (a look over the group every ten seconds)
+    UPDATE fleet_internal.job_engine_state s SET not_before = coalesce(at, clock_timestamp()) + interval '10 seconds'
+     WHERE s.job_id = job.id;
+    waits := format('waiting: continuous, %s devices so far; devices that join its group get it', coalesce(job.device_count, 0));
+    UPDATE fleet.jobs j SET status_detail = waits WHERE j.id = job.id AND j.status_detail IS DISTINCT FROM waits;
+    RETURN true;
+END;
 $$;
 
 -- Pauses a job: it stops as fleet.stop_job() stops it (resumable), with

@@ -42,7 +42,7 @@ BEGIN
                    count(*) FILTER (WHERE jd.status = 'failed' AND jd.error = 'timed out') AS timed_out
               FROM fleet.job_batches jb
               JOIN fleet.job_devices jd ON jd.job_id = jb.job_id
-                   AND jd.device_id >= jb.first_device AND jd.device_id <= jb.last_device
+                   AND jd.device_id >= jb.first_device AND jd.device_id <= jb.last_device AND jd.batch = jb.batch
              WHERE jb.job_id = job.id AND jb.status IN ('pending', 'running')
              GROUP BY jb.batch) c
      WHERE b.job_id = job.id AND b.batch = c.batch;
@@ -221,7 +221,7 @@ BEGIN
     SELECT array_agg(c.device_id ORDER BY c.device_id) INTO ids
       FROM (SELECT jd.device_id FROM fleet.job_devices jd
              WHERE jd.job_id = job.id AND jd.device_id >= b.first_device AND jd.device_id <= b.last_device
-               AND (b.cursor IS NULL OR jd.device_id > b.cursor) AND jd.status = 'pending'
+               AND (b.cursor IS NULL OR jd.device_id > b.cursor) AND jd.status = 'pending' AND jd.batch = b.batch
              ORDER BY jd.device_id
              LIMIT chunk_size) c;
     IF ids IS NULL THEN
@@ -325,6 +325,7 @@ DECLARE
     outside    record;                     -- its maintenance windows now
     abort      record;                     -- the abort criterion its outcomes meet, if one is
     finished   record;                     -- its outcomes so far: completed, failed, timed out
+    continuous boolean;                    -- it stays active: devices that join its group get it
     open_completed bigint := 0;            -- command jobs: outcomes in open windows, not yet in a batch
     open_timed_out bigint := 0;
 BEGIN
@@ -339,6 +340,8 @@ BEGIN
     END IF;
     UPDATE fleet.jobs j SET last_step_at = coalesce(at, clock_timestamp()) WHERE j.id = job.id;
     rate_limited := job.rollout ?| '{maximumPerMinute,exponentialRate}';
+    -- (a rerun of a continuous job reruns its failed devices, no more)
+    continuous := job.rollout ? 'continuous' AND job.rerun_of IS NULL;
 
     -- its rollout's end (src/sql/job_rollouts.sql)
     IF fleet_internal.rollout_end(job) <= coalesce(at, clock_timestamp()) THEN
@@ -380,11 +383,21 @@ BEGIN
         END IF;
     END IF;
 
+    SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = job.current_batch;
+    -- a continuous job between its batches (or still without devices)
+    IF continuous AND (b.status IS NULL OR b.status = 'completed') THEN
+        IF fleet_internal.engine_continue(job, coalesce(job.current_batch, 0) + 1, at) THEN
+            RETURN false;
+        END IF;
+        PERFORM fleet_internal.engine_finish_job(job,
+            CASE WHEN EXISTS (SELECT 1 FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.failed > 0)
+                 THEN 'failed' ELSE 'completed' END, at);
+        RETURN false;
+    END IF;
     IF job.current_batch IS NULL THEN           -- a job without devices
         PERFORM fleet_internal.engine_finish_job(job, 'completed', at);
         RETURN false;
     END IF;
-    SELECT jb.* INTO b FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = job.current_batch;
     IF b.status = 'pending' THEN
         UPDATE fleet.job_batches jb SET status = 'running', started_at = coalesce(at, clock_timestamp())
          WHERE jb.job_id = job.id AND jb.batch = b.batch;
@@ -509,6 +522,9 @@ BEGIN
             END IF;
         END IF;
         RETURN true;
+    END IF;
+    IF continuous THEN
+        RETURN true;                            -- the next step looks for devices that joined
     END IF;
     PERFORM fleet_internal.engine_finish_job(job,
         CASE WHEN EXISTS (SELECT 1 FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.failed > 0)
