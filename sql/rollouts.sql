@@ -186,6 +186,52 @@ SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '14 minutes', 20);
 SELECT status, status_detail, device_count FROM fleet.jobs WHERE id = 'always';
 SELECT device_id, batch, status FROM fleet.job_devices WHERE job_id = 'always' ORDER BY device_id;
 
+-- retries: a command job's failed devices are offered again after a
+-- backoff; each attempt is kept and the results log shows it, and the
+-- threshold counts final outcomes only
+SELECT pg_temp.level_job('bad-37', 'bulbs', '{"retries": [{"failureType": "ALL", "numberOfRetries": 2}]}');
+SELECT fleet.create_job('{"displayName": "Bad", "group": "bulbs", "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"retries": {"failureType": "ALL"}}}');
+SELECT fleet.create_job('{"displayName": "Bad", "group": "bulbs", "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"retries": [{"failureType": "ALL", "numberOfRetries": 11}]}}');
+SELECT fleet.create_job('{"displayName": "Bad", "group": "bulbs", "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"retries": [{"failureType": "FAILED", "numberOfRetries": 1}, {"failureType": "FAILED", "numberOfRetries": 2}]}}');
+SELECT fleet.create_job('{"displayName": "Bad", "group": "bulbs", "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"retries": [{"failureType": "FAILED", "numberOfRetries": 1, "backoff": {"type": "linear"}}]}}');
+SELECT fleet.create_job('{"displayName": "Bad", "group": "bulbs", "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"retries": [{"failureType": "FAILED", "numberOfRetries": 1, "backoff": {"jitter": "yes"}}]}}');
+SELECT fleet.create_job('{"displayName": "Bad", "group": "bulbs", "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"retries": [{"failureType": "FAILED", "numberOfRetries": 1, "backoff": {"base": "PT-5S"}}]}}');
+-- exponential from 10 s, at most a minute; jitter keeps a wait in its second half
+SELECT a AS attempt, fleet_internal.retry_backoff('{"backoff": {"type": "exponential", "base": "00:00:10", "maximum": "00:01:00", "jitter": false}}', a)
+  FROM generate_series(1, 5) a;
+SELECT bool_and(w BETWEEN interval '5 seconds' AND interval '10 seconds') AS jitter_in_its_second_half
+  FROM (SELECT fleet_internal.retry_backoff('{"backoff": {"type": "fixed", "base": "00:00:10", "maximum": "01:00:00", "jitter": true}}', 1) w
+          FROM generate_series(1, 50)) j;
+SELECT fleet.create_job('{"id": "insist", "displayName": "Insist", "group": "bulbs",
+  "cancellationThreshold": {"type": "number", "value": 1},
+  "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"retries": [{"failureType": "FAILED", "numberOfRetries": 2, "backoff": {"base": 0}}]}}') ->> 'status';
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '15 minutes', 1);
+-- first attempt: bulb-01 and bulb-02 answer 500
+SELECT count(*) AS answered FROM fleet.claim_commands('gateway-r', 100) c,
+       LATERAL fleet.complete_command(c.delivery_id, CASE WHEN c.device_id IN ('bulb-01', 'bulb-02') THEN 500 ELSE 200 END) r;
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '15 minutes 10 seconds', 1);
+SELECT status FROM fleet.jobs WHERE id = 'insist';
+-- second: offered again, bulb-01 succeeds and bulb-02 fails again
+SELECT count(*) AS answered FROM fleet.claim_commands('gateway-r', 100) c,
+       LATERAL fleet.complete_command(c.delivery_id, CASE WHEN c.device_id = 'bulb-02' THEN 500 ELSE 200 END) r;
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '15 minutes 20 seconds', 1);
+-- third, the last it has: bulb-02 fails for good
+SELECT count(*) AS answered FROM fleet.claim_commands('gateway-r', 100) c,
+       LATERAL fleet.complete_command(c.delivery_id, 500) r;
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '15 minutes 30 seconds', 3);
+SELECT count(*) AS claimable FROM fleet.claim_commands('gateway-r', 100);
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'insist';
+SELECT batch, status, completed, failed FROM fleet.job_batches WHERE job_id = 'insist';
+SELECT device_id, attempt, status, error, batch FROM fleet.job_results('insist') WHERE device_id IN ('bulb-01', 'bulb-02', 'bulb-03');
+SELECT device_id, attempt, error, response_status, gateway FROM fleet.job_device_attempts WHERE job_id = 'insist' ORDER BY 1, 2;
+
 -- staged promotion: by hand, or when a batch reached a success percentage
 SELECT pg_temp.level_job('bad-17', 'spots', '{"promotion": {"mode": "manual"}}');
 SELECT pg_temp.level_job('bad-18', 'spots', '{"promotion": "manual"}', '{"batch": {"type": "number", "value": 5}}');

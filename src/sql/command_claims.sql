@@ -113,6 +113,8 @@ BEGIN
          CROSS JOIN LATERAL (
                 SELECT q.delivery_id FROM fleet.job_devices q
                  WHERE q.delivery_id IS NOT NULL AND q.gateway IS NULL
+                   -- (an unclaimed delivery's deadline is a retry's backoff)
+                   AND (q.deadline IS NULL OR q.deadline <= pg_catalog.clock_timestamp())
                    AND q.delivery_id >= w.first_delivery AND q.delivery_id <= w.last_delivery
                    AND q.status = 'pending'
                    -- a device the bridge serves takes its command when it

@@ -102,6 +102,10 @@ BEGIN
          WHERE cw.job_id = job.id AND cw.batch = b.batch
          ORDER BY cw.first_delivery
     LOOP
+        -- failures its rollout retries are offered again, not counted
+        IF job.rollout ? 'retries' THEN
+            PERFORM fleet_internal.engine_retry_failures(job, w, NULL);
+        END IF;
         -- (not EXISTS: the planner drops an EXISTS query's ORDER BY)
         PERFORM FROM fleet.job_devices jd
           WHERE jd.delivery_id IS NOT NULL

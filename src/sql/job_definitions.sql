@@ -361,6 +361,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use "failureType": "FAILED" or "ALL".';
     END IF;
+    IF job.rollout ? 'retries' AND job.job_type <> 'command' THEN
+        RAISE EXCEPTION '"retries" of % apply to command jobs; this is a % job', label, job.job_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A property, template or manifest change is made by the database: its failures (a device without the capability) do not pass; rerun the job''s failed devices once they are fixed.';
+    END IF;
     IF job.rollout ? 'commandTimeout' AND job.job_type <> 'command' THEN
         RAISE EXCEPTION '"commandTimeout" of % applies to command jobs; this is a % job', label, job.job_type
             USING ERRCODE = 'invalid_parameter_value';

@@ -82,10 +82,12 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.get_job_devices(text) IS 'A job''s devices as IoT Central''s REST API returns them: {"value": [{"id", "status"}]}, with batch and error';
 
--- The results log, for COPY ... TO: one row per device.
+-- The results log, for COPY ... TO: one row per device, and before it one
+-- per earlier attempt its job retried (attempt numbers the rows; the
+-- device's last row is its outcome).
 CREATE FUNCTION fleet.job_results(job_id text, spreadsheet_safe boolean DEFAULT false)
 RETURNS TABLE (job text, device_id text, device_name text, batch int, status text, error text,
-               started_at timestamptz, finished_at timestamptz)
+               started_at timestamptz, finished_at timestamptz, attempt int)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -99,12 +101,23 @@ BEGIN
                 ELSE coalesce(d.display_name, 'deleted') END,
            jd.batch, jd.status,
            CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(jd.error, true) ELSE jd.error END,
-           jd.started_at, jd.finished_at
-      FROM fleet.job_devices jd
+           jd.started_at, jd.finished_at, jd.attempt
+      FROM (SELECT r.job_id, r.device_id, r.batch, r.status, r.error, r.started_at, r.finished_at,
+                   1 + coalesce(earlier.n, 0) AS attempt
+              FROM fleet.job_devices r
+              -- (one hashed pass over the job's few retried attempts)
+              LEFT JOIN (SELECT a.device_id, count(*)::int AS n FROM fleet.job_device_attempts a
+                          WHERE a.job_id = job_results.job_id GROUP BY a.device_id) earlier
+                     ON earlier.device_id = r.device_id
+             WHERE r.job_id = job_results.job_id
+            UNION ALL
+            SELECT a.job_id, a.device_id, r.batch, 'failed', a.error, a.started_at, a.finished_at, a.attempt
+              FROM fleet.job_device_attempts a
+              JOIN fleet.job_devices r ON r.job_id = a.job_id AND r.device_id = a.device_id
+             WHERE a.job_id = job_results.job_id) jd
       LEFT JOIN fleet.devices d ON d.id = jd.device_id
-     WHERE jd.job_id = job_results.job_id
-     ORDER BY jd.batch, jd.device_id;
+     ORDER BY jd.batch, jd.device_id, jd.attempt;
 END;
 $$;
-COMMENT ON FUNCTION fleet.job_results(text, boolean) IS 'The results log of a job: device, name ("deleted" for deleted devices), batch, status, error, times';
+COMMENT ON FUNCTION fleet.job_results(text, boolean) IS 'The results log of a job: device, name ("deleted" for deleted devices), batch, status, error, times, and attempt (earlier, retried attempts first)';
 

@@ -19,6 +19,10 @@
 --     "timeZone": "Europe/Berlin",                  in this time zone (default UTC), DST-correct
 --     "continuous": true,                           the job stays active: devices that join its group
 --     "maximumDevices": 50000,                      later get it, once each, up to this many in all
+--     "retries": [{"failureType": "TIMED_OUT",     a command job's failed devices are offered
+--       "numberOfRetries": 3,                       again (AWS IoT Jobs' retry config), after a
+--       "backoff": {"type": "exponential",          backoff: fixed or doubling from base, at most
+--                   "base": "PT10S", "maximum": "PT5M", "jitter": true}}],   maximum, with jitter
 --     "commandTimeout": "PT2M",                     a command job's timeout (default fleet.command_timeout)
 --     "endTime": "2026-12-24T18:00:00Z",            the job ends then ...
 --     "maximumDuration": "PT6H",                    ... or this long after it started
@@ -211,6 +215,156 @@ AS $$
      LIMIT 1
 $$;
 
+-- A rollout's "retries", checked: per failure type, how many times a
+-- failed device is offered again, and after what backoff.
+CREATE FUNCTION fleet_internal.retry_rules(rules jsonb, label text)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result  jsonb := '[]';
+    r       jsonb;
+    backoff jsonb;
+    n       int := 0;
+    what    text;
+BEGIN
+    IF jsonb_typeof(rules) IS DISTINCT FROM 'array' OR jsonb_array_length(rules) NOT BETWEEN 1 AND 3 THEN
+        RAISE EXCEPTION '"retries" of % must be an array of 1 to 3 rules, one per failure type, not %', label, rules
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Write [{"failureType": "TIMED_OUT", "numberOfRetries": 3, "backoff": {"type": "exponential", "base": "PT10S"}}].';
+    END IF;
+    FOR r IN SELECT e FROM jsonb_array_elements(rules) e LOOP
+        n := n + 1;
+        what := format('retry rule %s of %s', n, label);
+        IF jsonb_typeof(r) IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION '% must be a JSON object, not %', what, r
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM fleet_internal.refuse_unknown_keys(r, '{failureType,numberOfRetries,backoff}', what);
+        IF jsonb_typeof(r -> 'failureType') IS DISTINCT FROM 'string' OR r ->> 'failureType' NOT IN ('FAILED', 'TIMED_OUT', 'ALL') THEN
+            RAISE EXCEPTION '"failureType" % of % is not "FAILED", "TIMED_OUT" or "ALL"', coalesce(r -> 'failureType', 'null'), what
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'FAILED: the device answered with an error; TIMED_OUT: nobody answered in time; ALL: either.';
+        END IF;
+        IF (SELECT count(*) FROM jsonb_array_elements(rules) o WHERE o ->> 'failureType' = r ->> 'failureType') > 1 THEN
+            RAISE EXCEPTION '"retries" of % has two rules for failure type %', label, r ->> 'failureType'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        backoff := coalesce(r -> 'backoff', '{}');
+        IF jsonb_typeof(backoff) <> 'object' THEN
+            RAISE EXCEPTION '"backoff" % of % must be a JSON object', backoff, what
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write {"type": "fixed" or "exponential", "base": "PT10S", "maximum": "PT5M", "jitter": true}.';
+        END IF;
+        PERFORM fleet_internal.refuse_unknown_keys(backoff, '{type,base,maximum,jitter}', format('the "backoff" of %s', what));
+        IF backoff ? 'type' AND (jsonb_typeof(backoff -> 'type') <> 'string' OR backoff ->> 'type' NOT IN ('fixed', 'exponential')) THEN
+            RAISE EXCEPTION '"type" % of the "backoff" of % is neither "fixed" nor "exponential"', backoff -> 'type', what
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF backoff ? 'jitter' AND jsonb_typeof(backoff -> 'jitter') <> 'boolean' THEN
+            RAISE EXCEPTION '"jitter" % of the "backoff" of % is neither true nor false', backoff -> 'jitter', what
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        result := result || jsonb_build_array(jsonb_build_object(
+            'failureType', r ->> 'failureType',
+            'numberOfRetries', fleet_internal.rollout_count(r -> 'numberOfRetries', format('"numberOfRetries" of %s', what), 1, 10),
+            'backoff', jsonb_build_object(
+                'type', coalesce(backoff ->> 'type', 'fixed'),
+                'base', CASE WHEN backoff ? 'base'
+                             THEN fleet_internal.rollout_interval(backoff -> 'base', format('"base" of the "backoff" of %s', what),
+                                                                  interval '0', interval '1 day')
+                             ELSE interval '10 seconds' END::text,
+                'maximum', CASE WHEN backoff ? 'maximum'
+                                THEN fleet_internal.rollout_interval(backoff -> 'maximum', format('"maximum" of the "backoff" of %s', what),
+                                                                     interval '0', interval '1 day')
+                                ELSE interval '1 hour' END::text,
+                'jitter', coalesce((backoff ->> 'jitter')::boolean, false))));
+    END LOOP;
+    RETURN result;
+END;
+$$;
+
+-- The wait before a retry: the rule's base, doubled for each earlier
+-- attempt when exponential, at most its maximum; with jitter, a random
+-- point in its second half (so retries of devices that failed together
+-- spread out).
+CREATE FUNCTION fleet_internal.retry_backoff(rule jsonb, attempt int)
+RETURNS interval
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT least((rule #>> '{backoff,base}')::interval
+                 * CASE WHEN rule #>> '{backoff,type}' = 'exponential' THEN power(2, least(attempt - 1, 30)) ELSE 1 END,
+                 (rule #>> '{backoff,maximum}')::interval)
+           * CASE WHEN (rule #>> '{backoff,jitter}')::boolean THEN 0.5 + random() / 2 ELSE 1 END
+$$;
+
+-- A command window's failed deliveries that their job's "retries" allow
+-- another attempt: the attempt is kept (fleet.job_device_attempts) and the
+-- delivery is offered again once its backoff has passed (its deadline
+-- says when, until a gateway claims it); the window stays open until then
+-- and a timeout after.  Runs before the window is counted, so counts and
+-- thresholds see final outcomes only.  Returns how many it offered again.
+CREATE FUNCTION fleet_internal.engine_retry_failures(job fleet.jobs, w fleet.command_windows, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    now_ts  timestamptz := coalesce(at, clock_timestamp());
+    retried bigint;
+    last_at timestamptz;
+BEGIN
+    WITH failed AS (
+        SELECT jd.delivery_id, jd.device_id, jd.error, jd.gateway, jd.started_at, jd.finished_at,
+               jd.response_status, jd.response,
+               1 + (SELECT count(*) FROM fleet.job_device_attempts a
+                     WHERE a.job_id = jd.job_id AND a.device_id = jd.device_id)::int AS attempt,
+               (SELECT r FROM jsonb_array_elements(job.rollout -> 'retries') r
+                 WHERE r ->> 'failureType' = CASE WHEN jd.error = 'timed out' THEN 'TIMED_OUT' ELSE 'FAILED' END
+                    OR r ->> 'failureType' = 'ALL'
+                 ORDER BY r ->> 'failureType' = 'ALL'
+                 LIMIT 1) AS rule
+          FROM fleet.job_devices jd
+         WHERE jd.delivery_id IS NOT NULL
+           AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
+           AND jd.status = 'failed'
+           FOR UPDATE OF jd SKIP LOCKED
+    ),
+    due AS (
+        SELECT f.*, now_ts + fleet_internal.retry_backoff(f.rule, f.attempt) AS retry_at
+          FROM failed f
+         WHERE f.attempt <= (f.rule ->> 'numberOfRetries')::int
+    ),
+    kept AS (
+        INSERT INTO fleet.job_device_attempts (job_id, device_id, attempt, error, gateway, started_at, finished_at,
+                                               response_status, response, retry_at)
+        SELECT job.id, d.device_id, d.attempt, d.error, d.gateway, d.started_at, d.finished_at,
+               d.response_status, d.response, d.retry_at
+          FROM due d
+    ),
+    offered AS (
+        UPDATE fleet.job_devices jd
+           SET status = 'pending', error = NULL, gateway = NULL, started_at = NULL, finished_at = NULL,
+               response_status = NULL, response = NULL, deadline = d.retry_at
+          FROM due d
+         WHERE jd.delivery_id = d.delivery_id AND jd.delivery_id IS NOT NULL
+        RETURNING d.retry_at
+    )
+    SELECT count(*), max(o.retry_at) INTO retried, last_at FROM offered o;
+    IF retried > 0 THEN
+        UPDATE fleet.command_windows cw
+           SET deadline = greatest(cw.deadline, last_at + fleet_internal.command_timeout(job.rollout)),
+               next_check = least(cw.next_check, last_at + fleet_internal.command_timeout(job.rollout))
+         WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
+        PERFORM pg_notify('fleet_commands', '');
+    END IF;
+    RETURN retried;
+END;
+$$;
+
 -- Validates a body's "rollout" and returns it as the engine reads it
 -- (durations as intervals' text, names as given).  Unknown keys are
 -- refused: a misspelt option would otherwise be a rollout without it.
@@ -235,7 +389,7 @@ BEGIN
                   HINT = 'For example "rollout": {"maximumPerMinute": 1000, "onThreshold": "pause"}; the README''s Rollouts section lists the options.';
     END IF;
     PERFORM fleet_internal.refuse_unknown_keys(rollout,
-        '{maximumPerMinute,exponentialRate,onThreshold,abortCriteria,promotion,maintenanceWindows,timeZone,continuous,maximumDevices,commandTimeout,endTime,maximumDuration,endBehavior}', what);
+        '{maximumPerMinute,exponentialRate,onThreshold,abortCriteria,promotion,maintenanceWindows,timeZone,continuous,maximumDevices,retries,commandTimeout,endTime,maximumDuration,endBehavior}', what);
 
     IF rollout ? 'maximumPerMinute' THEN
         result := result || jsonb_build_object('maximumPerMinute',
@@ -342,6 +496,9 @@ BEGIN
         END IF;
         result := result || jsonb_build_object('maximumDevices',
             fleet_internal.rollout_count(rollout -> 'maximumDevices', format('"maximumDevices" of %s', label), 1, 1000000000));
+    END IF;
+    IF rollout ? 'retries' THEN
+        result := result || jsonb_build_object('retries', fleet_internal.retry_rules(rollout -> 'retries', label));
     END IF;
     IF rollout ? 'commandTimeout' THEN
         result := result || jsonb_build_object('commandTimeout',

@@ -63,6 +63,10 @@ ALTER TABLE fleet.job_devices ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.job_devices FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet.job_devices FOR SELECT
     USING (job_id IN (SELECT p.id FROM fleet.jobs p));
+ALTER TABLE fleet.job_device_attempts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE fleet.job_device_attempts FORCE ROW LEVEL SECURITY;
+CREATE POLICY viewers_read ON fleet.job_device_attempts FOR SELECT
+    USING (job_id IN (SELECT p.id FROM fleet.jobs p));
 ALTER TABLE fleet.command_windows ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.command_windows FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet.command_windows FOR SELECT

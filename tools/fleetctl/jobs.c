@@ -154,6 +154,20 @@ wait_for_job_event(PGconn *conn, const char *id, double max_seconds)
 		fd_set		readable;
 		struct timeval timeout;
 
+		/*
+		 * What libpq has already read (during the last queries) first: it
+		 * is off the socket, and select() would not see it.
+		 */
+		if (!PQconsumeInput(conn))
+			fail(EXIT_CONNECT, NULL, "lost the connection while watching: %s", PQerrorMessage(conn));
+		while ((notify = PQnotifies(conn)) != NULL)
+		{
+			if (strstr(notify->extra, needle) != NULL)
+				ours = true;
+			PQfreemem(notify);
+		}
+		if (ours)
+			return;
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		left = max_seconds - ((now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9);
 		if (left <= 0)

@@ -15,6 +15,7 @@ SELECT pg_catalog.pg_extension_config_dump('fleet.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.job_batches', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.job_devices', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.job_device_list_columns', '');
+SELECT pg_catalog.pg_extension_config_dump('fleet.job_device_attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.command_windows', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet_internal.delivery_blocks', '');
 SELECT pg_catalog.pg_extension_config_dump('fleet.scheduled_jobs', '');

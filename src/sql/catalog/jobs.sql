@@ -116,6 +116,24 @@ ALTER TABLE fleet.job_devices
     ALTER COLUMN response_status SET STATISTICS 10, ALTER COLUMN response SET STATISTICS 10;
 COMMENT ON TABLE fleet.job_devices IS 'Every device of every started job: its batch, status (pending, completed, failed) and error';
 
+-- A command job's earlier attempts on a device, each failed and retried
+-- (its rollout's "retries"); the device's row in job_devices holds its
+-- latest.  Few rows: only retried failures.
+CREATE TABLE fleet.job_device_attempts (
+    job_id          text NOT NULL REFERENCES fleet.jobs (id) ON DELETE CASCADE,
+    device_id       text NOT NULL,
+    attempt         int NOT NULL,
+    error           text,
+    gateway         text,
+    started_at      timestamptz,
+    finished_at     timestamptz,
+    response_status int,
+    response        jsonb,
+    retry_at        timestamptz NOT NULL,            -- offered again from then
+    PRIMARY KEY (job_id, device_id, attempt)
+);
+COMMENT ON TABLE fleet.job_device_attempts IS 'Failed attempts of a command job on a device that were retried, with their answers and when the retry was due';
+
 -- Devices a job dispatched (changed, or offered to gateways), by step:
 -- what its rate counts over the last minute, committed with the step, so
 -- the rate holds across engine restarts.

@@ -17,6 +17,27 @@ ALTER TABLE fleet.job_batches
     ADD COLUMN timed_out bigint NOT NULL DEFAULT 0;
 -- (it also counts what its open windows completed and timed out)
 DROP FUNCTION IF EXISTS fleet_internal.engine_close_windows(fleet.jobs, fleet.job_batches);
+-- (the results log gains each device's attempt)
+DROP FUNCTION IF EXISTS fleet.job_results(text, boolean);
+
+-- A command job's earlier attempts on a device, each failed and retried
+-- (its rollout's "retries"); the device's row in job_devices holds its
+-- latest.  Few rows: only retried failures.
+CREATE TABLE fleet.job_device_attempts (
+    job_id          text NOT NULL REFERENCES fleet.jobs (id) ON DELETE CASCADE,
+    device_id       text NOT NULL,
+    attempt         int NOT NULL,
+    error           text,
+    gateway         text,
+    started_at      timestamptz,
+    finished_at     timestamptz,
+    response_status int,
+    response        jsonb,
+    retry_at        timestamptz NOT NULL,            -- offered again from then
+    PRIMARY KEY (job_id, device_id, attempt)
+);
+COMMENT ON TABLE fleet.job_device_attempts IS 'Failed attempts of a command job on a device that were retried, with their answers and when the retry was due';
+SELECT pg_catalog.pg_extension_config_dump('fleet.job_device_attempts', '');
 
 CREATE TABLE fleet_internal.job_dispatches (
     job_id  text NOT NULL REFERENCES fleet.jobs (id) ON DELETE CASCADE,
