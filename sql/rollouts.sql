@@ -133,7 +133,8 @@ SELECT status, status_detail FROM fleet.jobs WHERE id = 'careless';
 -- abort criteria by failure type, with a minimum of finished devices (AWS
 -- IoT Jobs' abortConfig), cancelling or pausing
 SELECT pg_temp.level_job('bad-29', 'spots', '{"abortCriteria": {"failureType": "ALL"}}');
-SELECT pg_temp.level_job('bad-30', 'spots', '{"abortCriteria": [{"failureType": "REJECTED", "thresholdPercentage": 10, "minNumberOfExecutedDevices": 5}]}');
+SELECT pg_temp.level_job('bad-30', 'spots', '{"abortCriteria": [{"failureType": "CRASHED", "thresholdPercentage": 10, "minNumberOfExecutedDevices": 5}]}');
+SELECT pg_temp.level_job('bad-30b', 'spots', '{"abortCriteria": [{"failureType": "REJECTED", "thresholdPercentage": 10, "minNumberOfExecutedDevices": 5}]}');
 SELECT pg_temp.level_job('bad-31', 'spots', '{"abortCriteria": [{"failureType": "ALL", "thresholdPercentage": 120, "minNumberOfExecutedDevices": 5}]}');
 SELECT pg_temp.level_job('bad-32', 'spots', '{"abortCriteria": [{"failureType": "ALL", "thresholdPercentage": 10}]}');
 SELECT pg_temp.level_job('bad-33', 'spots', '{"abortCriteria": [{"failureType": "ALL", "thresholdPercentage": 10, "minNumberOfExecutedDevices": 5, "action": "STOP"}]}');
@@ -231,6 +232,43 @@ SELECT status, status_detail FROM fleet.jobs WHERE id = 'insist';
 SELECT batch, status, completed, failed FROM fleet.job_batches WHERE job_id = 'insist';
 SELECT device_id, attempt, status, error, batch FROM fleet.job_results('insist') WHERE device_id IN ('bulb-01', 'bulb-02', 'bulb-03');
 SELECT device_id, attempt, error, response_status, gateway FROM fleet.job_device_attempts WHERE job_id = 'insist' ORDER BY 1, 2;
+
+-- what devices report: 202 (under way, with "progress" and
+-- "statusDetails"), 4xx (rejected: refused, apart from failed)
+SELECT pg_temp.level_job('bad-38', 'bulbs', '{"inProgressTimeout": "PT5M"}');
+SELECT fleet.create_job('{"id": "reported", "displayName": "Reported", "group": "bulbs",
+  "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"inProgressTimeout": "PT5M", "abortCriteria": [{"failureType": "REJECTED", "thresholdPercentage": 10,
+              "minNumberOfExecutedDevices": 5}]}}') ->> 'status';
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '16 minutes', 1);
+SELECT count(*) AS answered FROM fleet.claim_commands('gateway-p', 100) c,
+       LATERAL fleet.complete_command(c.delivery_id,
+           CASE c.device_id WHEN 'bulb-01' THEN 202 WHEN 'bulb-02' THEN 409 ELSE 200 END,
+           CASE c.device_id WHEN 'bulb-01' THEN '{"progress": 40, "statusDetails": {"step": "downloading"}}'
+                            WHEN 'bulb-02' THEN '{"reason": "busy"}' END::jsonb) r;
+SELECT device_id, status FROM fleet.command_deliveries WHERE job_id = 'reported' AND device_id <= 'bulb-03' ORDER BY 1;
+SELECT e FROM jsonb_array_elements(fleet.get_job_devices('reported') -> 'value') e WHERE e ->> 'id' <= 'bulb-03';
+-- under way, it may report again, then finish
+SELECT fleet.complete_command(delivery_id, 202, '{"progress": 80}') AS taken FROM fleet.command_deliveries
+ WHERE job_id = 'reported' AND device_id = 'bulb-01';
+SELECT device_id, progress, status_details FROM fleet.job_results('reported') WHERE device_id = 'bulb-01';
+SELECT fleet.complete_command(delivery_id, 200, '{"progress": 100}') AS taken FROM fleet.command_deliveries
+ WHERE job_id = 'reported' AND device_id = 'bulb-01';
+SELECT fleet.complete_command(delivery_id, 202, '{"progress": 10}') AS taken_after_its_end FROM fleet.command_deliveries
+ WHERE job_id = 'reported' AND device_id = 'bulb-01';
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '16 minutes 10 seconds', 2);
+SELECT status, status_detail FROM fleet.jobs WHERE id = 'reported';
+SELECT completed, failed, rejected, timed_out FROM fleet.job_batches WHERE job_id = 'reported';
+-- one under way past its inProgressTimeout fails "timed out"
+SELECT fleet.create_job('{"id": "stalled", "displayName": "Stalled", "group": "bulbs",
+  "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"inProgressTimeout": "PT1S"}}') ->> 'status';
+SELECT pg_temp.run_engine(clock_timestamp(), 1);
+SELECT count(*) AS answered FROM fleet.claim_commands('gateway-p', 100) c,
+       LATERAL fleet.complete_command(c.delivery_id, CASE WHEN c.device_id = 'bulb-05' THEN 202 ELSE 200 END) r;
+-- (the engine's clock two seconds on)
+SELECT pg_temp.run_engine(clock_timestamp() + interval '2 seconds', 1);
+SELECT device_id, status, error FROM fleet.job_devices WHERE job_id = 'stalled' AND status <> 'completed';
 
 -- staged promotion: by hand, or when a batch reached a success percentage
 SELECT pg_temp.level_job('bad-17', 'spots', '{"promotion": {"mode": "manual"}}');

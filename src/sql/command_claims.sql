@@ -20,15 +20,15 @@
 
 -- Every delivery made, as gateways and the engine see them: queued (offered
 -- in a window, not claimed yet), withdrawn (the same, its job not running),
--- claimed, completed, failed or timed_out.  Devices a command could not
+-- claimed, in_progress, completed, failed, rejected or timed_out.  Devices a command could not
 -- reach have no delivery (the job's device list says why).
 CREATE VIEW fleet.command_deliveries WITH (security_invoker = true) AS
 SELECT jd.delivery_id, jd.job_id, jd.device_id,
        j.data -> 0 ->> 'path' AS command,
        j.data -> 0 -> 'value' AS request,
        CASE WHEN jd.status = 'completed' THEN 'completed'
-            WHEN jd.status = 'failed' AND jd.error = 'timed out' THEN 'timed_out'
-            WHEN jd.status = 'failed' THEN 'failed'
+            WHEN jd.status = 'failed' THEN lower(fleet_internal.failure_type(jd.error))
+            WHEN jd.gateway IS NOT NULL AND jd.response_status = 202 THEN 'in_progress'
             WHEN jd.gateway IS NOT NULL THEN 'claimed'
             WHEN j.status = 'running' THEN 'queued'
             ELSE 'withdrawn' END AS status,
@@ -51,7 +51,7 @@ COMMENT ON COLUMN fleet.command_deliveries.job_id IS 'The command job';
 COMMENT ON COLUMN fleet.command_deliveries.device_id IS 'The device the command is for';
 COMMENT ON COLUMN fleet.command_deliveries.command IS 'The command, "name" or "component/name"';
 COMMENT ON COLUMN fleet.command_deliveries.request IS 'The command''s request payload';
-COMMENT ON COLUMN fleet.command_deliveries.status IS 'queued, withdrawn (its job is not running), claimed, completed, failed or timed_out';
+COMMENT ON COLUMN fleet.command_deliveries.status IS 'queued, withdrawn (its job is not running), claimed, in_progress (the device answered 202), completed, failed, rejected (4xx) or timed_out';
 COMMENT ON COLUMN fleet.command_deliveries.gateway IS 'The gateway that claimed it; simulator when the engine answered for a simulated device';
 COMMENT ON COLUMN fleet.command_deliveries.deadline IS 'When it times out: its claim''s deadline, or, unclaimed, its window''s';
 COMMENT ON COLUMN fleet.command_deliveries.claimed_at IS 'When a gateway claimed it';
@@ -209,7 +209,7 @@ BEGIN
         RAISE EXCEPTION 'command status % is not an HTTP-style status code',
                         (SELECT coalesce(s::text, 'NULL') FROM unnest(statuses) s WHERE s IS NULL OR s NOT BETWEEN 100 AND 599 LIMIT 1)
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Report 200 for success, or 4xx/5xx for failure, as IoT Hub direct methods do.';
+                  HINT = 'Report 200 for success, 202 for work under way, 4xx when the device refuses, 5xx when it fails, as IoT Hub direct methods do.';
     END IF;
 
     -- One statement, on the rows the claim made (a HOT update: no index
@@ -217,21 +217,42 @@ BEGIN
     -- touched would serialize the gateways; the engine counts.  Nor a
     -- wake-up: the engine looks every 50 ms while command jobs run (a step
     -- per answer batch kept a core busy).
+    --
+    -- 202: the device took the command and works on it (its response may
+    -- say how far: "progress", "statusDetails"); it stays open, due within
+    -- the job's inProgressTimeout, and may be answered again.  4xx: the
+    -- device refused it (rejected); other non-2xx: it failed.
     UPDATE fleet.job_devices d
-       SET status = CASE WHEN a.status BETWEEN 200 AND 299 THEN 'completed' ELSE 'failed' END,
+       SET status = CASE WHEN a.status = 202 THEN 'pending'
+                         WHEN a.status BETWEEN 200 AND 299 THEN 'completed' ELSE 'failed' END,
            -- the response is in its own column; the error says what it
            -- starts with (a 50 MB response is not kept twice)
            error = CASE WHEN a.status NOT BETWEEN 200 AND 299
-                        THEN format('command failed with status %s%s', a.status,
+                        THEN format('%s with status %s%s',
+                                    CASE WHEN a.status BETWEEN 400 AND 499 THEN 'rejected by the device' ELSE 'command failed' END,
+                                    a.status,
                                     coalesce(': ' || left(a.response::text, 200)
                                              || CASE WHEN length(a.response::text) > 200 THEN '...' ELSE '' END, '')) END,
-           response_status = a.status, response = a.response, finished_at = answered
+           response_status = a.status, response = a.response,
+           finished_at = CASE WHEN a.status <> 202 THEN answered END,
+           deadline = CASE WHEN a.status = 202 THEN answered + fleet_internal.in_progress_timeout(d.job_id) ELSE d.deadline END
       FROM unnest(delivery_ids, statuses, coalesce(responses, array_fill(NULL::jsonb, ARRAY[cardinality(delivery_ids)])))
            AS a(delivery_id, status, response)
      WHERE d.delivery_id = a.delivery_id AND d.delivery_id IS NOT NULL
        AND d.gateway IS NOT NULL AND d.status = 'pending'
        AND (everywhere OR d.job_id IN (SELECT j.id FROM fleet.jobs j WHERE j.organization_id = ANY (operated)));
     GET DIAGNOSTICS taken = ROW_COUNT;
+    -- work under way is due by its in-progress timeout, which may come
+    -- before its window's next look (rare: one statement, for 202s only)
+    IF 202 = ANY (statuses) THEN
+        UPDATE fleet.command_windows w
+           SET next_check = least(w.next_check, d.deadline)
+          FROM fleet.job_devices d
+         WHERE d.delivery_id = ANY (delivery_ids) AND d.delivery_id IS NOT NULL
+           AND d.status = 'pending' AND d.response_status = 202
+           AND w.job_id = d.job_id AND d.delivery_id BETWEEN w.first_delivery AND w.last_delivery
+           AND w.next_check > d.deadline;
+    END IF;
     RETURN taken;
 END;
 $$;

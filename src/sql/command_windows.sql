@@ -84,7 +84,7 @@ $$;
 -- once from the end).
 CREATE FUNCTION fleet_internal.engine_close_windows(job fleet.jobs, b fleet.job_batches,
                                            OUT outstanding bigint, OUT failed bigint,
-                                           OUT completed bigint, OUT timed_out bigint)
+                                           OUT completed bigint, OUT timed_out bigint, OUT rejected bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
@@ -97,6 +97,7 @@ BEGIN
     failed := 0;
     completed := 0;
     timed_out := 0;
+    rejected := 0;
     FOR w IN
         SELECT cw.* FROM fleet.command_windows cw
          WHERE cw.job_id = job.id AND cw.batch = b.batch
@@ -119,7 +120,8 @@ BEGIN
             IF job.threshold_type IS NOT NULL OR job.rollout ? 'abortCriteria' THEN
                 SELECT count(*) FILTER (WHERE jd.status = 'completed') AS completed,
                        count(*) FILTER (WHERE jd.status = 'failed') AS failed,
-                       count(*) FILTER (WHERE jd.status = 'failed' AND jd.error = 'timed out') AS timed_out
+                       count(*) FILTER (WHERE jd.status = 'failed' AND jd.error = 'timed out') AS timed_out,
+                       count(*) FILTER (WHERE jd.status = 'failed' AND fleet_internal.failure_type(jd.error) = 'REJECTED') AS rejected
                   INTO counts
                   FROM fleet.job_devices jd
                  WHERE jd.delivery_id IS NOT NULL
@@ -128,18 +130,20 @@ BEGIN
                 failed := failed + counts.failed;
                 completed := completed + counts.completed;
                 timed_out := timed_out + counts.timed_out;
+                rejected := rejected + counts.rejected;
             END IF;
         ELSE
             SELECT count(*) FILTER (WHERE jd.status = 'completed') AS completed,
                    count(*) FILTER (WHERE jd.status = 'failed') AS failed,
-                   count(*) FILTER (WHERE jd.status = 'failed' AND jd.error = 'timed out') AS timed_out
+                   count(*) FILTER (WHERE jd.status = 'failed' AND jd.error = 'timed out') AS timed_out,
+                   count(*) FILTER (WHERE jd.status = 'failed' AND fleet_internal.failure_type(jd.error) = 'REJECTED') AS rejected
               INTO counts
               FROM fleet.job_devices jd
              WHERE jd.delivery_id IS NOT NULL
                AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery;
             UPDATE fleet.job_batches jb
                SET completed = jb.completed + counts.completed, failed = jb.failed + counts.failed,
-                   timed_out = jb.timed_out + counts.timed_out
+                   timed_out = jb.timed_out + counts.timed_out, rejected = jb.rejected + counts.rejected
              WHERE jb.job_id = b.job_id AND jb.batch = b.batch;
             DELETE FROM fleet.command_windows cw WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
         END IF;

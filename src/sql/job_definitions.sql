@@ -366,9 +366,16 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A property, template or manifest change is made by the database: its failures (a device without the capability) do not pass; rerun the job''s failed devices once they are fixed.';
     END IF;
-    IF job.rollout ? 'commandTimeout' AND job.job_type <> 'command' THEN
-        RAISE EXCEPTION '"commandTimeout" of % applies to command jobs; this is a % job', label, job.job_type
+    IF job.rollout ?| '{commandTimeout,inProgressTimeout}' AND job.job_type <> 'command' THEN
+        RAISE EXCEPTION '"%" of % applies to command jobs; this is a % job',
+                        CASE WHEN job.rollout ? 'commandTimeout' THEN 'commandTimeout' ELSE 'inProgressTimeout' END,
+                        label, job.job_type
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF job.rollout -> 'abortCriteria' @> '[{"failureType": "REJECTED"}]' AND job.job_type <> 'command' THEN
+        RAISE EXCEPTION 'abort criteria of % count rejections, which only command jobs have; this is a % job', label, job.job_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use "failureType": "FAILED" or "ALL".';
     END IF;
 
     job.definition := jsonb_set(definition, '{id}', to_jsonb(job.id));

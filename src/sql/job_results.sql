@@ -74,7 +74,12 @@ AS $$
 BEGIN
     PERFORM fleet_internal.require_job(job_id);
     RETURN (SELECT jsonb_build_object('value', coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-                       'id', jd.device_id, 'status', jd.status, 'batch', jd.batch, 'error', jd.error))
+                       'id', jd.device_id, 'status', jd.status, 'batch', jd.batch, 'error', jd.error,
+                       -- what the device reported: refused, under way, how far
+                       'rejected', CASE WHEN jd.status = 'failed' AND fleet_internal.failure_type(jd.error) = 'REJECTED' THEN true END,
+                       'inProgress', CASE WHEN jd.status = 'pending' AND jd.response_status = 202 THEN true END,
+                       'progress', fleet_internal.reported_progress(jd.response),
+                       'statusDetails', CASE WHEN jsonb_typeof(jd.response) = 'object' THEN jd.response -> 'statusDetails' END))
                        ORDER BY jd.batch, jd.device_id), '[]'))
               FROM fleet.job_devices jd
              WHERE jd.job_id = get_job_devices.job_id);
@@ -82,12 +87,24 @@ END;
 $$;
 COMMENT ON FUNCTION fleet.get_job_devices(text) IS 'A job''s devices as IoT Central''s REST API returns them: {"value": [{"id", "status"}]}, with batch and error';
 
+-- The progress a device reported in its answer ({"progress": 40}), a whole
+-- percentage, or NULL (a device's bytes never fail a listing).
+CREATE FUNCTION fleet_internal.reported_progress(response jsonb)
+RETURNS int
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN jsonb_typeof(response) = 'object' AND jsonb_typeof(response -> 'progress') = 'number'
+                     AND (response ->> 'progress')::numeric BETWEEN 0 AND 100
+                THEN floor((response ->> 'progress')::numeric)::int END
+$$;
+
 -- The results log, for COPY ... TO: one row per device, and before it one
 -- per earlier attempt its job retried (attempt numbers the rows; the
 -- device's last row is its outcome).
 CREATE FUNCTION fleet.job_results(job_id text, spreadsheet_safe boolean DEFAULT false)
 RETURNS TABLE (job text, device_id text, device_name text, batch int, status text, error text,
-               started_at timestamptz, finished_at timestamptz, attempt int)
+               started_at timestamptz, finished_at timestamptz, attempt int, progress int, status_details jsonb)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -101,9 +118,10 @@ BEGIN
                 ELSE coalesce(d.display_name, 'deleted') END,
            jd.batch, jd.status,
            CASE WHEN spreadsheet_safe THEN fleet_internal.spreadsheet_cell(jd.error, true) ELSE jd.error END,
-           jd.started_at, jd.finished_at, jd.attempt
+           jd.started_at, jd.finished_at, jd.attempt, fleet_internal.reported_progress(jd.response),
+           CASE WHEN jsonb_typeof(jd.response) = 'object' THEN jd.response -> 'statusDetails' END
       FROM (SELECT r.job_id, r.device_id, r.batch, r.status, r.error, r.started_at, r.finished_at,
-                   1 + coalesce(earlier.n, 0) AS attempt
+                   1 + coalesce(earlier.n, 0) AS attempt, r.response
               FROM fleet.job_devices r
               -- (one hashed pass over the job's few retried attempts)
               LEFT JOIN (SELECT a.device_id, count(*)::int AS n FROM fleet.job_device_attempts a
@@ -111,7 +129,7 @@ BEGIN
                      ON earlier.device_id = r.device_id
              WHERE r.job_id = job_results.job_id
             UNION ALL
-            SELECT a.job_id, a.device_id, r.batch, 'failed', a.error, a.started_at, a.finished_at, a.attempt
+            SELECT a.job_id, a.device_id, r.batch, 'failed', a.error, a.started_at, a.finished_at, a.attempt, a.response
               FROM fleet.job_device_attempts a
               JOIN fleet.job_devices r ON r.job_id = a.job_id AND r.device_id = a.device_id
              WHERE a.job_id = job_results.job_id) jd

@@ -23,7 +23,9 @@
 --       "numberOfRetries": 3,                       again (AWS IoT Jobs' retry config), after a
 --       "backoff": {"type": "exponential",          backoff: fixed or doubling from base, at most
 --                   "base": "PT10S", "maximum": "PT5M", "jitter": true}}],   maximum, with jitter
---     "commandTimeout": "PT2M",                     a command job's timeout (default fleet.command_timeout)
+--     "commandTimeout": "PT2M",
+--     "inProgressTimeout": "PT30M",                 a command the device reported under way (202)
+--                                                   must end this long after its last report                     a command job's timeout (default fleet.command_timeout)
 --     "endTime": "2026-12-24T18:00:00Z",            the job ends then ...
 --     "maximumDuration": "PT6H",                    ... or this long after it started
 --     "endBehavior": "STOP_ROLLOUT"                 ... and stops (resumable), "CANCEL"s, or
@@ -157,10 +159,10 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         PERFORM fleet_internal.refuse_unknown_keys(c, '{failureType,thresholdPercentage,minNumberOfExecutedDevices,action}', what);
-        IF jsonb_typeof(c -> 'failureType') IS DISTINCT FROM 'string' OR c ->> 'failureType' NOT IN ('FAILED', 'TIMED_OUT', 'ALL') THEN
-            RAISE EXCEPTION '"failureType" % of % is not "FAILED", "TIMED_OUT" or "ALL"', coalesce(c -> 'failureType', 'null'), what
+        IF jsonb_typeof(c -> 'failureType') IS DISTINCT FROM 'string' OR c ->> 'failureType' NOT IN ('FAILED', 'REJECTED', 'TIMED_OUT', 'ALL') THEN
+            RAISE EXCEPTION '"failureType" % of % is not "FAILED", "REJECTED", "TIMED_OUT" or "ALL"', coalesce(c -> 'failureType', 'null'), what
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'FAILED: failed other than by a timeout; TIMED_OUT: a command nobody answered in time; ALL: either.';
+                      HINT = 'FAILED: failed otherwise; REJECTED: a device refused the command (4xx); TIMED_OUT: nobody answered in time; ALL: any.';
         END IF;
         IF jsonb_typeof(c -> 'thresholdPercentage') IS DISTINCT FROM 'number'
            OR (c ->> 'thresholdPercentage')::numeric NOT BETWEEN 0 AND 100 THEN
@@ -186,7 +188,7 @@ $$;
 -- completed and failed; failed by type), counted since a pause one of them
 -- made (abort_base), with the reason; no row when none is met.
 CREATE FUNCTION fleet_internal.abort_criterion(job fleet.jobs, completed bigint, failed bigint, timed_out bigint,
-                                               OUT action text, OUT reason text)
+                                               rejected bigint, OUT action text, OUT reason text)
 RETURNS SETOF record
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -194,20 +196,22 @@ AS $$
     WITH since AS (
         SELECT completed - coalesce((job.abort_base ->> 'completed')::bigint, 0) AS completed,
                failed - coalesce((job.abort_base ->> 'failed')::bigint, 0) AS failed,
-               timed_out - coalesce((job.abort_base ->> 'timedOut')::bigint, 0) AS timed_out
+               timed_out - coalesce((job.abort_base ->> 'timedOut')::bigint, 0) AS timed_out,
+               rejected - coalesce((job.abort_base ->> 'rejected')::bigint, 0) AS rejected
     )
     SELECT c ->> 'action',
            format('%s: %s of %s finished devices %s (%s %%), past its abort criterion of %s %% once %s finished',
                   CASE c ->> 'action' WHEN 'PAUSE' THEN 'paused' ELSE 'cancelled' END,
                   f.n, s.completed + s.failed,
-                  CASE c ->> 'failureType' WHEN 'TIMED_OUT' THEN 'timed out' WHEN 'FAILED' THEN 'failed other than by a timeout'
-                                           ELSE 'failed' END,
+                  CASE c ->> 'failureType' WHEN 'TIMED_OUT' THEN 'timed out' WHEN 'REJECTED' THEN 'were rejected'
+                                           WHEN 'FAILED' THEN 'failed otherwise' ELSE 'failed' END,
                   round(f.n * 100.0 / (s.completed + s.failed), 1), c ->> 'thresholdPercentage',
                   c ->> 'minNumberOfExecutedDevices')
       FROM since s,
            jsonb_array_elements(job.rollout -> 'abortCriteria') WITH ORDINALITY AS a(c, ord),
            LATERAL (SELECT CASE c ->> 'failureType' WHEN 'TIMED_OUT' THEN s.timed_out
-                                                    WHEN 'FAILED' THEN s.failed - s.timed_out
+                                                    WHEN 'REJECTED' THEN s.rejected
+                                                    WHEN 'FAILED' THEN s.failed - s.timed_out - s.rejected
                                                     ELSE s.failed END AS n) f
      WHERE s.completed + s.failed >= (c ->> 'minNumberOfExecutedDevices')::bigint
        AND f.n * 100 > (c ->> 'thresholdPercentage')::numeric * (s.completed + s.failed)
@@ -242,10 +246,10 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         PERFORM fleet_internal.refuse_unknown_keys(r, '{failureType,numberOfRetries,backoff}', what);
-        IF jsonb_typeof(r -> 'failureType') IS DISTINCT FROM 'string' OR r ->> 'failureType' NOT IN ('FAILED', 'TIMED_OUT', 'ALL') THEN
-            RAISE EXCEPTION '"failureType" % of % is not "FAILED", "TIMED_OUT" or "ALL"', coalesce(r -> 'failureType', 'null'), what
+        IF jsonb_typeof(r -> 'failureType') IS DISTINCT FROM 'string' OR r ->> 'failureType' NOT IN ('FAILED', 'REJECTED', 'TIMED_OUT', 'ALL') THEN
+            RAISE EXCEPTION '"failureType" % of % is not "FAILED", "REJECTED", "TIMED_OUT" or "ALL"', coalesce(r -> 'failureType', 'null'), what
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'FAILED: the device answered with an error; TIMED_OUT: nobody answered in time; ALL: either.';
+                      HINT = 'FAILED: the command failed (5xx); REJECTED: the device refused it (4xx); TIMED_OUT: nobody answered in time; ALL: any.';
         END IF;
         IF (SELECT count(*) FROM jsonb_array_elements(rules) o WHERE o ->> 'failureType' = r ->> 'failureType') > 1 THEN
             RAISE EXCEPTION '"retries" of % has two rules for failure type %', label, r ->> 'failureType'
@@ -323,7 +327,7 @@ BEGIN
                1 + (SELECT count(*) FROM fleet.job_device_attempts a
                      WHERE a.job_id = jd.job_id AND a.device_id = jd.device_id)::int AS attempt,
                (SELECT r FROM jsonb_array_elements(job.rollout -> 'retries') r
-                 WHERE r ->> 'failureType' = CASE WHEN jd.error = 'timed out' THEN 'TIMED_OUT' ELSE 'FAILED' END
+                 WHERE r ->> 'failureType' = fleet_internal.failure_type(jd.error)
                     OR r ->> 'failureType' = 'ALL'
                  ORDER BY r ->> 'failureType' = 'ALL'
                  LIMIT 1) AS rule
@@ -389,7 +393,7 @@ BEGIN
                   HINT = 'For example "rollout": {"maximumPerMinute": 1000, "onThreshold": "pause"}; the README''s Rollouts section lists the options.';
     END IF;
     PERFORM fleet_internal.refuse_unknown_keys(rollout,
-        '{maximumPerMinute,exponentialRate,onThreshold,abortCriteria,promotion,maintenanceWindows,timeZone,continuous,maximumDevices,retries,commandTimeout,endTime,maximumDuration,endBehavior}', what);
+        '{maximumPerMinute,exponentialRate,onThreshold,abortCriteria,promotion,maintenanceWindows,timeZone,continuous,maximumDevices,retries,commandTimeout,inProgressTimeout,endTime,maximumDuration,endBehavior}', what);
 
     IF rollout ? 'maximumPerMinute' THEN
         result := result || jsonb_build_object('maximumPerMinute',
@@ -503,6 +507,11 @@ BEGIN
     IF rollout ? 'commandTimeout' THEN
         result := result || jsonb_build_object('commandTimeout',
             fleet_internal.rollout_interval(rollout -> 'commandTimeout', format('"commandTimeout" of %s', label),
+                                            interval '1 second', interval '7 days')::text);
+    END IF;
+    IF rollout ? 'inProgressTimeout' THEN
+        result := result || jsonb_build_object('inProgressTimeout',
+            fleet_internal.rollout_interval(rollout -> 'inProgressTimeout', format('"inProgressTimeout" of %s', label),
                                             interval '1 second', interval '7 days')::text);
     END IF;
     IF rollout ? 'endTime' THEN
@@ -669,6 +678,30 @@ AS $$
     SELECT coalesce(bool_or(o.opens <= at AND at < o.opens + o.lasts), false),
            min(o.opens) FILTER (WHERE o.opens > at)
       FROM occurrences o
+$$;
+
+-- What kind of failure a device's error is (AWS IoT Jobs' failure types):
+-- TIMED_OUT (nobody answered in time), REJECTED (the device refused, 4xx)
+-- or FAILED.
+CREATE FUNCTION fleet_internal.failure_type(error text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN error = 'timed out' THEN 'TIMED_OUT'
+                WHEN error LIKE 'rejected by the device%' THEN 'REJECTED'
+                ELSE 'FAILED' END
+$$;
+
+-- How long a command a device reported under way (202) may take from its
+-- last report: the job's inProgressTimeout, else its command timeout.
+CREATE FUNCTION fleet_internal.in_progress_timeout(job_id text)
+RETURNS interval
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce((j.rollout ->> 'inProgressTimeout')::interval, fleet_internal.command_timeout(j.rollout))
+      FROM fleet.jobs j WHERE j.id = in_progress_timeout.job_id
 $$;
 
 -- A command job's timeout: its rollout's commandTimeout, else

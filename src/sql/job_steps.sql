@@ -35,11 +35,12 @@ BEGIN
     -- batch ends, and this one ends here)
     UPDATE fleet.job_batches b
        SET status = 'cancelled', finished_at = coalesce(at, clock_timestamp()),
-           completed = c.completed, failed = c.failed, timed_out = c.timed_out
+           completed = c.completed, failed = c.failed, timed_out = c.timed_out, rejected = c.rejected
       FROM (SELECT jb.batch,
                    count(*) FILTER (WHERE jd.status = 'completed') AS completed,
                    count(*) FILTER (WHERE jd.status = 'failed') AS failed,
-                   count(*) FILTER (WHERE jd.status = 'failed' AND jd.error = 'timed out') AS timed_out
+                   count(*) FILTER (WHERE jd.status = 'failed' AND jd.error = 'timed out') AS timed_out,
+                   count(*) FILTER (WHERE jd.status = 'failed' AND fleet_internal.failure_type(jd.error) = 'REJECTED') AS rejected
               FROM fleet.job_batches jb
               JOIN fleet.job_devices jd ON jd.job_id = jb.job_id
                    AND jd.device_id >= jb.first_device AND jd.device_id <= jb.last_device AND jd.batch = jb.batch
@@ -328,6 +329,7 @@ DECLARE
     continuous boolean;                    -- it stays active: devices that join its group get it
     open_completed bigint := 0;            -- command jobs: outcomes in open windows, not yet in a batch
     open_timed_out bigint := 0;
+    open_rejected  bigint := 0;
 BEGIN
     -- the lock makes stop_job wait for this chunk, and this chunk see a stop
     -- (NO KEY UPDATE: foreign key checks against the job need not wait);
@@ -423,6 +425,7 @@ BEGIN
         open_failed := out_now.failed;
         open_completed := out_now.completed;
         open_timed_out := out_now.timed_out;
+        open_rejected := out_now.rejected;
         b.failed := b.failed + open_failed;
         -- the batch is done once every device was offered and every window
         -- closed.  Its counts are complete then: windows partition its
@@ -477,16 +480,18 @@ BEGIN
     -- abort criteria by failure type, over the finished devices of the job
     IF job.rollout ? 'abortCriteria' THEN
         SELECT sum(jb.completed)::bigint + open_completed AS completed, sum(jb.failed)::bigint + open_failed AS failed,
-               sum(jb.timed_out)::bigint + open_timed_out AS timed_out
+               sum(jb.timed_out)::bigint + open_timed_out AS timed_out,
+               sum(jb.rejected)::bigint + open_rejected AS rejected
           INTO finished
           FROM fleet.job_batches jb WHERE jb.job_id = job.id;
         SELECT * INTO abort
-          FROM fleet_internal.abort_criterion(job, finished.completed, finished.failed, finished.timed_out);
+          FROM fleet_internal.abort_criterion(job, finished.completed, finished.failed, finished.timed_out,
+                                              finished.rejected);
         IF abort.action = 'PAUSE' THEN
             -- once resumed, the criteria count what finishes after this
             UPDATE fleet.jobs j
                SET abort_base = jsonb_build_object('completed', finished.completed, 'failed', finished.failed,
-                                                   'timedOut', finished.timed_out)
+                                                   'timedOut', finished.timed_out, 'rejected', finished.rejected)
              WHERE j.id = job.id;
             PERFORM fleet_internal.engine_pause_job(job, abort.reason || '; resume it with fleet.resume_job()', at);
             RETURN false;

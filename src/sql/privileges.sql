@@ -160,7 +160,9 @@ GRANT EXECUTE ON FUNCTION fleet_internal.sees(name, text), fleet_internal.visibl
       fleet_internal.device_enrollment_group(text),
       -- what get_*() add as IoT Central's REST API shows objects (pure)
       fleet_internal.etag(jsonb), fleet_internal.rest_timestamp(timestamptz),
-      fleet_internal.scheduled_job_etag(fleet.scheduled_jobs), fleet_internal.device_group_etag(fleet.device_groups)
+      fleet_internal.scheduled_job_etag(fleet.scheduled_jobs), fleet_internal.device_group_etag(fleet.device_groups),
+      -- what the device lists and the results log read of answers (pure)
+      fleet_internal.failure_type(text), fleet_internal.reported_progress(jsonb)
    TO PUBLIC;
 GRANT SELECT ON fleet_internal.job_engine_state TO PUBLIC;
 -- what fleet.engine_status calls, for its readers

@@ -34,7 +34,7 @@ CREATE TABLE fleet.jobs (
     rollout             jsonb NOT NULL DEFAULT '{}',
     status_detail       text,                 -- why it waits (a rate, its end) or was paused (a threshold)
     threshold_base      bigint NOT NULL DEFAULT 0, -- failures a pause already answered for (a batch's: until the next batch)
-    abort_base          jsonb NOT NULL DEFAULT '{}' -- outcomes an abort criterion's pause answered for: completed, failed, timedOut
+    abort_base          jsonb NOT NULL DEFAULT '{}' -- outcomes an abort criterion's pause answered for: completed, failed, timedOut, rejected
 );
 CREATE INDEX jobs_queue_idx ON fleet.jobs (queued_at, id) WHERE status IN ('pending', 'running');
 CREATE INDEX jobs_created_idx ON fleet.jobs (created_at);
@@ -61,6 +61,7 @@ CREATE TABLE fleet.job_batches (
     started_at   timestamptz,
     finished_at  timestamptz,
     timed_out    bigint NOT NULL DEFAULT 0,  -- of the failed, those a command's timeout failed
+    rejected     bigint NOT NULL DEFAULT 0,  -- of the failed, those whose device refused the command (4xx)
     PRIMARY KEY (job_id, batch)
 );
 COMMENT ON TABLE fleet.job_batches IS 'The batches of each job, in order: size, status and how many devices completed and failed';

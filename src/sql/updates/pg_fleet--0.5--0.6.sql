@@ -14,7 +14,8 @@ ALTER TABLE fleet_internal.job_engine_state
     ADD COLUMN not_before timestamptz;
 -- abort criteria by failure type count timeouts apart
 ALTER TABLE fleet.job_batches
-    ADD COLUMN timed_out bigint NOT NULL DEFAULT 0;
+    ADD COLUMN timed_out bigint NOT NULL DEFAULT 0,
+    ADD COLUMN rejected bigint NOT NULL DEFAULT 0;
 -- (it also counts what its open windows completed and timed out)
 DROP FUNCTION IF EXISTS fleet_internal.engine_close_windows(fleet.jobs, fleet.job_batches);
 -- (the results log gains each device's attempt)
