@@ -30,7 +30,11 @@ CREATE VIEW fleet.job_overview WITH (security_invoker = true) AS
            j.error,
            coalesce(s.failures, 0) AS step_failures,
            s.last_error AS last_step_error,
-           s.next_retry_at
+           s.next_retry_at,
+           -- pg_fleet's rollout controls (src/sql/job_rollouts.sql)
+           j.status_detail,
+           j.rollout,
+           (SELECT count(*) FROM fleet.job_device_attempts a WHERE a.job_id = j.id) AS retried_attempts
       FROM fleet.jobs j
       LEFT JOIN LATERAL (SELECT count(*) AS total,
                                 count(*) FILTER (WHERE jd.status = 'pending') AS pending,
@@ -64,6 +68,9 @@ COMMENT ON COLUMN fleet.job_overview.error IS 'Why the engine gave up on the job
 COMMENT ON COLUMN fleet.job_overview.step_failures IS 'The engine''s failed steps of the job in a row (0: its last step went well)';
 COMMENT ON COLUMN fleet.job_overview.last_step_error IS 'The error of the engine''s last failed step of the job';
 COMMENT ON COLUMN fleet.job_overview.next_retry_at IS 'When the engine tries the job''s step again, after a failure';
+COMMENT ON COLUMN fleet.job_overview.status_detail IS 'Why the job waits (its rate, its maintenance windows, a continuous job between newcomers) or was paused (a threshold, an abort criterion, its promotion, its end)';
+COMMENT ON COLUMN fleet.job_overview.rollout IS 'The job''s rollout controls as the engine reads them (the body''s "rollout")';
+COMMENT ON COLUMN fleet.job_overview.retried_attempts IS 'Failed attempts its "retries" offered again';
 
 CREATE VIEW fleet.job_batch_progress WITH (security_invoker = true) AS
     SELECT b.job_id,
@@ -75,14 +82,19 @@ CREATE VIEW fleet.job_batch_progress WITH (security_invoker = true) AS
            coalesce(p.failed, 0) AS failed_devices,
            round(100.0 * (b.size - coalesce(p.pending, 0)) / nullif(b.size, 0), 2) AS percent_done,
            b.started_at,
-           b.finished_at
+           b.finished_at,
+           coalesce(p.rejected, 0) AS rejected_devices,
+           coalesce(p.timed_out, 0) AS timed_out_devices
       FROM fleet.job_batches b
       LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE jd.status = 'pending') AS pending,
                                 count(*) FILTER (WHERE jd.status = 'completed') AS completed,
-                                count(*) FILTER (WHERE jd.status = 'failed') AS failed
+                                count(*) FILTER (WHERE jd.status = 'failed') AS failed,
+                                count(*) FILTER (WHERE jd.status = 'failed'
+                                                   AND fleet_internal.failure_type(jd.error) = 'REJECTED') AS rejected,
+                                count(*) FILTER (WHERE jd.status = 'failed' AND jd.error = 'timed out') AS timed_out
                            FROM fleet.job_devices jd
                           WHERE jd.job_id = b.job_id AND jd.device_id >= b.first_device
-                            AND jd.device_id <= b.last_device) p ON true
+                            AND jd.device_id <= b.last_device AND jd.batch = b.batch) p ON true
      WHERE EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.id = b.job_id AND j.deleted_at IS NULL);
 COMMENT ON VIEW fleet.job_batch_progress IS 'One row per batch of every started job: its devices and how many are pending, completed and failed';
 COMMENT ON COLUMN fleet.job_batch_progress.job_id IS 'The job';
@@ -95,6 +107,8 @@ COMMENT ON COLUMN fleet.job_batch_progress.failed_devices IS 'Devices of the bat
 COMMENT ON COLUMN fleet.job_batch_progress.percent_done IS 'Completed and failed devices as a percentage of the batch';
 COMMENT ON COLUMN fleet.job_batch_progress.started_at IS 'When the batch started';
 COMMENT ON COLUMN fleet.job_batch_progress.finished_at IS 'When the batch ended';
+COMMENT ON COLUMN fleet.job_batch_progress.rejected_devices IS 'Of the failed, those whose device refused the command (4xx)';
+COMMENT ON COLUMN fleet.job_batch_progress.timed_out_devices IS 'Of the failed, those nobody answered in time';
 
 CREATE VIEW fleet.job_device_outcomes WITH (security_invoker = true) AS
     SELECT jd.job_id,
