@@ -331,6 +331,28 @@ SELECT fleet_internal.rest_timestamp(finished_at) AS finished_at
   FROM fleet.job_devices WHERE job_id = 'weekend' AND status <> 'pending' ORDER BY 1;
 SELECT fleet.stop_job('weekend') ->> 'status' AS status;
 
+-- a canary: named devices (those of the group) first, then the batches
+SELECT pg_temp.level_job('bad-39', 'lamps', '{"canary": ["lamp-001"]}');
+SELECT pg_temp.level_job('bad-40', 'lamps', '{"canary": {"devices": []}}');
+SELECT pg_temp.level_job('bad-41', 'lamps', '{"canary": {"devices": ["lamp-001"], "group": "spots"}}');
+SELECT pg_temp.level_job('bad-42', 'lamps', '{"canary": {"group": "no-such-group"}}');
+SELECT pg_temp.level_job('canaried', 'lamps', '{"canary": {"devices": ["lamp-150", "lamp-007", "not-in-the-group"]},
+  "promotion": {"mode": "manual"}}', '{"batch": {"type": "percentage", "value": 50}}');
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '17 minutes', 5);
+SELECT status, status_detail, device_count FROM fleet.jobs WHERE id = 'canaried';
+SELECT batch, size, first_device, last_device, status, completed FROM fleet.job_batches WHERE job_id = 'canaried' ORDER BY batch;
+SELECT batch, count(*), bool_or(device_id IN ('lamp-007', 'lamp-150')) AS holds_a_canary
+  FROM fleet.job_devices WHERE job_id = 'canaried' GROUP BY 1 ORDER BY 1;
+-- a command job's canary group: the gateways see the canaries alone first
+SELECT fleet.create_device_group('canary-bulbs', 'Canary bulbs', 'dtmi:test:Lamp;1', '$.id == "bulb-04" || $.id == "bulb-08"') ->> 'id';
+SELECT fleet.create_job('{"id": "canary-blink", "displayName": "Canary blink", "group": "bulbs",
+  "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"canary": {"group": "canary-bulbs"}}}') ->> 'status';
+SELECT pg_temp.run_engine((SELECT t0 FROM clock) + interval '18 minutes', 2);
+SELECT device_id FROM fleet.claim_commands('gateway-c', 100) ORDER BY 1;
+SELECT batch, size, first_device, last_device FROM fleet.job_batches WHERE job_id = 'canary-blink' ORDER BY batch;
+SELECT fleet.stop_job('canary-blink') ->> 'status' AS status;
+
 -- a command job's own timeout, and its end: FORCE_CANCEL fails the
 -- commands in flight, as the gateway holds them
 UPDATE clock SET t0 = date_trunc('second', now());

@@ -84,6 +84,10 @@ BEGIN
         INSERT INTO fleet.job_batches (job_id, batch, first_device, last_device, size)
         SELECT job.id, a.batch, min(a.device_id), max(a.device_id), count(*)
           FROM assigned a GROUP BY a.batch;
+        -- a canary first (src/sql/job_rollouts.sql)
+        IF job.rollout ? 'canary' AND job.rerun_of IS NULL THEN
+            PERFORM fleet_internal.engine_cut_canary(job);
+        END IF;
 
         SELECT coalesce(sum(b.size), 0) INTO total FROM fleet.job_batches b WHERE b.job_id = job.id;
         -- a big fan-out leaves the table's statistics describing another

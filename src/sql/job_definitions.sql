@@ -351,7 +351,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    IF job.rollout ? 'promotion' AND job.batch_type IS NULL THEN
+    IF job.rollout -> 'canary' ? 'group' THEN
+        PERFORM fleet_internal.require_device_group(job.rollout #>> '{canary,group}', actor);
+    END IF;
+    IF job.rollout ? 'promotion' AND job.batch_type IS NULL AND NOT job.rollout ? 'canary' THEN
         RAISE EXCEPTION '"promotion" of % needs a "batch"', label
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A job without "batch" runs as one batch: there is nothing to promote.';

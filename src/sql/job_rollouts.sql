@@ -12,6 +12,8 @@
 --       "thresholdPercentage": 10,                  finished devices failed so (FAILED: not by a
 --       "minNumberOfExecutedDevices": 100,          timeout, TIMED_OUT, ALL) cancels the job, or
 --       "action": "PAUSE"}],                        pauses it
+--     "canary": {"devices": ["id", ...]}            a first batch of these devices (those of the
+--            or {"group": "canaries"}               job's group), before the batches it asks for
 --     "promotion": {"mode": "manual"}               each next batch waits for fleet.advance_job(), or
 --               {"successPercentage": 95}           starts only when the last reached 95 % (else pauses)
 --     "maintenanceWindows": [                       dispatch only inside these weekly windows,
@@ -393,7 +395,7 @@ BEGIN
                   HINT = 'For example "rollout": {"maximumPerMinute": 1000, "onThreshold": "pause"}; the README''s Rollouts section lists the options.';
     END IF;
     PERFORM fleet_internal.refuse_unknown_keys(rollout,
-        '{maximumPerMinute,exponentialRate,onThreshold,abortCriteria,promotion,maintenanceWindows,timeZone,continuous,maximumDevices,retries,commandTimeout,inProgressTimeout,endTime,maximumDuration,endBehavior}', what);
+        '{maximumPerMinute,exponentialRate,onThreshold,abortCriteria,canary,promotion,maintenanceWindows,timeZone,continuous,maximumDevices,retries,commandTimeout,inProgressTimeout,endTime,maximumDuration,endBehavior}', what);
 
     IF rollout ? 'maximumPerMinute' THEN
         result := result || jsonb_build_object('maximumPerMinute',
@@ -441,6 +443,27 @@ BEGIN
     END IF;
     IF rollout ? 'abortCriteria' THEN
         result := result || jsonb_build_object('abortCriteria', fleet_internal.abort_criteria(rollout -> 'abortCriteria', label));
+    END IF;
+    IF rollout ? 'canary' THEN
+        IF jsonb_typeof(rollout -> 'canary') IS DISTINCT FROM 'object'
+           OR (SELECT count(*) FROM jsonb_object_keys(rollout -> 'canary')) <> 1 THEN
+            RAISE EXCEPTION '"canary" of % must name its devices or a group, not %', label, rollout -> 'canary'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Write {"devices": ["thermostat-01", "thermostat-02"]} or {"group": "canary-thermostats"}.';
+        END IF;
+        PERFORM fleet_internal.refuse_unknown_keys(rollout -> 'canary', '{devices,group}', format('the "canary" of %s', label));
+        IF rollout -> 'canary' ? 'devices' AND (jsonb_typeof(rollout #> '{canary,devices}') <> 'array'
+               OR jsonb_array_length(rollout #> '{canary,devices}') NOT BETWEEN 1 AND 1000
+               OR EXISTS (SELECT 1 FROM jsonb_array_elements(rollout #> '{canary,devices}') d WHERE jsonb_typeof(d) <> 'string')) THEN
+            RAISE EXCEPTION '"devices" of the "canary" of % must be an array of 1 to 1000 device ids', label
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For more, make a device group of them and write {"group": "..."}.';
+        END IF;
+        IF rollout -> 'canary' ? 'group' AND jsonb_typeof(rollout #> '{canary,group}') <> 'string' THEN
+            RAISE EXCEPTION '"group" % of the "canary" of % is not a device group id', rollout #> '{canary,group}', label
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        result := result || jsonb_build_object('canary', rollout -> 'canary');
     END IF;
     IF rollout ? 'promotion' THEN
         IF jsonb_typeof(rollout -> 'promotion') IS DISTINCT FROM 'object' THEN
@@ -745,6 +768,51 @@ AS $$
            END
 $$;
 
+-- A job with a canary: its devices that are canaries (named, or members
+-- of the canary group) become batch 1, and its batches move up one (an
+-- emptied one goes); a command job's deliveries are numbered again in
+-- batch order, so each batch is a range of them.  Called by the fan-out
+-- (job_batches.sql), once, before the job starts; a pass over the job's
+-- rows, which only a job with a canary pays.  Returns how many canaries.
+CREATE FUNCTION fleet_internal.engine_cut_canary(job fleet.jobs)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    canary text[] := CASE WHEN job.rollout -> 'canary' ? 'devices'
+                          THEN ARRAY(SELECT jsonb_array_elements_text(job.rollout #> '{canary,devices}'))
+                          ELSE ARRAY(SELECT m.device_id FROM fleet.device_group_members m
+                                      WHERE m.group_id = job.rollout #>> '{canary,group}') END;
+    base   bigint;
+    n      bigint;
+BEGIN
+    SELECT count(*) INTO n FROM fleet.job_devices jd WHERE jd.job_id = job.id AND jd.device_id = ANY (canary);
+    IF n = 0 THEN
+        RETURN 0;                   -- none of them is in the job's group
+    END IF;
+    SELECT min(jd.delivery_id) - 1 INTO base FROM fleet.job_devices jd WHERE jd.job_id = job.id;
+    WITH placed AS (
+        SELECT jd.device_id,
+               CASE WHEN jd.device_id = ANY (canary) THEN 1
+                    ELSE 1 + dense_rank() OVER (PARTITION BY jd.device_id = ANY (canary) ORDER BY jd.batch) END AS batch,
+               row_number() OVER (ORDER BY NOT (jd.device_id = ANY (canary)), jd.batch, jd.device_id) AS n
+          FROM fleet.job_devices jd WHERE jd.job_id = job.id
+    )
+    UPDATE fleet.job_devices jd
+       SET batch = p.batch, delivery_id = base + p.n
+      FROM placed p
+     WHERE jd.job_id = job.id AND jd.device_id = p.device_id;
+    DELETE FROM fleet.job_batches b WHERE b.job_id = job.id;
+    INSERT INTO fleet.job_batches (job_id, batch, first_device, last_device, size)
+    SELECT job.id, jd.batch, min(jd.device_id), max(jd.device_id), count(*)
+      FROM fleet.job_devices jd WHERE jd.job_id = job.id
+     GROUP BY jd.batch;
+    RETURN n;
+END;
+$$;
+
 -- A continuous job takes its group's devices that are not among its own
 -- yet (they joined since: imported, given the template, or matching a
 -- changed filter) as its next batch, at most a batch's size and up to its
@@ -758,7 +826,6 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    grp    fleet.device_groups;
     room   bigint := least(CASE WHEN job.batch_type = 'number' THEN job.batch_value END,
                            (job.rollout ->> 'maximumDevices')::bigint - coalesce(job.device_count, 0));
     base   bigint;
@@ -767,19 +834,16 @@ BEGIN
     IF room <= 0 THEN
         RETURN 0;
     END IF;
-    SELECT g.* INTO grp FROM fleet.device_groups g WHERE g.id = job.group_id;
     IF job.job_type = 'command' THEN
         SELECT max(jd.delivery_id) INTO base FROM fleet.job_devices jd WHERE jd.job_id = job.id;
         base := coalesce(base, nextval('fleet_internal.delivery_blocks') * 4294967296);
     END IF;
-    -- the group's members as the fan-out reads them (job_batches.sql)
+    -- the group's members now (fleet.device_group_members), less its own
     WITH joined AS (
-        SELECT d.id FROM fleet.devices d
-         WHERE d.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[grp.organization_id])
-           AND (grp.template_id IS NULL OR d.template_id = grp.template_id)
-           AND (grp.filter IS NULL OR jsonb_path_match(fleet.device_document(d), grp.filter, silent => true))
-           AND NOT EXISTS (SELECT 1 FROM fleet.job_devices jd WHERE jd.job_id = job.id AND jd.device_id = d.id)
-         ORDER BY d.id
+        SELECT m.device_id AS id FROM fleet.device_group_members m
+         WHERE m.group_id = job.group_id
+           AND NOT EXISTS (SELECT 1 FROM fleet.job_devices jd WHERE jd.job_id = job.id AND jd.device_id = m.device_id)
+         ORDER BY m.device_id
          LIMIT room
     ),
     assigned AS (
