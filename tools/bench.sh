@@ -93,8 +93,11 @@ psql_bench -f "$TOP/test/bench/purge.sql"
 
 # the MQTT device endpoint, on the same server
 source "$TOP/test/bench/mqtt_endpoint.sh"
+# rollout controls: a rate held, the cost of retries
+source "$TOP/test/bench/rollouts.sh"
 
 psql_bench -f "$TOP/test/bench/report.sql"
 echo "engine peak private memory: $(cat "$bench/memory-10000") kB for a 10,000-device job," \
 	"$(cat "$bench/memory-1000000") kB for a 1,000,000-device job"
 mqtt_report
+rollouts_report
