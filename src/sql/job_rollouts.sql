@@ -629,10 +629,11 @@ END;
 $$;
 
 -- How many devices a rate-limited job may dispatch in this step, and, when
--- none, until when it waits (spent: the minute's rate is, which the job
--- shows; else the next twentieth is not due yet).  Any minute holds at most the rate; the rate
--- is dealt in twentieths, one every three seconds, so a minute that ends
--- while the job has work holds the rate less at most one twentieth (5 %).
+-- none, until when it waits (spent: the minute's rate is used up, which the
+-- job shows; else the next twentieth is not due yet).  Any minute holds at
+-- most the rate; the rate is dealt in twentieths, one every three seconds,
+-- so a minute that ends while the job has work holds the rate less at most
+-- one twentieth (5 %).
 CREATE FUNCTION fleet_internal.rollout_allowance(job fleet.jobs, at timestamptz,
                                                  OUT allowed bigint, OUT wait_until timestamptz, OUT spent boolean)
 RETURNS record
