@@ -27,6 +27,7 @@ DECLARE
     simulated_ids text[];
     n_reachable   bigint;
     n_failed      bigint := 0;
+    shared_ranges boolean := job.rollout ?| '{continuous,canary}';
 BEGIN
     -- the next devices after the cursor: every row of the range (a window
     -- is a range of delivery ids, so it takes them all)
@@ -35,8 +36,9 @@ BEGIN
       FROM (SELECT jd.device_id, jd.delivery_id FROM fleet.job_devices jd
              WHERE jd.job_id = job.id AND jd.device_id >= b.first_device AND jd.device_id <= b.last_device
                AND (b.cursor IS NULL OR jd.device_id > b.cursor)
-               -- (a continuous job's later batches share ranges with earlier ones)
-               AND jd.batch = b.batch
+               -- (a continuous job's or a canary's batches share ranges; for
+               -- the others the planner drops this: plans are custom)
+               AND (NOT shared_ranges OR jd.batch = b.batch)
              ORDER BY jd.device_id
              LIMIT size) c;
     IF ids IS NULL THEN

@@ -215,6 +215,7 @@ DECLARE
     n_marked    bigint;
     chunk_last  text;
     done_at     timestamptz;
+    shared_ranges boolean := job.rollout ?| '{continuous,canary}';
 BEGIN
     -- The chunk: the next pending devices of the batch, in id order.  Its
     -- ids go into the statements below as an array, so each is an index
@@ -222,7 +223,10 @@ BEGIN
     SELECT array_agg(c.device_id ORDER BY c.device_id) INTO ids
       FROM (SELECT jd.device_id FROM fleet.job_devices jd
              WHERE jd.job_id = job.id AND jd.device_id >= b.first_device AND jd.device_id <= b.last_device
-               AND (b.cursor IS NULL OR jd.device_id > b.cursor) AND jd.status = 'pending' AND jd.batch = b.batch
+               AND (b.cursor IS NULL OR jd.device_id > b.cursor) AND jd.status = 'pending'
+               -- (a continuous job's or a canary's batches share ranges; for
+               -- the others the planner drops this: plans are custom)
+               AND (NOT shared_ranges OR jd.batch = b.batch)
              ORDER BY jd.device_id
              LIMIT chunk_size) c;
     IF ids IS NULL THEN
