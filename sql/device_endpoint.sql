@@ -153,6 +153,19 @@ SELECT fleet_internal.endpoint_count_refusals('mqtt:a', ARRAY['wrong key', 'wron
 SELECT fleet_internal.endpoint_count_refusals('mqtt:a', ARRAY['wrong key'], ARRAY['ep-7']);
 SELECT gateway, reason, refusals, last_client_id FROM fleet.endpoint_refusals ORDER BY reason;
 
+-- a bridge walks its devices' patches a batch at a time in id order, each
+-- call after the last id of the one before; a pass from the start finds
+-- what is left
+SELECT fleet_internal.endpoint_connections('mqtt:w', ARRAY['ep-4', 'ep-1', 'ep-3'], ARRAY[true, true, true],
+                                           ARRAY[2, 2, 2]) AS changed;
+SELECT fleet.create_job('{"id": "ep-walk", "displayName": "Walk", "group": "ep-all",
+  "data": [{"type": "property", "target": "dtmi:com:example:Thermostat;1", "path": "targetTemperature", "value": 22}]}')
+       ->> 'status' AS status;
+SELECT fleet.wait_for_job('ep-walk');
+SELECT device_id, version FROM fleet_internal.endpoint_desired_patches('mqtt:w', 2, '') ORDER BY 1;
+SELECT device_id, version FROM fleet_internal.endpoint_desired_patches('mqtt:w', 2, 'ep-3') ORDER BY 1;
+SELECT count(*) AS left FROM fleet_internal.endpoint_desired_patches('mqtt:w', 2, '');
+
 -- nothing of this is for members: the bridge's functions are not theirs,
 -- refusals are for monitoring roles
 SET ROLE regress_endpoint_member;

@@ -65,7 +65,7 @@ SELECT pg_temp.level_job('bad-13', 'lamps', '{"endTime": "2001-01-01T00:00:00Z"}
 SELECT pg_temp.level_job('bad-14', 'lamps', '{"endTime": "the day after"}');
 SELECT pg_temp.level_job('bad-15', 'lamps', '{"endBehavior": "STOP_ROLLOUT"}');
 SELECT pg_temp.level_job('bad-16', 'lamps', '{"maximumDuration": 3600, "endBehavior": "ABORT"}');
-SELECT count(*) AS jobs_made FROM fleet.jobs;
+SELECT count(*) AS jobs_made FROM fleet.jobs WHERE id LIKE 'bad-%';
 
 -- rate: 40 devices a minute over 200 lamps (five minutes); 40 is dealt
 -- in twentieths, two every three seconds

@@ -180,23 +180,44 @@ $$;
 
 -- The desired documents to send as patches: devices connected through this
 -- bridge, listening for patches, whose desired version is ahead of the one
--- they were sent; marked sent as they are returned.
-CREATE FUNCTION fleet_internal.endpoint_desired_patches(gateway text, max_count int)
+-- they were sent; marked sent as they are returned.  The bridge walks its
+-- devices in id order (byte order, as C compares): "after" is the last id
+-- of its previous call, '' to start a pass, so a pass reads each device
+-- once rather than every call reading again the devices its earlier calls
+-- sent (10,000 devices in ten calls would read 55,000).  The walk is the
+-- index's order, stopped at max_count: the planner, which expects few
+-- devices to be due, would otherwise read and sort all that follow at each
+-- call.  Rows are found again by their ctid (a device changed since it was
+-- locked is left for the next pass).
+CREATE FUNCTION fleet_internal.endpoint_desired_patches(gateway text, max_count int, after text)
 RETURNS TABLE (device_id text, version bigint, desired jsonb)
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
+SET enable_bitmapscan = off
+SET enable_sort = off
 AS $$
     WITH due AS MATERIALIZED (
-        SELECT d.id FROM fleet.devices d
-         WHERE d.endpoint_gateway = gateway AND d.endpoint_listens & 2 = 2
+        SELECT d.ctid AS row_id, d.id FROM fleet.devices d
+         WHERE d.endpoint_gateway = gateway AND d.id COLLATE "C" > after
+           AND d.endpoint_listens & 2 = 2
            AND d.desired_version > d.desired_sent_version
+         ORDER BY d.endpoint_gateway, d.id COLLATE "C"
          LIMIT max_count
            FOR UPDATE SKIP LOCKED)
     UPDATE fleet.devices d
        SET desired_sent_version = d.desired_version
       FROM due
-     WHERE d.id = due.id
+     WHERE d.ctid = due.row_id AND d.id = due.id
     RETURNING d.id, d.desired_version, d.properties || jsonb_build_object('$version', d.desired_version)
+$$;
+
+-- 0.5's bridge: a pass from the start at every call
+CREATE FUNCTION fleet_internal.endpoint_desired_patches(gateway text, max_count int)
+RETURNS TABLE (device_id text, version bigint, desired jsonb)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.device_id, p.version, p.desired FROM fleet_internal.endpoint_desired_patches(gateway, max_count, '') p
 $$;
 
 -- Twin GETs of a turn, one per request (n: its place in the arrays): the

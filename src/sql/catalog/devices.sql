@@ -57,7 +57,8 @@ CREATE TABLE fleet.devices (
 CREATE INDEX devices_enrollment_group_idx ON fleet.devices (enrollment_group_id)
     WHERE enrollment_group_id IS NOT NULL;
 -- the devices connected through a bridge, whose commands and patches it
--- looks for on every turn (a device never connected costs nothing)
-CREATE INDEX devices_endpoint_gateway_idx ON fleet.devices (endpoint_gateway)
+-- looks for on every turn (a device never connected costs nothing), in the
+-- order its passes over them take (fleet_internal.endpoint_desired_patches)
+CREATE INDEX devices_endpoint_gateway_idx ON fleet.devices (endpoint_gateway, id COLLATE "C")
     WHERE endpoint_gateway IS NOT NULL;
 COMMENT ON TABLE fleet.devices IS 'Registered devices; properties and cloud_properties are shaped like an IoT Hub twin''s desired section';

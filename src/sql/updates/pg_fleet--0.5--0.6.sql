@@ -47,3 +47,9 @@ CREATE TABLE fleet_internal.job_dispatches (
     PRIMARY KEY (job_id, at)
 );
 COMMENT ON TABLE fleet_internal.job_dispatches IS 'Devices each step of a rate-limited job dispatched, when: what its rate counts';
+
+-- The bridge walks its devices' desired patches in id order
+-- (fleet_internal.endpoint_desired_patches): the index gives that order.
+DROP INDEX fleet.devices_endpoint_gateway_idx;
+CREATE INDEX devices_endpoint_gateway_idx ON fleet.devices (endpoint_gateway, id COLLATE "C")
+    WHERE endpoint_gateway IS NOT NULL;
