@@ -11,7 +11,7 @@
  * subscriptions, method answers, twin GETs, reported patches, telemetry,
  * provisioning requests and refusals.  Then it makes one call per kind of
  * work to the fleet_internal.endpoint_* functions (src/sql/device_endpoint.sql),
- * whatever the number of devices, and publishes the answers on "fleet/down",
+ * whatever the number of devices, and publishes the answers on "fleet/down/many",
  * each naming the one client it is for.  It also claims the commands of
  * its connected devices (sent as direct methods), sends desired-property
  * patches to those whose desired version moved, and keeps the plugin's
@@ -28,6 +28,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdarg.h>
@@ -201,19 +202,61 @@ publish(const char *topic, const char *payload, size_t len)
 		say("cannot publish to the broker: %s", mosquitto_strerror(rc));
 }
 
-/* An answer to one client: "fleet/down" with "<client>\n<topic>\n<body>". */
+/*
+ * Answers to clients, gathered into "fleet/down/many" messages: records of
+ * "<client>\n<topic>\n<body length>\n<body>", each for the one client it
+ * names.  One message for many answers: the broker reads a packet from a
+ * client each time round its loop, so 10,000 patches sent one by one would
+ * take it 10,000 rounds (and a dozen system calls each).  What send_to
+ * gathers goes out by down_flush(), at the latest at the end of the turn or
+ * call that produced it, in the order it was gathered.
+ */
+#define DOWN_MESSAGE_BYTES (64 * 1024)
+
+static struct
+{
+	char	   *data;
+	size_t		len;
+	size_t		size;
+} down;
+
+static void
+down_flush(void)
+{
+	if (down.len == 0)
+		return;
+	publish("fleet/down/many", down.data, down.len);
+	down.len = 0;
+}
+
 static void
 send_to(const char *client, const char *topic, const char *body, size_t body_len)
 {
-	size_t		len = strlen(client) + strlen(topic) + 2 + body_len;
-	char	   *buffer = malloc(len);
+	char		head[1536];
+	int			head_len = snprintf(head, sizeof(head), "%s\n%s\n%zu\n", client, topic, body_len);
 
-	if (buffer == NULL)
-		return;
-	sprintf(buffer, "%s\n%s\n", client, topic);
-	memcpy(buffer + strlen(client) + strlen(topic) + 2, body, body_len);
-	publish("fleet/down", buffer, len);
-	free(buffer);
+	if (head_len < 0 || (size_t) head_len >= sizeof(head))
+		return;					/* no such client or topic: ids are at most 128 bytes */
+	if (down.len + head_len + body_len > down.size)
+	{
+		size_t		size = down.size ? down.size : DOWN_MESSAGE_BYTES;
+		char	   *data;
+
+		while (size < down.len + head_len + body_len)
+			size *= 2;
+		if ((data = realloc(down.data, size)) == NULL)
+		{
+			say("out of memory for an answer to \"%s\"; it is not sent", client);
+			return;
+		}
+		down.data = data;
+		down.size = size;
+	}
+	memcpy(down.data + down.len, head, head_len);
+	memcpy(down.data + down.len + head_len, body, body_len);
+	down.len += head_len + body_len;
+	if (down.len >= DOWN_MESSAGE_BYTES)
+		down_flush();
 }
 
 /* The value of "<name>=" in a topic's query, into out; false when absent. */
@@ -725,6 +768,7 @@ send_claimed(const char *sql, int counter, const char *what)
 	n = PQntuples(res);
 	for (int i = 0; i < n; i++)
 		send_to(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetlength(res, i, 2));
+	down_flush();
 	counters[counter] += n;
 	if (options.verbose && n > 0)
 		say("sent %d %s", n, what);
@@ -742,13 +786,99 @@ send_commands(void)
 						SENT_METHODS, "direct methods");
 }
 
-/* Desired-property patches for connected devices whose desired state moved. */
+/*
+ * Desired-property patches for connected devices whose desired state moved,
+ * a batch at a time in passes over the devices in id order (byte order):
+ * each call goes on after the last device the one before sent.  A pass
+ * that began after the first device ends with another from the start,
+ * which finds what moved behind it meanwhile (a short one: nothing is due).
+ */
 static bool
 send_patches(void)
 {
-	return send_claimed("SELECT device_id, '$iothub/twin/PATCH/properties/desired/?$version=' || version, "
-						"desired::text FROM fleet_internal.endpoint_desired_patches($1, $2)",
-						PATCHES_SENT, "desired-property patches");
+	static char after[256] = "";
+	const char *params[3] = {options.gateway, NULL, after};
+	char		batch_text[16];
+	bool		retry;
+	PGresult   *res;
+	int			n;
+
+	snprintf(batch_text, sizeof(batch_text), "%d", options.batch);
+	params[1] = batch_text;
+	res = db_call("SELECT device_id, '$iothub/twin/PATCH/properties/desired/?$version=' || version, desired::text "
+				  "FROM fleet_internal.endpoint_desired_patches($1, $2, $3)", 3, params, &retry);
+	if (res == NULL)
+	{
+		after[0] = '\0';
+		return false;
+	}
+	n = PQntuples(res);
+	for (int i = 0; i < n; i++)
+		send_to(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetlength(res, i, 2));
+	down_flush();
+	counters[PATCHES_SENT] += n;
+	if (options.verbose && n > 0)
+		say("sent %d desired-property patches", n);
+	if (n == options.batch)
+	{
+		/* the pass goes on after the last of these (ids are at most 128 bytes) */
+		for (int i = 0; i < n; i++)
+			if (strcmp(PQgetvalue(res, i, 0), after) > 0)
+				snprintf(after, sizeof(after), "%s", PQgetvalue(res, i, 0));
+		PQclear(res);
+		return true;
+	}
+	PQclear(res);
+	if (after[0] != '\0')
+	{
+		after[0] = '\0';
+		return true;
+	}
+	return false;
+}
+
+/*
+ * One round of the broker connection, as mosquitto_loop() makes it, but
+ * waiting on the database's connection too, so that a notification
+ * (commands queued, desired properties moved) ends the wait at once rather
+ * than at the end of the turn; *db_spoke says whether it did.
+ */
+static int
+mqtt_round(int timeout_ms, bool *db_spoke)
+{
+	struct pollfd fds[2];
+	int			n = 1;
+	int			rc;
+
+	*db_spoke = false;
+	fds[0].fd = mosquitto_socket(mqtt);
+	if (fds[0].fd < 0)
+		return MOSQ_ERR_NO_CONN;
+	fds[0].events = POLLIN | (mosquitto_want_write(mqtt) ? POLLOUT : 0);
+	fds[0].revents = 0;
+	if (db != NULL && PQstatus(db) == CONNECTION_OK && PQsocket(db) >= 0)
+	{
+		fds[1].fd = PQsocket(db);
+		fds[1].events = POLLIN;
+		fds[1].revents = 0;
+		n = 2;
+	}
+	if (poll(fds, n, timeout_ms) < 0)
+		return errno == EINTR ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ERRNO;
+	*db_spoke = n == 2 && (fds[1].revents & POLLIN);
+	if (fds[0].revents & (POLLIN | POLLERR | POLLHUP))
+	{
+		rc = mosquitto_loop_read(mqtt, 1);
+		if (rc != MOSQ_ERR_SUCCESS)
+			return rc;
+	}
+	if (fds[0].revents & POLLOUT)
+	{
+		rc = mosquitto_loop_write(mqtt, 1);
+		if (rc != MOSQ_ERR_SUCCESS)
+			return rc;
+	}
+	return mosquitto_loop_misc(mqtt);
 }
 
 /* ---------------------------------------------------------------------
@@ -926,8 +1056,11 @@ main(int argc, char **argv)
 		for (;;)
 		{
 			long		events_before = events_received;
+			bool		db_spoke;
 
-			rc = mosquitto_loop(mqtt, more ? 0 : options.turn_ms, 1);
+			rc = mqtt_round(more ? 0 : options.turn_ms, &db_spoke);
+			/* the database announced work: the turn ends with what arrived */
+			more |= db_spoke;
 			if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_ERRNO)
 			{
 				mqtt_connected = false;
@@ -950,6 +1083,7 @@ main(int argc, char **argv)
 		if (turn.connections.rows > 0)
 			commands_due = patches_due = true;
 		serve_turn();
+		down_flush();
 
 		/*
 		 * Commands and patches: at once when the database announced some,

@@ -17,10 +17,10 @@
  * its own id and password (a unix-socket listener): "fleet/up" carries
  * device events to it (into its persistent session, where the broker keeps
  * them, QoS 0 included, while it is away: a bridge that restarts misses
- * nothing the broker kept), "fleet/down" carries its
- * answers, "fleet/directory" the devices and enrollment groups to
- * authenticate against, and "fleet/hello" asks for every connected device
- * again.  No callback here blocks: the broker's loop never waits on the
+ * nothing the broker kept), "fleet/down/many" carries its answers (many
+ * to a message; "fleet/down" one, as 0.5's bridge sent them),
+ * "fleet/directory" the devices and enrollment groups to authenticate
+ * against, and "fleet/hello" asks for every connected device again.  No callback here blocks: the broker's loop never waits on the
  * database.
  *
  * Options (plugin_opt_<name> in mosquitto.conf):
@@ -530,27 +530,12 @@ on_acl_check(int event, void *event_data, void *userdata)
 /* ---------------------------------------------------------------------
  * From the bridge */
 
-/* "fleet/down": "<client id>\n<topic>\n<body>", to that client alone. */
+/* A message from the bridge to the one client it names. */
 static void
-deliver(const char *payload, size_t len)
+deliver(const char *id, const char *topic, const char *body, size_t body_len)
 {
-	const char *id_end = memchr(payload, '\n', len);
-	const char *topic_end;
-	char		id[256];
-	char		topic[1024];
-	Client	   *c;
+	Client	   *c = client_find(id);
 
-	if (id_end == NULL || (size_t) (id_end - payload) >= sizeof(id))
-		return;
-	topic_end = memchr(id_end + 1, '\n', len - (id_end + 1 - payload));
-	if (topic_end == NULL || (size_t) (topic_end - id_end - 1) >= sizeof(topic))
-		return;
-	memcpy(id, payload, id_end - payload);
-	id[id_end - payload] = '\0';
-	memcpy(topic, id_end + 1, topic_end - id_end - 1);
-	topic[topic_end - id_end - 1] = '\0';
-
-	c = client_find(id);
 	if (c == NULL || c->kind == CLIENT_BRIDGE)
 		return;
 	/* a method or patch only to a device listening for it */
@@ -558,7 +543,72 @@ deliver(const char *payload, size_t len)
 		return;
 	if (starts_with(topic, "$iothub/twin/PATCH/properties/desired/") && !(c->listens & LISTENS_DESIRED))
 		return;
-	mosquitto_broker_publish_copy(id, topic, (int) (len - (topic_end + 1 - payload)), topic_end + 1, 0, false, NULL);
+	mosquitto_broker_publish_copy(id, topic, (int) body_len, body, 0, false, NULL);
+}
+
+/*
+ * The next line of a message from the bridge, into out (at most size - 1
+ * bytes); where the rest begins, or NULL when there is no such line.
+ */
+static const char *
+take_line(const char *p, const char *end, char *out, size_t size)
+{
+	const char *line_end = memchr(p, '\n', end - p);
+
+	if (line_end == NULL || (size_t) (line_end - p) >= size)
+		return NULL;
+	memcpy(out, p, line_end - p);
+	out[line_end - p] = '\0';
+	return line_end + 1;
+}
+
+/* "fleet/down": "<client id>\n<topic>\n<body>", one message (0.5's bridge). */
+static void
+deliver_one(const char *payload, size_t len)
+{
+	const char *end = payload + len;
+	const char *p;
+	char		id[256];
+	char		topic[1024];
+
+	if ((p = take_line(payload, end, id, sizeof(id))) == NULL ||
+		(p = take_line(p, end, topic, sizeof(topic))) == NULL)
+		return;
+	deliver(id, topic, p, end - p);
+}
+
+/*
+ * "fleet/down/many": records of "<client id>\n<topic>\n<body length>\n<body>".
+ * A record that does not parse ends the message: what follows it cannot be
+ * told apart (the bridge never sends one).
+ */
+static void
+deliver_many(const char *payload, size_t len)
+{
+	const char *end = payload + len;
+	const char *p = payload;
+
+	while (p < end)
+	{
+		char		id[256];
+		char		topic[1024];
+		char		length_text[24];
+		char	   *length_end;
+		unsigned long long body_len;
+
+		if ((p = take_line(p, end, id, sizeof(id))) == NULL ||
+			(p = take_line(p, end, topic, sizeof(topic))) == NULL ||
+			(p = take_line(p, end, length_text, sizeof(length_text))) == NULL)
+			break;
+		body_len = strtoull(length_text, &length_end, 10);
+		if (length_text[0] == '\0' || *length_end != '\0' || body_len > (unsigned long long) (end - p))
+			break;
+		deliver(id, topic, p, (size_t) body_len);
+		p += body_len;
+	}
+	if (p != end)
+		mosquitto_log_printf(MOSQ_LOG_ERR, "fleet-mqtt: a message from the bridge on \"fleet/down/many\" has a record "
+							 "that does not parse; the records after it are dropped");
 }
 
 /* Whether a connected client's device still may be connected, as the
@@ -629,8 +679,10 @@ on_message(int event, void *event_data, void *userdata)
 		return MOSQ_ERR_ACL_DENIED;
 	if (c->kind == CLIENT_BRIDGE)
 	{
-		if (strcmp(ed->topic, "fleet/down") == 0)
-			deliver(ed->payload, ed->payloadlen);
+		if (strcmp(ed->topic, "fleet/down/many") == 0)
+			deliver_many(ed->payload, ed->payloadlen);
+		else if (strcmp(ed->topic, "fleet/down") == 0)
+			deliver_one(ed->payload, ed->payloadlen);
 		else if (strcmp(ed->topic, "fleet/directory") == 0)
 			replace_directory(ed->payload, ed->payloadlen);
 		else if (strcmp(ed->topic, "fleet/hello") == 0)
