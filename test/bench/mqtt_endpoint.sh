@@ -7,8 +7,11 @@
 #     over 10,000 other devices answered by fleet-sim through SQL (2
 #     connections): the rate ratio, target >= 0.5x
 #   - a property job over the 10,000: the rate its desired patches reach
-#     the devices (from the job's start to the last patch received) against
-#     the rate of the job itself, target >= 0.5x
+#     the devices against the rate of the job itself, target >= 0.5x.  Each
+#     is timed over its own span: the job from its start to its end, the
+#     patches from the job's end (none may leave before its commit) to the
+#     last received.  Also printed: the whole, from the job's start to the
+#     last patch received, against the job alone.
 #   - the broker's and the bridge's memory with no device connected (the
 #     directory of every registered device included) and with 10,000 (and
 #     so per connected device), and after the 1st and the 10th of ten
@@ -113,7 +116,7 @@ patches_received() {
 	done
 	echo "$total"
 }
-property_times=() patch_times=()
+property_times=() patch_times=() whole_times=()
 for run in $(seq 1 "$runs"); do
 	before_00=$(tail -n 1 "$mqtt_dir/load.00.status" | sed -n 's/.*patches=\([0-9]*\).*/\1/p')
 	before_01=$(tail -n 1 "$mqtt_dir/load.01.status" | sed -n 's/.*patches=\([0-9]*\).*/\1/p')
@@ -128,15 +131,18 @@ for run in $(seq 1 "$runs"); do
 		sleep 0.1
 	done
 	property_times+=("$(job_seconds "mqtt-level-$run")")
-	started=$(psql_bench -Atc "SELECT extract(epoch FROM started_at) FROM fleet.jobs WHERE id = 'mqtt-level-$run'")
+	read -r started finished < <(psql_bench -F ' ' -Atc "SELECT extract(epoch FROM started_at), extract(epoch FROM finished_at)
+	    FROM fleet.jobs WHERE id = 'mqtt-level-$run'")
 	last_patch=$(awk -v b0=$((before_00 + share_00)) -v b1=$((before_01 + share_01)) '
 		FNR == 1 { part++ }
 		{ n = $5; sub("patches=", "", n); if (!(part in when) && n + 0 >= (part == 1 ? b0 : b1)) when[part] = $1 }
 		END { print (when[1] > when[2] ? when[1] : when[2]) }' "$mqtt_dir/load.00.status" "$mqtt_dir/load.01.status")
-	patch_times+=("$(awk -v a="$last_patch" -v b="$started" 'BEGIN { print a - b }')")
+	patch_times+=("$(awk -v a="$last_patch" -v b="$finished" 'BEGIN { print a - b }')")
+	whole_times+=("$(awk -v a="$last_patch" -v b="$started" 'BEGIN { print a - b }')")
 done
 property_s=$(printf '%s\n' "${property_times[@]}" | median)
 patch_s=$(printf '%s\n' "${patch_times[@]}" | median)
+whole_s=$(printf '%s\n' "${whole_times[@]}" | median)
 
 echo "  ten consecutive command jobs ..."
 for job in $(seq 1 10); do
@@ -158,6 +164,8 @@ mqtt_report() {
 		"command job, through the broker vs fleet-sim through SQL" "$mqtt_s" "$sql_s" "$(awk -v a="$sql_s" -v b="$mqtt_s" 'BEGIN { print a / b }')"
 	printf '  %-62s %7.2fs %7.2fs %.2fx of the job'"'"'s rate (>= 0.5x)\n' \
 		"property job: patches at the devices vs the job itself" "$patch_s" "$property_s" "$(awk -v a="$property_s" -v b="$patch_s" 'BEGIN { print a / b }')"
+	printf '  %-62s %7.2fs %7.2fs %.2fx of the job'"'"'s rate\n' \
+		"  the whole: the job's start to the last patch, vs the job" "$whole_s" "$property_s" "$(awk -v a="$property_s" -v b="$whole_s" 'BEGIN { print a / b }')"
 	echo "  command deliveries through the broker: $mqtt_outcomes"
 	echo "  broker + bridge private memory: $memory_none kB with $registered devices registered and none connected," \
 		"$memory_connected kB with $connected connected" \

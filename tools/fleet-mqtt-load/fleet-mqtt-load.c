@@ -9,7 +9,7 @@
  *
  *	  fleet-mqtt-load --ids FILE --group-key KEY --hub HUB --port PORT --cafile CA
  *
- * FILE holds one device id per line.  Every 50 ms (and at the end) it
+ * FILE holds one device id per line.  Every 10 ms (and at the end) it
  * writes a line "<unix time> connected=N listening=N methods=N patches=N"
  * to --status FILE (default stdout), which the benchmark reads.  It runs
  * until SIGTERM.
@@ -355,7 +355,7 @@ main(int argc, char **argv)
 				mosquitto_loop_misc(devices[i].session);
 			last_misc = now;
 		}
-		if (now - last_status >= 0.05)
+		if (now - last_status >= 0.01)
 		{
 			write_status(status);
 			last_status = now;
