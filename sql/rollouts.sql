@@ -133,6 +133,7 @@ SELECT status, status_detail FROM fleet.jobs WHERE id = 'careless';
 -- abort criteria by failure type, with a minimum of finished devices (AWS
 -- IoT Jobs' abortConfig), cancelling or pausing
 SELECT pg_temp.level_job('bad-29', 'spots', '{"abortCriteria": {"failureType": "ALL"}}');
+SELECT pg_temp.level_job('bad-29b', 'spots', '{"abortCriteria": ["ALL"]}');
 SELECT pg_temp.level_job('bad-30', 'spots', '{"abortCriteria": [{"failureType": "CRASHED", "thresholdPercentage": 10, "minNumberOfExecutedDevices": 5}]}');
 SELECT pg_temp.level_job('bad-30b', 'spots', '{"abortCriteria": [{"failureType": "REJECTED", "thresholdPercentage": 10, "minNumberOfExecutedDevices": 5}]}');
 SELECT pg_temp.level_job('bad-31', 'spots', '{"abortCriteria": [{"failureType": "ALL", "thresholdPercentage": 120, "minNumberOfExecutedDevices": 5}]}');
@@ -197,6 +198,12 @@ SELECT fleet.create_job('{"displayName": "Bad", "group": "bulbs", "data": [{"typ
   "rollout": {"retries": [{"failureType": "ALL", "numberOfRetries": 11}]}}');
 SELECT fleet.create_job('{"displayName": "Bad", "group": "bulbs", "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
   "rollout": {"retries": [{"failureType": "FAILED", "numberOfRetries": 1}, {"failureType": "FAILED", "numberOfRetries": 2}]}}');
+SELECT fleet.create_job('{"displayName": "Bad", "group": "bulbs", "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"retries": ["FAILED"]}}');
+SELECT fleet.create_job('{"displayName": "Bad", "group": "bulbs", "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"retries": [{"failureType": "TIMEOUT", "numberOfRetries": 1}]}}');
+SELECT fleet.create_job('{"displayName": "Bad", "group": "bulbs", "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
+  "rollout": {"retries": [{"failureType": "FAILED", "numberOfRetries": 1, "backoff": "PT10S"}]}}');
 SELECT fleet.create_job('{"displayName": "Bad", "group": "bulbs", "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],
   "rollout": {"retries": [{"failureType": "FAILED", "numberOfRetries": 1, "backoff": {"type": "linear"}}]}}');
 SELECT fleet.create_job('{"displayName": "Bad", "group": "bulbs", "data": [{"type": "command", "target": "dtmi:test:Lamp;1", "path": "blink"}],

@@ -135,6 +135,30 @@ BEGIN
 END;
 $$;
 
+-- One element of a rollout's list of rules by failure type ("abortCriteria",
+-- "retries"), checked: a JSON object with only the given keys and a known
+-- "failureType", which it returns.
+CREATE FUNCTION fleet_internal.failure_type_rule(rule jsonb, keys text[], what text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(rule) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION '% must be a JSON object, not %', what, rule
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM fleet_internal.refuse_unknown_keys(rule, keys, what);
+    IF jsonb_typeof(rule -> 'failureType') IS DISTINCT FROM 'string'
+       OR rule ->> 'failureType' NOT IN ('FAILED', 'REJECTED', 'TIMED_OUT', 'ALL') THEN
+        RAISE EXCEPTION '"failureType" % of % is not "FAILED", "REJECTED", "TIMED_OUT" or "ALL"', coalesce(rule -> 'failureType', 'null'), what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'FAILED: failed otherwise; REJECTED: a device refused the command (4xx); TIMED_OUT: nobody answered in time; ALL: any.';
+    END IF;
+    RETURN rule ->> 'failureType';
+END;
+$$;
+
 -- A rollout's "abortCriteria", checked, as AWS IoT Jobs takes them (and
 -- "action": "PAUSE" besides "CANCEL").
 CREATE FUNCTION fleet_internal.abort_criteria(criteria jsonb, label text)
@@ -156,16 +180,7 @@ BEGIN
     FOR c IN SELECT e FROM jsonb_array_elements(criteria) e LOOP
         n := n + 1;
         what := format('abort criterion %s of %s', n, label);
-        IF jsonb_typeof(c) IS DISTINCT FROM 'object' THEN
-            RAISE EXCEPTION '% must be a JSON object, not %', what, c
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        PERFORM fleet_internal.refuse_unknown_keys(c, '{failureType,thresholdPercentage,minNumberOfExecutedDevices,action}', what);
-        IF jsonb_typeof(c -> 'failureType') IS DISTINCT FROM 'string' OR c ->> 'failureType' NOT IN ('FAILED', 'REJECTED', 'TIMED_OUT', 'ALL') THEN
-            RAISE EXCEPTION '"failureType" % of % is not "FAILED", "REJECTED", "TIMED_OUT" or "ALL"', coalesce(c -> 'failureType', 'null'), what
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'FAILED: failed otherwise; REJECTED: a device refused the command (4xx); TIMED_OUT: nobody answered in time; ALL: any.';
-        END IF;
+        PERFORM fleet_internal.failure_type_rule(c, '{failureType,thresholdPercentage,minNumberOfExecutedDevices,action}', what);
         IF jsonb_typeof(c -> 'thresholdPercentage') IS DISTINCT FROM 'number'
            OR (c ->> 'thresholdPercentage')::numeric NOT BETWEEN 0 AND 100 THEN
             RAISE EXCEPTION '"thresholdPercentage" % of % is not a number from 0 to 100', coalesce(c -> 'thresholdPercentage', 'null'), what
@@ -243,16 +258,7 @@ BEGIN
     FOR r IN SELECT e FROM jsonb_array_elements(rules) e LOOP
         n := n + 1;
         what := format('retry rule %s of %s', n, label);
-        IF jsonb_typeof(r) IS DISTINCT FROM 'object' THEN
-            RAISE EXCEPTION '% must be a JSON object, not %', what, r
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        PERFORM fleet_internal.refuse_unknown_keys(r, '{failureType,numberOfRetries,backoff}', what);
-        IF jsonb_typeof(r -> 'failureType') IS DISTINCT FROM 'string' OR r ->> 'failureType' NOT IN ('FAILED', 'REJECTED', 'TIMED_OUT', 'ALL') THEN
-            RAISE EXCEPTION '"failureType" % of % is not "FAILED", "REJECTED", "TIMED_OUT" or "ALL"', coalesce(r -> 'failureType', 'null'), what
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'FAILED: the command failed (5xx); REJECTED: the device refused it (4xx); TIMED_OUT: nobody answered in time; ALL: any.';
-        END IF;
+        PERFORM fleet_internal.failure_type_rule(r, '{failureType,numberOfRetries,backoff}', what);
         IF (SELECT count(*) FROM jsonb_array_elements(rules) o WHERE o ->> 'failureType' = r ->> 'failureType') > 1 THEN
             RAISE EXCEPTION '"retries" of % has two rules for failure type %', label, r ->> 'failureType'
                 USING ERRCODE = 'invalid_parameter_value';
