@@ -15,7 +15,7 @@ EXTVERSION := $(shell sed -n "s/^default_version = '\([^']*\)'.*/\1/p" $(EXTENSI
 # Versions users update from: each has its install script frozen in
 # src/sql/versions/ (for the upgrade suite) and its migration in
 # src/sql/updates/.  Add the version just released here.
-UPDATE_FROM = 0.1 0.2 0.3 0.4 0.5
+UPDATE_FROM = 0.1 0.2 0.3 0.4 0.5 0.6
 
 MODULE_big = pg_fleet
 OBJS = \
@@ -28,6 +28,8 @@ OBJS = \
 	src/launcher.o \
 	src/engine.o \
 	src/utility_hook.o \
+	src/row_scope.o \
+	src/citus_node.o \
 	src/import_tracking.o \
 	src/cron_bridge.o \
 	src/spreadsheet_cell.o \
@@ -87,6 +89,7 @@ CODE_SOURCES = \
 	src/sql/schedule_cron.sql \
 	src/sql/reporting.sql \
 	src/sql/engine_status.sql \
+	src/sql/distribution.sql \
 	src/sql/privileges.sql
 
 UPDATE_SCRIPTS = $(foreach v,$(UPDATE_FROM),$(EXTENSION)--$(v)--$(EXTVERSION).sql)
@@ -94,7 +97,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(UPDATE_SCRIPTS)
 DATA = $(wildcard src/sql/versions/$(EXTENSION)--*.sql)
 PG_CPPFLAGS += -DPG_FLEET_VERSION='"$(EXTVERSION)"'
 
-REGRESS = setup keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules reporting access_control engine iotcentral enrollment_groups device_endpoint rollouts
+REGRESS = setup layout keys organizations templates manifests devices groups import export jobs_validation jobs_run jobs_control schedules reporting access_control engine iotcentral enrollment_groups device_endpoint rollouts
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/fleet.conf
 
 ISOLATION = concurrent_import concurrent_claims stop_at_batch_boundary completion_vs_timeout claim_vs_stop \

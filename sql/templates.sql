@@ -82,7 +82,7 @@ SELECT id FROM fleet.device_templates ORDER BY id;
 
 -- templates in use cannot be deleted
 SELECT fleet.create_device('uses-thermostat', template => 'dtmi:com:example:Thermostat;1') ->> 'id';
-DELETE FROM fleet.device_templates WHERE id = 'dtmi:com:example:Thermostat;1';
+SELECT fleet.delete_template('dtmi:com:example:Thermostat;1');
 SELECT fleet.delete_device('uses-thermostat');
 
 -- a template as IoT Central's REST API shows it; its names change, its

@@ -15,7 +15,8 @@
  * is only used when they could not refuse anything: the caller holds
  * table-wide INSERT and no policy applies.  It also declines tables with
  * triggers, generated columns or volatile defaults, which it does not
- * implement.  Declining returns -1 and the caller uses INSERT.
+ * implement, and a table Citus distributed.  Declining returns -1 and the
+ * caller uses INSERT.
  *
  *-------------------------------------------------------------------------
  */
@@ -58,6 +59,9 @@ bulk_insert_applies(Relation rel)
 
 	if (pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK ||
 		check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
+		return false;
+	/* on a Citus coordinator the table is a shell: rows go through Citus */
+	if (citus_table(relid))
 		return false;
 	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->trigdesc != NULL ||
 		(desc->constr != NULL && desc->constr->has_generated_stored))

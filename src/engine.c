@@ -39,7 +39,9 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/indexing.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
@@ -53,6 +55,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -120,6 +123,15 @@ engine_apply_settings(void)
 	snprintf(value, sizeof(value), "%d", fleet_engine_lock_timeout);
 	SetConfigOption("lock_timeout", value, PGC_SUSET, PGC_S_SESSION);
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
+
+	/*
+	 * With Citus loaded: a step that wrote the devices' shards over several
+	 * connections per node could not then change a job, a batch or a
+	 * window (reference tables other tables refer to), so the engine uses
+	 * one connection per node, as Citus advises for such transactions.
+	 */
+	if (GetConfigOption("citus.multi_shard_modify_mode", true, false) != NULL)
+		SetConfigOption("citus.multi_shard_modify_mode", "sequential", PGC_USERSET, PGC_S_SESSION);
 }
 
 /*
@@ -181,9 +193,12 @@ engine_transaction(const char *sql, int nargs, Oid *argtypes, Datum *values,
 	return ok;
 }
 
-/* The installed pg_fleet's version, or false when it is not installed here. */
+/*
+ * The installed pg_fleet's version, or false when it is not installed here;
+ * *citus_worker says whether the database is a Citus worker's.
+ */
 static bool
-engine_installed_version(char *version, Size size)
+engine_installed_version(char *version, Size size, bool *citus_worker)
 {
 	Relation	rel;
 	ScanKeyData key;
@@ -212,6 +227,7 @@ engine_installed_version(char *version, Size size)
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+	*citus_worker = found && citus_worker_node();
 	CommitTransactionCommand();
 	return found;
 }
@@ -277,7 +293,7 @@ read_int(void *arg)
 static bool
 engine_turn_runs(const char *version)
 {
-	static const char *const same_engine[] = {PG_FLEET_VERSION, "0.2", "0.3", "0.4", "0.5"};
+	static const char *const same_engine[] = {PG_FLEET_VERSION, "0.2", "0.3", "0.4", "0.5", "0.6"};
 
 	for (int i = 0; i < lengthof(same_engine); i++)
 		if (strcmp(version, same_engine[i]) == 0)
@@ -405,6 +421,7 @@ fleet_engine_main(Datum main_arg)
 		long		sleep_ms;
 		char		version[64];
 		bool		disconnect;
+		bool		citus_worker;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -434,8 +451,19 @@ fleet_engine_main(Datum main_arg)
 		}
 
 		engine_set_state(ENGINE_STEPPING);
-		if (!engine_installed_version(version, sizeof(version)))
+		if (!engine_installed_version(version, sizeof(version), &citus_worker))
 			sleep_ms = fleet_engine_naptime;	/* not installed (yet) */
+		else if (citus_worker)
+		{
+			/* the launcher looks again in a minute (a node may change role) */
+			ereport(LOG,
+					(errmsg("pg_fleet engine: database \"%s\" is on a Citus worker; jobs run on the coordinator",
+							database_name)));
+			SpinLockAcquire(&fleet_shared->mutex);
+			fleet_shared->engine_on_citus_worker = true;
+			SpinLockRelease(&fleet_shared->mutex);
+			proc_exit(0);
+		}
 		else if (strcmp(version, "0.1") == 0)
 			sleep_ms = engine_turn_0_1();
 		else if (engine_turn_runs(version))

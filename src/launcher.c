@@ -43,6 +43,8 @@
 #define LAUNCHER_MAX_BACKOFF_MS 60000
 /* How often a missing database is looked for (its creation also wakes us). */
 #define LAUNCHER_RECHECK_MS 10000
+/* How often the launcher looks whether a Citus worker became a coordinator. */
+#define LAUNCHER_CITUS_WORKER_RECHECK_MS 60000
 /* How long the engine has to leave by itself before it is stopped. */
 #define STOP_GRACE_MS 10000
 
@@ -198,7 +200,19 @@ fleet_launcher_main(Datum main_arg)
 
 			if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
 			{
-				if (!stop_requested)
+				bool		on_citus_worker;
+
+				SpinLockAcquire(&fleet_shared->mutex);
+				on_citus_worker = fleet_shared->engine_on_citus_worker;
+				fleet_shared->engine_on_citus_worker = false;
+				SpinLockRelease(&fleet_shared->mutex);
+				if (on_citus_worker)
+				{
+					/* no engine on a Citus worker: look again in a minute */
+					next_start = TimestampTzPlusMilliseconds(now, LAUNCHER_CITUS_WORKER_RECHECK_MS);
+					launcher_note("this node is a Citus worker: jobs run on the coordinator");
+				}
+				else if (!stop_requested)
 				{
 					/*
 					 * It stopped on its own: an error, or its database went.

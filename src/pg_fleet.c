@@ -216,5 +216,6 @@ _PG_init(void)
 	import_tracking_init();
 	engine_shared_init();
 	utility_hook_init();
+	row_scope_init();
 	launcher_register();
 }

@@ -38,6 +38,13 @@ extern void device_import_init(void);
 extern Tuplestorestate *device_import_staged(TupleDesc *desc);
 extern bool device_import_with_credentials(void);
 
+/* citus_node.c */
+extern bool citus_worker_node(void);
+extern bool citus_table(Oid table);
+
+/* row_scope.c */
+extern void row_scope_init(void);
+
 /* import_tracking.c */
 extern void import_tracking_init(void);
 extern Size import_tracking_shmem_size(void);
@@ -69,6 +76,7 @@ typedef struct FleetShared
 	Latch	   *launcher_latch;
 	pid_t		launcher_pid;
 	char		launcher_note[128]; /* why no engine runs, when none does */
+	bool		engine_on_citus_worker; /* the engine left: its node is a Citus worker */
 
 	/* the engine */
 	Latch	   *engine_latch;

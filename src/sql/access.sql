@@ -84,6 +84,51 @@ AS $$
         OR organization IN (SELECT fleet_internal.organizations_for('viewer', role_name))
 $$;
 
+-- What the row-level security policies (src/sql/privileges.sql) compare a
+-- row's own column with: the ids of what a role sees, by kind.  Called by
+-- row_scope() below as the bootstrap superuser, so that the policies of
+-- the tables it reads do not apply; NULL for an unknown kind.
+CREATE FUNCTION fleet_internal.row_scope_of(kind text, role_name name)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE kind
+        WHEN 'organizations' THEN
+            ARRAY(SELECT fleet_internal.organizations_for('viewer', role_name))
+        WHEN 'administered_organizations' THEN
+            ARRAY(SELECT fleet_internal.organizations_for('administrator', role_name))
+        -- a deleted job is gone at once, while the engine purges its rows
+        WHEN 'jobs' THEN
+            ARRAY(SELECT j.id FROM fleet.jobs j
+                   WHERE j.deleted_at IS NULL
+                     AND j.organization_id IN (SELECT fleet_internal.organizations_for('viewer', role_name)))
+        WHEN 'scheduled_jobs' THEN
+            ARRAY(SELECT s.id FROM fleet.scheduled_jobs s
+                   WHERE s.organization_id IN (SELECT fleet_internal.organizations_for('viewer', role_name)))
+        WHEN 'device_operations' THEN
+            ARRAY(SELECT p.id::text FROM fleet.device_operations p
+                   WHERE p.organization_id IN (SELECT fleet_internal.organizations_for('viewer', role_name)))
+        WHEN 'enrollment_groups' THEN
+            ARRAY(SELECT g.id FROM fleet.enrollment_groups g
+                   WHERE g.organization_id IN (SELECT fleet_internal.organizations_for('administrator', role_name)))
+    END
+$$;
+
+-- The ids of what the calling role sees, by kind (row_scope_of): the
+-- value every policy compares with.  The planner puts it into each query
+-- as a constant (src/row_scope.c), so that Citus's workers, which cannot
+-- read pg_fleet's tables from inside a shard's query, evaluate policies on
+-- their own.  (C: the one name it looks up is schema-qualified.)
+CREATE FUNCTION fleet_internal.row_scope(kind text)
+RETURNS text[]
+LANGUAGE c STABLE STRICT PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'row_scope';
+CREATE FUNCTION fleet_internal.row_scope_ids(kind text)
+RETURNS bigint[]
+LANGUAGE c STABLE STRICT PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'row_scope';
+
 -- Refuses unless the role holds min_role in the organization.  action says
 -- what needed it ("creating a job").
 CREATE FUNCTION fleet_internal.require_app_role(organization text, min_role text, action text,

@@ -114,7 +114,7 @@ BEGIN
                 SELECT q.delivery_id FROM fleet.job_devices q
                  WHERE q.delivery_id IS NOT NULL AND q.gateway IS NULL
                    -- (an unclaimed delivery's deadline is a retry's backoff)
-                   AND (q.deadline IS NULL OR q.deadline <= pg_catalog.clock_timestamp())
+                   AND (q.deadline IS NULL OR q.deadline <= fleet_internal.moment())
                    AND q.delivery_id >= w.first_delivery AND q.delivery_id <= w.last_delivery
                    AND q.status = 'pending'
                    -- a device the bridge serves takes its command when it
@@ -132,7 +132,7 @@ BEGIN
     UPDATE fleet.job_devices d
        SET gateway = claim_deliveries.gateway, started_at = t.at,
            deadline = t.at + p.timeout
-      FROM picked p, (SELECT pg_catalog.clock_timestamp() AS at) t
+      FROM picked p, (SELECT fleet_internal.moment() AS at) t
      WHERE d.delivery_id = p.delivery_id AND d.delivery_id IS NOT NULL
     RETURNING d.delivery_id, d.job_id, d.device_id, p.command, p.request, d.deadline;
 END;
@@ -188,7 +188,7 @@ DECLARE
     caller     name := fleet_internal.calling_role();
     everywhere boolean := fleet_internal.role_sees_everything(caller);
     operated   text[];
-    answered   timestamptz := clock_timestamp();
+    answered   timestamptz := fleet_internal.moment();
 BEGIN
     IF NOT everywhere THEN
         operated := ARRAY(SELECT fleet_internal.organizations_for('operator', caller));

@@ -20,7 +20,7 @@ AS $$
 DECLARE
     timeout       interval := fleet_internal.command_timeout(job.rollout);
     problem       text := fleet_internal.engine_device_problem(job);
-    now_ts        timestamptz := coalesce(at, now());
+    now_ts        timestamptz := fleet_internal.transaction_moment(at);
     ids           text[];
     first_id      bigint;
     last_id       bigint;
@@ -59,7 +59,7 @@ BEGIN
     END IF;
     IF simulated_ids IS NOT NULL THEN
         UPDATE fleet.job_devices jd
-           SET status = 'completed', gateway = 'simulator', started_at = now_ts, finished_at = coalesce(at, clock_timestamp()),
+           SET status = 'completed', gateway = 'simulator', started_at = now_ts, finished_at = fleet_internal.moment(at),
                response_status = 200, response = '{"simulated": true}'
          WHERE jd.job_id = job.id AND jd.device_id = ANY (simulated_ids) AND jd.status = 'pending';
     END IF;
@@ -171,7 +171,7 @@ SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     timeout   interval := current_setting('fleet.command_timeout')::interval;
-    now_ts    timestamptz := coalesce(at, now());
+    now_ts    timestamptz := fleet_internal.transaction_moment(at);
     expired   bigint := 0;
     n_expired bigint;
     w         record;
@@ -203,7 +203,7 @@ BEGIN
                FOR UPDATE SKIP LOCKED
         )
         UPDATE fleet.job_devices jd
-           SET status = 'failed', error = 'timed out', finished_at = coalesce(at, clock_timestamp())
+           SET status = 'failed', error = 'timed out', finished_at = fleet_internal.moment(at)
           FROM overdue o
          WHERE jd.delivery_id = o.delivery_id AND jd.delivery_id IS NOT NULL;
         GET DIAGNOSTICS n_expired = ROW_COUNT;
@@ -246,12 +246,14 @@ COMMENT ON FUNCTION fleet_internal.expire_commands(timestamptz) IS 'Fails comman
 -- devices may have run them.
 CREATE FUNCTION fleet_internal.engine_refresh_windows(at timestamptz)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     UPDATE fleet.command_windows w
-       SET deadline = greatest(w.deadline, coalesce(at, now()) + fleet_internal.command_timeout(j.rollout))
+       SET deadline = greatest(w.deadline, fleet_internal.transaction_moment(at) + fleet_internal.command_timeout(j.rollout))
       FROM fleet.jobs j
      WHERE j.id = w.job_id AND j.status = 'running'
-       AND w.deadline < coalesce(at, now()) + fleet_internal.command_timeout(j.rollout);
+       AND w.deadline < fleet_internal.transaction_moment(at) + fleet_internal.command_timeout(j.rollout);
+END;
 $$;

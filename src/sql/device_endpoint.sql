@@ -59,7 +59,7 @@ DECLARE
 BEGIN
     PERFORM fleet_internal.require_gateway_name(gateway);
     UPDATE fleet.devices d
-       SET connection_state = 'disconnected', connection_changed_at = clock_timestamp(),
+       SET connection_state = 'disconnected', connection_changed_at = fleet_internal.moment(),
            endpoint_gateway = NULL, endpoint_listens = 0
      WHERE d.endpoint_gateway = endpoint_reset.gateway;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -83,7 +83,7 @@ SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     n  bigint;
-    at timestamptz := clock_timestamp();
+    at timestamptz := fleet_internal.moment();
 BEGIN
     UPDATE fleet.devices d
        SET connection_state = CASE WHEN c.connected THEN 'connected' ELSE 'disconnected' END,
@@ -114,7 +114,7 @@ DECLARE
     n bigint;
 BEGIN
     UPDATE fleet.devices d
-       SET telemetry_messages = d.telemetry_messages + a.messages, last_activity_at = clock_timestamp()
+       SET telemetry_messages = d.telemetry_messages + a.messages, last_activity_at = fleet_internal.moment()
       FROM (SELECT u.device_id, count(*) AS messages FROM unnest(device_ids) AS u(device_id) GROUP BY 1) a
      WHERE d.id = a.device_id;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -274,7 +274,7 @@ AS $$
         UPDATE fleet.devices d
            SET reported = fleet_internal.json_merge_patches(d.reported, p.patches),
                reported_version = d.reported_version + cardinality(p.patches),
-               last_activity_at = pg_catalog.clock_timestamp()
+               last_activity_at = fleet_internal.moment()
           FROM (SELECT r.device_id, array_agg(r.patch ORDER BY r.n) AS patches
                   FROM requests r
                  WHERE jsonb_typeof(r.patch) = 'object'
@@ -365,7 +365,7 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO fleet.endpoint_refusals AS e (gateway, reason, refusals, last_client_id, last_at)
-    SELECT gateway, r.reason, count(*), (array_agg(r.client_id ORDER BY r.n DESC))[1], pg_catalog.clock_timestamp()
+    SELECT gateway, r.reason, count(*), (array_agg(r.client_id ORDER BY r.n DESC))[1], fleet_internal.moment()
       FROM unnest(reasons, client_ids) WITH ORDINALITY AS r(reason, client_id, n)
      GROUP BY r.reason
     ON CONFLICT (gateway, reason) DO UPDATE

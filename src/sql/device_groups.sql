@@ -361,7 +361,8 @@ CREATE VIEW fleet.device_group_members WITH (security_invoker = true) AS
       JOIN fleet.organizations o ON o.path @> ARRAY[g.organization_id]
       JOIN fleet.devices d ON d.organization_id = o.id
      WHERE (g.template_id IS NULL OR d.template_id = g.template_id)
-       AND (g.filter IS NULL OR jsonb_path_match(fleet.device_document(d), g.filter, silent => true));
+       AND (g.filter IS NULL OR jsonb_path_match(fleet_internal.device_document_of(d.id, d.display_name, d.template_id, d.organization_id, d.simulated,
+                 d.connection_state, d.last_activity_at, d.edge, d.manifest_id, d.properties, d.reported, d.cloud_properties), g.filter, silent => true));
 COMMENT ON VIEW fleet.device_group_members IS 'The devices of each device group now: template, organization subtree and filter applied';
 
 CREATE FUNCTION fleet.list_device_group_members(device_group_id text)

@@ -284,7 +284,11 @@ BEGIN
                AND c.problem IS NULL;
             GET DIAGNOSTICS n_imported = ROW_COUNT;
         END IF;
-    EXCEPTION WHEN unique_violation THEN
+    EXCEPTION WHEN unique_violation OR internal_error THEN
+        -- (Citus passes a shard's unique violation on as an internal error)
+        IF SQLSTATE = 'XX000' AND SQLERRM NOT LIKE 'duplicate key value violates unique constraint%' THEN
+            RAISE;
+        END IF;
         WITH valid AS (
             SELECT s.line, s.device_id, s.display_name, s.x509_thumbprint_primary, s.x509_thumbprint_secondary,
                    c.enrollment_group_id
@@ -346,7 +350,7 @@ BEGIN
                          WHEN n_imported = 0 THEN 'failed'
                          ELSE 'completed_with_errors' END,
            rows = n_rows, imported = n_imported, rejected = n_rejected,
-           finished_at = clock_timestamp()
+           finished_at = fleet_internal.moment()
      WHERE o.id = op_id;
 
     IF n_rejected = 0 THEN

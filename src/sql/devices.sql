@@ -3,34 +3,10 @@
 -- fleet.devices has no foreign keys: they are per-row triggers, which would
 -- dominate the cost of importing a million devices and stand in the way of
 -- distributing the table later (DESIGN.md section 7).  Every function that
--- writes devices checks what they refer to, and the referenced tables refuse
--- to lose a row that devices still use (fleet_internal.refuse_delete_in_use).
+-- writes devices checks what they refer to, and the functions that delete a
+-- template, organization or edge manifest refuse while devices use it.  (No
+-- trigger either: Citus allows none on distributed and reference tables.)
 
-
--- Refuses to delete a template, organization or manifest that devices use.
-CREATE FUNCTION fleet_internal.refuse_delete_in_use()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    in_use bigint;
-BEGIN
-    EXECUTE format('SELECT count(*) FROM fleet.devices WHERE %I = $1', TG_ARGV[0])
-       INTO in_use USING OLD.id;
-    IF in_use > 0 THEN
-        PERFORM fleet_internal.refuse_in_use(TG_ARGV[1], OLD.id, format('%s devices refer to it.', in_use),
-                                             'Move or delete those devices first.');
-    END IF;
-    RETURN OLD;
-END;
-$$;
-CREATE TRIGGER refuse_delete_in_use BEFORE DELETE ON fleet.device_templates
-    FOR EACH ROW EXECUTE FUNCTION fleet_internal.refuse_delete_in_use('template_id', 'device template');
-CREATE TRIGGER refuse_delete_in_use BEFORE DELETE ON fleet.organizations
-    FOR EACH ROW EXECUTE FUNCTION fleet_internal.refuse_delete_in_use('organization_id', 'organization');
-CREATE TRIGGER refuse_delete_in_use BEFORE DELETE ON fleet.edge_manifests
-    FOR EACH ROW EXECUTE FUNCTION fleet_internal.refuse_delete_in_use('manifest_id', 'edge manifest');
 
 -- The device, or "does not exist" unless the role sees it.
 CREATE FUNCTION fleet_internal.visible_device(device_id text, role_name name)
@@ -197,28 +173,44 @@ COMMENT ON FUNCTION fleet.delete_device(text) IS 'Deletes a device; jobs that ra
 
 -- The device as one jsonb document, what device group filters are matched
 -- against.
-CREATE FUNCTION fleet.device_document(device fleet.devices)
+-- The same from the device's columns: what statements over many devices
+-- call, since Citus sends each shard's statement to a worker, where a
+-- whole row of fleet.devices is a row of the shard's own type.
+CREATE FUNCTION fleet_internal.device_document_of(
+    id text, display_name text, template_id text, organization_id text, simulated boolean,
+    connection_state text, last_activity_at timestamptz, edge boolean, manifest_id text,
+    properties jsonb, reported jsonb, cloud_properties jsonb)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT jsonb_build_object(
-        'id', device.id,
-        'displayName', device.display_name,
-        'template', device.template_id,
-        'organization', device.organization_id,
-        'simulated', device.simulated,
+        'id', id,
+        'displayName', display_name,
+        'template', template_id,
+        'organization', organization_id,
+        'simulated', simulated,
         -- IoT Central's devices are provisioned once they first connect;
         -- one registered here may connect through any gateway, so a
         -- registered device counts
         'provisioned', true,
         -- its connection to the MQTT endpoint (false: never connected)
-        'connected', coalesce(device.connection_state = 'connected', false),
-        'lastActivityTime', device.last_activity_at,
-        'edge', device.edge,
-        'manifest', device.manifest_id,
-        'properties', device.properties,
-        'reported', device.reported,
-        'cloudProperties', device.cloud_properties)
+        'connected', coalesce(connection_state = 'connected', false),
+        'lastActivityTime', last_activity_at,
+        'edge', edge,
+        'manifest', manifest_id,
+        'properties', properties,
+        'reported', reported,
+        'cloudProperties', cloud_properties)
+$$;
+
+CREATE FUNCTION fleet.device_document(device fleet.devices)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT fleet_internal.device_document_of(device.id, device.display_name, device.template_id,
+        device.organization_id, device.simulated, device.connection_state, device.last_activity_at,
+        device.edge, device.manifest_id, device.properties, device.reported, device.cloud_properties)
 $$;
 COMMENT ON FUNCTION fleet.device_document(fleet.devices) IS 'The device as jsonb (id, displayName, template, organization, simulated, provisioned, connected, lastActivityTime, edge, manifest, properties, reported, cloudProperties), matched by device group filters';

@@ -175,7 +175,11 @@ BEGIN
             format('%s unfinished jobs or scheduled jobs would assign it.', users),
             'Delete or finish those jobs and scheduled jobs first.');
     END IF;
-    -- (devices that run it: refused by fleet_internal.refuse_delete_in_use)
+    SELECT count(*) INTO users FROM fleet.devices d WHERE d.manifest_id = m.id;
+    IF users > 0 THEN
+        PERFORM fleet_internal.refuse_in_use('edge manifest', m.id, format('%s devices refer to it.', users),
+                                             'Move or delete those devices first.');
+    END IF;
     DELETE FROM fleet.edge_manifests em WHERE em.id = m.id;
 END;
 $$;

@@ -72,10 +72,13 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    now_ts      timestamptz := coalesce(at, clock_timestamp());
+    now_ts      timestamptz := fleet_internal.moment(at);
     contention  boolean := fleet_internal.is_contention(sqlstate, message);
     timed_out   boolean := sqlstate = '57014' AND NOT contention;
     max_retries int := current_setting('fleet.job_max_retries')::int;
+    -- (a value, not a call in the UPDATE: Citus allows no stable function
+    -- in the CASE of a statement it sends to the nodes)
+    chunk_size  int := current_setting('fleet.engine_chunk_size')::int;
     state       fleet_internal.job_engine_state;
     backoff     interval;
 BEGIN
@@ -89,7 +92,7 @@ BEGIN
            step_started_at = NULL, action = NULL,
            -- a chunk that ran out of time is tried again at half its size
            step_size = CASE WHEN timed_out AND engine_failed.action = 'advance'
-                            THEN greatest(coalesce(s.step_size, current_setting('fleet.engine_chunk_size')::int) / 2, 1)
+                            THEN greatest(coalesce(s.step_size, chunk_size) / 2, 1)
                             ELSE s.step_size END
      WHERE s.job_id = engine_failed.job_id
     RETURNING s.* INTO state;
@@ -182,7 +185,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    now_ts  timestamptz := coalesce(at, clock_timestamp());
+    now_ts  timestamptz := fleet_internal.moment(at);
     naptime int := (extract(epoch FROM current_setting('fleet.engine_naptime')::interval) * 1000)::int;
     next_due timestamptz;
 BEGIN
@@ -220,7 +223,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    now_ts      timestamptz := coalesce(at, clock_timestamp());
+    now_ts      timestamptz := fleet_internal.moment(at);
     max_running int := current_setting('fleet.max_running_jobs')::int;
     share       int := coalesce(nullif(current_setting('fleet.max_running_jobs_per_organization')::int, 0),
                                 greatest(current_setting('fleet.max_running_jobs')::int - 1, 1));

@@ -39,7 +39,7 @@ BEGIN
             THEN format('job "%s" is not in organization "%s"', job.rerun_of, job.organization_id)
         END;
         IF refusal IS NOT NULL THEN
-            UPDATE fleet.jobs j SET status = 'failed', finished_at = coalesce(at, clock_timestamp()), error = refusal
+            UPDATE fleet.jobs j SET status = 'failed', finished_at = fleet_internal.moment(at), error = refusal
              WHERE j.id = job.id;
             PERFORM fleet_internal.job_event(job.id, 'failed');
             RETURN;
@@ -62,7 +62,8 @@ BEGIN
              WHERE job.rerun_of IS NULL
                AND d.organization_id IN (SELECT o.id FROM fleet.organizations o WHERE o.path @> ARRAY[grp.organization_id])
                AND (grp.template_id IS NULL OR d.template_id = grp.template_id)
-               AND (grp.filter IS NULL OR jsonb_path_match(fleet.device_document(d), grp.filter, silent => true))
+               AND (grp.filter IS NULL OR jsonb_path_match(fleet_internal.device_document_of(d.id, d.display_name, d.template_id, d.organization_id, d.simulated,
+                 d.connection_state, d.last_activity_at, d.edge, d.manifest_id, d.properties, d.reported, d.cloud_properties), grp.filter, silent => true))
         ),
         numbered AS (
             SELECT m.device_id, row_number() OVER (ORDER BY m.device_id) AS n, count(*) OVER () AS total
@@ -99,15 +100,15 @@ BEGIN
         END IF;
 
         UPDATE fleet.jobs j
-           SET started_at = coalesce(at, clock_timestamp()), device_count = total,
+           SET started_at = fleet_internal.moment(at), device_count = total,
                current_batch = CASE WHEN total > 0 THEN 1 END
          WHERE j.id = job.id;
     END IF;
     -- a resumed command job offers its withdrawn commands again, with a
     -- fresh deadline
     UPDATE fleet.command_windows w
-       SET deadline = coalesce(at, clock_timestamp()) + timeout,
-           next_check = least(coalesce(w.next_check, 'infinity'), coalesce(at, clock_timestamp()) + timeout)
+       SET deadline = fleet_internal.moment(at) + timeout,
+           next_check = least(coalesce(w.next_check, 'infinity'), fleet_internal.moment(at) + timeout)
      WHERE w.job_id = job.id;
     IF FOUND THEN
         -- (the payload says nothing: anyone may LISTEN)

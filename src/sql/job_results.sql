@@ -50,7 +50,8 @@ BEGIN
     SELECT jd.device_id, coalesce(d.display_name, 'deleted'), jd.batch, jd.status, jd.error,
            jd.started_at, jd.finished_at,
            CASE WHEN cardinality(paths) = 0 OR d.id IS NULL THEN NULL
-                ELSE (SELECT jsonb_object_agg(p, jsonb_path_query_first(fleet.device_document(d), p::jsonpath,
+                ELSE (SELECT jsonb_object_agg(p, jsonb_path_query_first(fleet_internal.device_document_of(d.id, d.display_name, d.template_id, d.organization_id, d.simulated,
+                 d.connection_state, d.last_activity_at, d.edge, d.manifest_id, d.properties, d.reported, d.cloud_properties), p::jsonpath,
                                                                          silent => true))
                         FROM unnest(paths) p) END
       FROM fleet.job_devices jd

@@ -325,7 +325,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    now_ts  timestamptz := coalesce(at, clock_timestamp());
+    now_ts  timestamptz := fleet_internal.moment(at);
     retried bigint;
     last_at timestamptz;
 BEGIN
@@ -647,7 +647,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    now_ts    timestamptz := coalesce(at, clock_timestamp());
+    now_ts    timestamptz := fleet_internal.moment(at);
     rate      bigint := fleet_internal.rollout_rate(job);
     slice     bigint;
     in_minute bigint;
@@ -678,13 +678,16 @@ $$;
 -- Records what a step of a rate-limited job dispatched.
 CREATE FUNCTION fleet_internal.record_dispatch(job_id text, devices bigint, at timestamptz)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    INSERT INTO fleet_internal.job_dispatches AS d (job_id, at, devices)
-    SELECT record_dispatch.job_id, coalesce(at, clock_timestamp()), devices
-     WHERE devices > 0
-    ON CONFLICT ON CONSTRAINT job_dispatches_pkey DO UPDATE SET devices = d.devices + excluded.devices
+BEGIN
+    IF devices > 0 THEN
+        INSERT INTO fleet_internal.job_dispatches AS d (job_id, at, devices)
+        VALUES (record_dispatch.job_id, fleet_internal.moment(at), record_dispatch.devices)
+        ON CONFLICT ON CONSTRAINT job_dispatches_pkey DO UPDATE SET devices = d.devices + excluded.devices;
+    END IF;
+END;
 $$;
 
 -- Whether a job's maintenance windows are open at a time, and when the
@@ -896,7 +899,7 @@ BEGIN
         RETURN false;
     END IF;
     -- (a look over the group every ten seconds)
-    UPDATE fleet_internal.job_engine_state s SET not_before = coalesce(at, clock_timestamp()) + interval '10 seconds'
+    UPDATE fleet_internal.job_engine_state s SET not_before = fleet_internal.moment(at) + interval '10 seconds'
      WHERE s.job_id = job.id;
     waits := format('waiting: continuous, %s devices so far; devices that join its group get it', coalesce(job.device_count, 0));
     UPDATE fleet.jobs j SET status_detail = waits WHERE j.id = job.id AND j.status_detail IS DISTINCT FROM waits;
@@ -938,7 +941,7 @@ BEGIN
         -- claimed, unanswered: failed now (an answer that comes later finds
         -- its delivery done and changes nothing)
         UPDATE fleet.job_devices jd
-           SET status = 'failed', error = 'the job ended', finished_at = coalesce(at, clock_timestamp())
+           SET status = 'failed', error = 'the job ended', finished_at = fleet_internal.moment(at)
          WHERE jd.job_id = job.id AND jd.status = 'pending' AND jd.gateway IS NOT NULL;
     END IF;
     UPDATE fleet.jobs j SET status_detail = reason WHERE j.id = job.id;

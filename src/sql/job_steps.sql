@@ -30,11 +30,11 @@ AS $$
 BEGIN
     -- windows with nothing claimed go now; the others once their claimed
     -- commands are answered or time out
-    UPDATE fleet.command_windows w SET next_check = coalesce(at, now()) WHERE w.job_id = job.id;
+    UPDATE fleet.command_windows w SET next_check = fleet_internal.transaction_moment(at) WHERE w.job_id = job.id;
     -- the batch under way gets its final counts (answers are counted when a
     -- batch ends, and this one ends here)
     UPDATE fleet.job_batches b
-       SET status = 'cancelled', finished_at = coalesce(at, clock_timestamp()),
+       SET status = 'cancelled', finished_at = fleet_internal.moment(at),
            completed = c.completed, failed = c.failed, timed_out = c.timed_out, rejected = c.rejected
       FROM (SELECT jb.batch,
                    count(*) FILTER (WHERE jd.status = 'completed') AS completed,
@@ -47,7 +47,7 @@ BEGIN
              WHERE jb.job_id = job.id AND jb.status IN ('pending', 'running')
              GROUP BY jb.batch) c
      WHERE b.job_id = job.id AND b.batch = c.batch;
-    UPDATE fleet.jobs j SET status = final_status, finished_at = coalesce(at, clock_timestamp()) WHERE j.id = job.id;
+    UPDATE fleet.jobs j SET status = final_status, finished_at = fleet_internal.moment(at) WHERE j.id = job.id;
     PERFORM fleet_internal.job_event(job.id, final_status, job.current_batch);
 END;
 $$;
@@ -142,11 +142,15 @@ BEGIN
         -- changed: the MQTT endpoint sends it to the device as a patch, and
         -- fleet.device_property_sync compares the device's acknowledgement
         -- with it
-        RETURN format('%I = %s, desired_version = d.desired_version + 1, desired_versions = d.desired_versions || %s',
+        -- (the object written as text and cast: jsonb_build_object() is
+        -- stable, and Citus sends no stable function over a device's
+        -- columns to the shards)
+        RETURN format('%I = %s, desired_version = d.desired_version + 1, desired_versions = d.desired_versions || (%s || ''}'')::jsonb',
                       column_name, expr,
-                      (SELECT format('jsonb_build_object(%s)',
-                                     string_agg(format('%L, d.desired_version + 1', e ->> 'path'), ', '))
-                         FROM jsonb_array_elements(job.data) e));
+                      (SELECT string_agg(format('%L || (d.desired_version + 1)::text',
+                                                CASE WHEN x.n = 1 THEN '{' ELSE ', ' END || to_jsonb(x.e ->> 'path')::text || ': '),
+                                         ' || ' ORDER BY x.n)
+                         FROM jsonb_array_elements(job.data) WITH ORDINALITY AS x (e, n)));
     END IF;
     RETURN format('%I = %s', column_name, expr);
 END;
@@ -178,8 +182,8 @@ BEGIN
     LOOP
         -- (a command job's device gets no delivery)
         UPDATE fleet.job_devices jd
-           SET status = 'failed', error = failure.problem, started_at = coalesce(at, now()),
-               finished_at = coalesce(at, clock_timestamp()),
+           SET status = 'failed', error = failure.problem, started_at = fleet_internal.transaction_moment(at),
+               finished_at = fleet_internal.moment(at),
                delivery_id = NULL
          WHERE jd.job_id = engine_fail_unfit.job_id AND jd.device_id = ANY (failure.devices)
            AND jd.status = 'pending';
@@ -245,7 +249,7 @@ BEGIN
                    set_clause, problem)
        INTO applied USING ids, ids[1], chunk_last;
     n_applied := coalesce(cardinality(applied), 0);
-    done_at := coalesce(at, clock_timestamp());
+    done_at := fleet_internal.moment(at);
 
     IF n_applied = cardinality(ids) THEN
         -- the common case: the whole chunk took it, one range of job_devices
@@ -344,20 +348,20 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    UPDATE fleet.jobs j SET last_step_at = coalesce(at, clock_timestamp()) WHERE j.id = job.id;
+    UPDATE fleet.jobs j SET last_step_at = fleet_internal.moment(at) WHERE j.id = job.id;
     rate_limited := job.rollout ?| '{maximumPerMinute,exponentialRate}';
     -- (a rerun of a continuous job reruns its failed devices, no more)
     continuous := job.rollout ? 'continuous' AND job.rerun_of IS NULL;
 
     -- its rollout's end (src/sql/job_rollouts.sql)
-    IF fleet_internal.rollout_end(job) <= coalesce(at, clock_timestamp()) THEN
+    IF fleet_internal.rollout_end(job) <= fleet_internal.moment(at) THEN
         PERFORM fleet_internal.engine_end_job(job, at);
         RETURN false;
     END IF;
     -- its maintenance windows: outside them it waits for the next to open
     -- (what it dispatched goes on: commands offered may still be claimed)
     IF job.rollout ? 'maintenanceWindows' THEN
-        SELECT * INTO outside FROM fleet_internal.maintenance_window_state(job.rollout, coalesce(at, clock_timestamp()));
+        SELECT * INTO outside FROM fleet_internal.maintenance_window_state(job.rollout, fleet_internal.moment(at));
         IF NOT outside.open THEN
             UPDATE fleet_internal.job_engine_state s SET not_before = outside.next_open WHERE s.job_id = job.id;
             waits := format('waiting: outside its maintenance windows; the next opens at %s',
@@ -405,7 +409,7 @@ BEGIN
         RETURN false;
     END IF;
     IF b.status = 'pending' THEN
-        UPDATE fleet.job_batches jb SET status = 'running', started_at = coalesce(at, clock_timestamp())
+        UPDATE fleet.job_batches jb SET status = 'running', started_at = fleet_internal.moment(at)
          WHERE jb.job_id = job.id AND jb.batch = b.batch;
         PERFORM fleet_internal.job_event(job.id, 'batchStarted', b.batch);
     END IF;
@@ -511,7 +515,7 @@ BEGIN
     END IF;
 
     -- the batch is done: on to the next, or the job is
-    UPDATE fleet.job_batches jb SET status = 'completed', finished_at = coalesce(at, clock_timestamp())
+    UPDATE fleet.job_batches jb SET status = 'completed', finished_at = fleet_internal.moment(at)
      WHERE jb.job_id = job.id AND jb.batch = b.batch;
     PERFORM fleet_internal.job_event(job.id, 'batchCompleted', b.batch);
     IF EXISTS (SELECT 1 FROM fleet.job_batches jb WHERE jb.job_id = job.id AND jb.batch = b.batch + 1) THEN
@@ -548,11 +552,13 @@ $$;
 -- time out.
 CREATE FUNCTION fleet_internal.engine_give_up(job_id text, message text, at timestamptz)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    UPDATE fleet.jobs j SET status = 'failed', error = message, finished_at = coalesce(at, clock_timestamp())
+BEGIN
+    UPDATE fleet.jobs j SET status = 'failed', error = message, finished_at = fleet_internal.moment(at)
      WHERE j.id = engine_give_up.job_id;
-    UPDATE fleet.command_windows w SET next_check = coalesce(at, now()) WHERE w.job_id = engine_give_up.job_id;
-    SELECT fleet_internal.job_event(engine_give_up.job_id, 'failed');
+    UPDATE fleet.command_windows w SET next_check = fleet_internal.transaction_moment(at) WHERE w.job_id = engine_give_up.job_id;
+    PERFORM fleet_internal.job_event(engine_give_up.job_id, 'failed');
+END;
 $$;

@@ -84,7 +84,7 @@ BEGIN
     job := fleet_internal.job_from_definition(fleet_internal.body_with_id(definition, job_id, 'job'),
                                               fleet_internal.calling_role());
     job.status := 'pending';
-    job.queued_at := clock_timestamp();
+    job.queued_at := fleet_internal.moment();
     INSERT INTO fleet.jobs SELECT job.*;
     PERFORM fleet_internal.job_event(job.id, 'queued');
     PERFORM fleet_internal.wake_engine();
@@ -133,7 +133,7 @@ AS $$
 BEGIN
     PERFORM fleet_internal.require_engine_database('running a job');
     PERFORM fleet_internal.lock_job(run_job.job_id, '{saved}', 'run', 'running');
-    UPDATE fleet.jobs j SET status = 'pending', queued_at = clock_timestamp() WHERE j.id = run_job.job_id;
+    UPDATE fleet.jobs j SET status = 'pending', queued_at = fleet_internal.moment() WHERE j.id = run_job.job_id;
     PERFORM fleet_internal.job_event(run_job.job_id, 'queued');
     PERFORM fleet_internal.wake_engine();
     RETURN fleet.get_job(run_job.job_id);
@@ -180,14 +180,14 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Run it again on its failed devices with fleet.rerun_job().';
     END IF;
-    IF fleet_internal.rollout_end(job) <= clock_timestamp() THEN
+    IF fleet_internal.rollout_end(job) <= fleet_internal.moment() THEN
         RAISE EXCEPTION 'cannot resume job "%": its rollout ended at %', resume_job.job_id,
                         fleet_internal.rest_timestamp(fleet_internal.rollout_end(job))
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Copy it with fleet.copy_job() and give the copy a later "endTime" or a longer "maximumDuration", or rerun its failed devices.';
     END IF;
     UPDATE fleet.jobs j
-       SET status = 'pending', queued_at = clock_timestamp(), finished_at = NULL, error = NULL, last_step_at = NULL,
+       SET status = 'pending', queued_at = fleet_internal.moment(), finished_at = NULL, error = NULL, last_step_at = NULL,
            status_detail = NULL
      WHERE j.id = resume_job.job_id;
     DELETE FROM fleet_internal.job_engine_state s WHERE s.job_id = resume_job.job_id;
@@ -234,7 +234,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM fleet_internal.lock_job(delete_job.job_id, '{saved,stopped,completed,failed,cancelled}', 'delete', 'deleting');
-    UPDATE fleet.jobs j SET deleted_at = clock_timestamp() WHERE j.id = delete_job.job_id;
+    UPDATE fleet.jobs j SET deleted_at = fleet_internal.moment() WHERE j.id = delete_job.job_id;
     PERFORM fleet_internal.job_event(delete_job.job_id, 'deleted');
     PERFORM fleet_internal.wake_engine();
 END;
@@ -298,7 +298,7 @@ BEGIN
              fleet_internal.calling_role());
     job.rerun_of := source.id;
     job.status := 'pending';
-    job.queued_at := clock_timestamp();
+    job.queued_at := fleet_internal.moment();
     INSERT INTO fleet.jobs SELECT job.*;
     PERFORM fleet_internal.job_event(job.id, 'queued');
     PERFORM fleet_internal.wake_engine();
@@ -361,13 +361,13 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    give_up timestamptz := clock_timestamp() + timeout;
+    give_up timestamptz := fleet_internal.moment() + timeout;
     current text;
 BEGIN
     PERFORM fleet_internal.require_job(wait_for_job.job_id);
     LOOP
         SELECT j.status INTO current FROM fleet.jobs j WHERE j.id = wait_for_job.job_id;
-        EXIT WHEN current = ANY (statuses) OR clock_timestamp() > give_up;
+        EXIT WHEN current = ANY (statuses) OR fleet_internal.moment() > give_up;
         PERFORM pg_sleep(0.02);
     END LOOP;
     RETURN current;

@@ -11,16 +11,17 @@
 -- DEFINER and check the caller's rights themselves.  Superusers and
 -- BYPASSRLS roles (the engine runs as one) see everything.
 --
--- "Visible" organizations are those fleet.organizations shows the role
--- (its grants' subtrees); the other tables ask that table, so each policy
--- is one hashed subquery per statement, not a check per row.
+-- Each policy compares a column of the row itself with the ids the caller
+-- sees (fleet_internal.row_scope(), which the planner turns into a
+-- constant): no subquery and no function that reads a table, so that Citus
+-- can put the same policies on distributed and reference tables and each
+-- worker evaluates them alone (DESIGN.md section 7; test sql/layout.sql
+-- keeps it so).  On one server the comparison is a hashed array lookup.
 
 ALTER TABLE fleet.organizations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.organizations FORCE ROW LEVEL SECURITY;
 CREATE POLICY members_read ON fleet.organizations FOR SELECT
-    USING (EXISTS (SELECT 1 FROM fleet.organization_members m
-                    WHERE m.organization_id = ANY (path)
-                      AND pg_catalog.pg_has_role(current_user, m.member, 'USAGE')));
+    USING (id = ANY (fleet_internal.row_scope('organizations')));
 
 ALTER TABLE fleet.organization_members ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.organization_members FORCE ROW LEVEL SECURITY;
@@ -32,57 +33,58 @@ CREATE POLICY own_memberships ON fleet.organization_members FOR SELECT
 ALTER TABLE fleet.devices ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.devices FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet.devices FOR SELECT
-    USING (organization_id IN (SELECT o.id FROM fleet.organizations o));
+    USING (organization_id = ANY (fleet_internal.row_scope('organizations')));
 ALTER TABLE fleet.device_groups ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.device_groups FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet.device_groups FOR SELECT
-    USING (organization_id IN (SELECT o.id FROM fleet.organizations o));
+    USING (organization_id = ANY (fleet_internal.row_scope('organizations')));
 ALTER TABLE fleet.device_operations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.device_operations FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet.device_operations FOR SELECT
-    USING (organization_id IN (SELECT o.id FROM fleet.organizations o));
+    USING (organization_id = ANY (fleet_internal.row_scope('organizations')));
 ALTER TABLE fleet.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.jobs FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet.jobs FOR SELECT
-    USING (organization_id IN (SELECT o.id FROM fleet.organizations o) AND deleted_at IS NULL);
+    USING (organization_id = ANY (fleet_internal.row_scope('organizations')) AND deleted_at IS NULL);
 ALTER TABLE fleet.scheduled_jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.scheduled_jobs FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet.scheduled_jobs FOR SELECT
-    USING (organization_id IN (SELECT o.id FROM fleet.organizations o));
+    USING (organization_id = ANY (fleet_internal.row_scope('organizations')));
 
--- tables whose rows belong to a parent row: visible with the parent
+-- tables whose rows belong to a parent row: visible with the parent (a
+-- deleted job's rows are gone with it, while the engine purges them)
 ALTER TABLE fleet.device_operation_errors ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.device_operation_errors FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet.device_operation_errors FOR SELECT
-    USING (operation_id IN (SELECT p.id FROM fleet.device_operations p));
+    USING (operation_id = ANY (fleet_internal.row_scope_ids('device_operations')));
 ALTER TABLE fleet.job_batches ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.job_batches FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet.job_batches FOR SELECT
-    USING (job_id IN (SELECT p.id FROM fleet.jobs p));
+    USING (job_id = ANY (fleet_internal.row_scope('jobs')));
 ALTER TABLE fleet.job_devices ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.job_devices FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet.job_devices FOR SELECT
-    USING (job_id IN (SELECT p.id FROM fleet.jobs p));
+    USING (job_id = ANY (fleet_internal.row_scope('jobs')));
 ALTER TABLE fleet.job_device_attempts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.job_device_attempts FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet.job_device_attempts FOR SELECT
-    USING (job_id IN (SELECT p.id FROM fleet.jobs p));
+    USING (job_id = ANY (fleet_internal.row_scope('jobs')));
 ALTER TABLE fleet.command_windows ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.command_windows FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet.command_windows FOR SELECT
-    USING (job_id IN (SELECT p.id FROM fleet.jobs p));
+    USING (job_id = ANY (fleet_internal.row_scope('jobs')));
 ALTER TABLE fleet.scheduled_job_runs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.scheduled_job_runs FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet.scheduled_job_runs FOR SELECT
-    USING (scheduled_job_id IN (SELECT p.id FROM fleet.scheduled_jobs p));
+    USING (scheduled_job_id = ANY (fleet_internal.row_scope('scheduled_jobs')));
 ALTER TABLE fleet_internal.job_engine_state ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet_internal.job_engine_state FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet_internal.job_engine_state FOR SELECT
-    USING (job_id IN (SELECT p.id FROM fleet.jobs p));
+    USING (job_id = ANY (fleet_internal.row_scope('jobs')));
 ALTER TABLE fleet_internal.job_dispatches ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet_internal.job_dispatches FORCE ROW LEVEL SECURITY;
 CREATE POLICY viewers_read ON fleet_internal.job_dispatches FOR SELECT
-    USING (job_id IN (SELECT p.id FROM fleet.jobs p));
+    USING (job_id = ANY (fleet_internal.row_scope('jobs')));
 
 -- shared application-wide: every role reads templates and manifests
 ALTER TABLE fleet.device_templates ENABLE ROW LEVEL SECURITY;
@@ -100,14 +102,13 @@ CREATE POLICY everyone_reads ON fleet.edge_manifests FOR SELECT USING (true);
 ALTER TABLE fleet.enrollment_groups ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.enrollment_groups FORCE ROW LEVEL SECURITY;
 CREATE POLICY administrators_read ON fleet.enrollment_groups FOR SELECT
-    USING (organization_id IN (SELECT fleet_internal.organizations_for('administrator')));
+    USING (organization_id = ANY (fleet_internal.row_scope('administered_organizations')));
 
--- and their certificates, to the same administrators (the groups' own
--- policy applies to the subquery)
+-- and their certificates, to the same administrators
 ALTER TABLE fleet.enrollment_group_certificates ENABLE ROW LEVEL SECURITY;
 ALTER TABLE fleet.enrollment_group_certificates FORCE ROW LEVEL SECURITY;
 CREATE POLICY administrators_read ON fleet.enrollment_group_certificates FOR SELECT
-    USING (enrollment_group_id IN (SELECT g.id FROM fleet.enrollment_groups g));
+    USING (enrollment_group_id = ANY (fleet_internal.row_scope('enrollment_groups')));
 
 -- the MQTT endpoint's refusals name clients of every organization: for
 -- monitoring roles (granted below)
@@ -162,7 +163,13 @@ GRANT EXECUTE ON FUNCTION fleet_internal.sees(name, text), fleet_internal.visibl
       fleet_internal.etag(jsonb), fleet_internal.rest_timestamp(timestamptz),
       fleet_internal.scheduled_job_etag(fleet.scheduled_jobs), fleet_internal.device_group_etag(fleet.device_groups),
       -- what the device lists and the results log read of answers (pure)
-      fleet_internal.failure_type(text), fleet_internal.reported_progress(jsonb)
+      fleet_internal.failure_type(text), fleet_internal.reported_progress(jsonb),
+      -- the time of a statement (the clock)
+      fleet_internal.moment(timestamptz), fleet_internal.transaction_moment(timestamptz),
+      -- what device group filters match (pure)
+      fleet_internal.device_document_of(text, text, text, text, boolean, text, timestamptz, boolean, text, jsonb, jsonb, jsonb),
+      -- what every policy compares with: the caller's own ids
+      fleet_internal.row_scope(text), fleet_internal.row_scope_ids(text)
    TO PUBLIC;
 GRANT SELECT ON fleet_internal.job_engine_state TO PUBLIC;
 -- what fleet.engine_status calls, for its readers

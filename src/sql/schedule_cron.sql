@@ -102,7 +102,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    now_ts  timestamptz := coalesce(at, clock_timestamp());
+    now_ts  timestamptz := fleet_internal.moment(at);
     state   fleet_internal.engine_state;
     desired jsonb;
     message text;
@@ -162,7 +162,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    now_ts  timestamptz := coalesce(at, clock_timestamp());
+    now_ts  timestamptz := fleet_internal.moment(at);
     overdue text;
     message text;
 BEGIN

@@ -30,7 +30,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF abs(extract(epoch FROM at - pg_catalog.clock_timestamp())) > 60
+    IF abs(extract(epoch FROM at - fleet_internal.moment())) > 60
        AND NOT fleet_internal.role_sees_everything(fleet_internal.calling_role()) THEN
         RAISE EXCEPTION 'only a superuser may % at another time than now', action
             USING ERRCODE = 'insufficient_privilege',
@@ -445,7 +445,7 @@ BEGIN
                                 job.organization_id, s.organization_id;
             END IF;
             job.status := 'pending';
-            job.queued_at := clock_timestamp();
+            job.queued_at := fleet_internal.moment();
             job.scheduled_job_id := s.id;
             INSERT INTO fleet.jobs SELECT job.*;
             job_id := job.id;

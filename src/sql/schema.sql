@@ -21,6 +21,21 @@ BEGIN
 END;
 $$;
 
+-- The time of a step: "at" (tests pass one), or the clock.  C
+-- (src/citus_node.c), STABLE so that Citus evaluates it on the coordinator
+-- for a statement that writes its tables, which it refuses with a volatile
+-- fleet_internal.moment(); every statement that writes a time calls this.
+CREATE FUNCTION fleet_internal.moment(at timestamptz DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'moment';
+-- "at", or now(): the transaction's start (Citus also refuses now() inside
+-- a COALESCE of such a statement).
+CREATE FUNCTION fleet_internal.transaction_moment(at timestamptz DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'transaction_moment';
+
 -- A CSV cell a spreadsheet will not run as a formula: with neutralize, a
 -- value starting with =, +, -, @, a tab or a carriage return gets a leading
 -- single quote, as OWASP's "CSV Injection" advice says.  Only the output

@@ -119,9 +119,12 @@ COMMENT ON TABLE fleet.job_devices IS 'Every device of every started job: its ba
 
 -- A command job's earlier attempts on a device, each failed and retried
 -- (its rollout's "retries"); the device's row in job_devices holds its
--- latest.  Few rows: only retried failures.
+-- latest.  Few rows: only retried failures.  No foreign key to jobs, like
+-- job_devices: on Citus it would make every statement over the devices'
+-- shards in a step that also changes the job run over one connection per
+-- node; the purge of a deleted job deletes them (src/sql/retention.sql).
 CREATE TABLE fleet.job_device_attempts (
-    job_id          text NOT NULL REFERENCES fleet.jobs (id) ON DELETE CASCADE,
+    job_id          text NOT NULL,
     device_id       text NOT NULL,
     attempt         int NOT NULL,
     error           text,
