@@ -115,3 +115,15 @@ transaction_moment(PG_FUNCTION_ARGS)
 		PG_RETURN_DATUM(PG_GETARG_DATUM(0));
 	PG_RETURN_TIMESTAMPTZ(GetCurrentTransactionStartTimestamp());
 }
+
+/*
+ * fleet_internal.citus_table(regclass) returns boolean: whether Citus
+ * manages the table, for the few statements that take another way there.
+ */
+PG_FUNCTION_INFO_V1(citus_table_sql);
+
+Datum
+citus_table_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(citus_table(PG_GETARG_OID(0)));
+}

@@ -101,6 +101,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF fleet_internal.citus_table('fleet.job_devices') THEN
+        RETURN QUERY SELECT * FROM fleet_internal.claim_deliveries_on_shards(gateway, max_count, everywhere, operated,
+                                                                             connected_via);
+        RETURN;
+    END IF;
     RETURN QUERY
     WITH picked AS MATERIALIZED (
         SELECT u.delivery_id, w.command, w.request, w.timeout
@@ -135,6 +140,118 @@ BEGIN
       FROM picked p, (SELECT fleet_internal.moment() AS at) t
      WHERE d.delivery_id = p.delivery_id AND d.delivery_id IS NOT NULL
     RETURNING d.delivery_id, d.job_id, d.device_id, p.command, p.request, d.deadline;
+END;
+$$;
+
+-- The claim when job_devices is spread over Citus shards, where FOR UPDATE
+-- SKIP LOCKED works within one shard only: for each open window, earliest
+-- deadline first, the first unclaimed deliveries are read from every shard,
+-- then claimed by an UPDATE that checks again that each is unclaimed (a
+-- gateway that read the same rows waits for the first one's commit and
+-- takes none of them twice).  Two statements a window, no row locked that
+-- is not claimed.
+CREATE FUNCTION fleet_internal.claim_deliveries_on_shards(gateway text, max_count int, everywhere boolean,
+                                                          operated text[], connected_via text)
+RETURNS TABLE (delivery_id bigint, job_id text, device_id text, command text, request jsonb, deadline timestamptz)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    w      record;
+    now_at timestamptz := fleet_internal.moment();
+    wanted bigint[];
+    left_  int := max_count;
+    n      int;
+BEGIN
+    FOR w IN SELECT ow.job_id AS window_job, ow.first_delivery, ow.last_delivery,
+                    rj.data -> 0 ->> 'path' AS window_command, rj.data -> 0 -> 'value' AS window_request,
+                    fleet_internal.command_timeout(rj.rollout) AS timeout
+               FROM fleet.command_windows ow JOIN fleet.jobs rj ON rj.id = ow.job_id
+              WHERE rj.status = 'running' AND (everywhere OR rj.organization_id = ANY (operated))
+              ORDER BY ow.deadline, ow.first_delivery
+    LOOP
+        wanted := ARRAY(
+            SELECT q.delivery_id FROM fleet.job_devices q
+             WHERE q.job_id = w.window_job
+               AND q.delivery_id >= w.first_delivery AND q.delivery_id <= w.last_delivery
+               AND q.gateway IS NULL AND q.status = 'pending'
+               AND (q.deadline IS NULL OR q.deadline <= now_at)
+               AND (connected_via IS NULL
+                    OR EXISTS (SELECT 1 FROM fleet.devices c
+                                WHERE c.id = q.device_id AND c.endpoint_gateway = connected_via
+                                  AND c.endpoint_listens & 1 = 1))
+             ORDER BY q.delivery_id
+             LIMIT left_);
+        CONTINUE WHEN cardinality(wanted) = 0;
+        RETURN QUERY
+        UPDATE fleet.job_devices d
+           SET gateway = claim_deliveries_on_shards.gateway, started_at = now_at, deadline = now_at + w.timeout
+         WHERE d.delivery_id = ANY (wanted) AND d.job_id = w.window_job
+           AND d.gateway IS NULL AND d.status = 'pending'
+        RETURNING d.delivery_id, d.job_id, d.device_id, w.window_command, w.window_request, d.deadline;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        left_ := left_ - n;
+        EXIT WHEN left_ <= 0;
+    END LOOP;
+END;
+$$;
+
+-- fleet.complete_commands() when job_devices is spread over Citus shards:
+-- each answer's new values are made first, from the answers alone (Citus
+-- refuses stable functions such as format() in a statement that changes a
+-- distributed table), then one UPDATE takes them.
+CREATE FUNCTION fleet_internal.complete_deliveries_on_shards(delivery_ids bigint[], statuses int[], responses jsonb[],
+                                                             everywhere boolean, operated text[], answered timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    taken   bigint;
+    allowed text[];
+    jobs    text[];
+    dues    timestamptz[];
+    -- each answer's new values, made here from the answers alone
+    new_statuses text[];
+    errors       text[];
+    finished     timestamptz[];
+BEGIN
+    IF NOT everywhere THEN
+        allowed := ARRAY(SELECT j.id FROM fleet.jobs j WHERE j.organization_id = ANY (operated));
+    END IF;
+    -- work under way (202) is due by its job's in-progress timeout
+    IF 202 = ANY (statuses) THEN
+        SELECT array_agg(d.job_id ORDER BY a.n), array_agg(answered + fleet_internal.in_progress_timeout(d.job_id) ORDER BY a.n)
+          INTO jobs, dues
+          FROM unnest(delivery_ids) WITH ORDINALITY AS a (delivery_id, n)
+          LEFT JOIN (SELECT q.delivery_id, q.job_id FROM fleet.job_devices q
+                      WHERE q.delivery_id = ANY (delivery_ids) AND q.delivery_id IS NOT NULL) d
+            ON d.delivery_id = a.delivery_id;
+    END IF;
+    SELECT array_agg(CASE WHEN x.status = 202 THEN 'pending'
+                          WHEN x.status BETWEEN 200 AND 299 THEN 'completed' ELSE 'failed' END ORDER BY x.n),
+           array_agg(CASE WHEN x.status NOT BETWEEN 200 AND 299
+                          THEN format('%s with status %s%s',
+                                      CASE WHEN x.status BETWEEN 400 AND 499 THEN 'rejected by the device' ELSE 'command failed' END,
+                                      x.status,
+                                      coalesce(': ' || left(x.response::text, 200)
+                                               || CASE WHEN length(x.response::text) > 200 THEN '...' ELSE '' END, '')) END
+                     ORDER BY x.n),
+           array_agg(CASE WHEN x.status <> 202 THEN answered END ORDER BY x.n)
+      INTO new_statuses, errors, finished
+      FROM unnest(delivery_ids, statuses, coalesce(responses, array_fill(NULL::jsonb, ARRAY[cardinality(delivery_ids)])))
+           WITH ORDINALITY AS x (delivery_id, status, response, n);
+    UPDATE fleet.job_devices d
+       SET status = a.new_status, error = a.error, response_status = a.status, response = a.response,
+           finished_at = a.finished_at, deadline = CASE WHEN a.status = 202 THEN a.due ELSE d.deadline END
+      FROM unnest(delivery_ids, statuses, coalesce(responses, array_fill(NULL::jsonb, ARRAY[cardinality(delivery_ids)])),
+                  new_statuses, errors, finished, coalesce(dues, array_fill(NULL::timestamptz, ARRAY[cardinality(delivery_ids)])))
+           AS a (delivery_id, status, response, new_status, error, finished_at, due)
+     WHERE d.delivery_id = a.delivery_id AND d.delivery_id IS NOT NULL
+       AND d.gateway IS NOT NULL AND d.status = 'pending'
+       AND (everywhere OR d.job_id = ANY (allowed));
+    GET DIAGNOSTICS taken = ROW_COUNT;
+    RETURN taken;
 END;
 $$;
 
@@ -222,6 +339,10 @@ BEGIN
     -- say how far: "progress", "statusDetails"); it stays open, due within
     -- the job's inProgressTimeout, and may be answered again.  4xx: the
     -- device refused it (rejected); other non-2xx: it failed.
+    IF fleet_internal.citus_table('fleet.job_devices') THEN
+        taken := fleet_internal.complete_deliveries_on_shards(delivery_ids, statuses, responses, everywhere, operated,
+                                                             answered);
+    ELSE
     UPDATE fleet.job_devices d
        SET status = CASE WHEN a.status = 202 THEN 'pending'
                          WHEN a.status BETWEEN 200 AND 299 THEN 'completed' ELSE 'failed' END,
@@ -242,6 +363,7 @@ BEGIN
        AND d.gateway IS NOT NULL AND d.status = 'pending'
        AND (everywhere OR d.job_id IN (SELECT j.id FROM fleet.jobs j WHERE j.organization_id = ANY (operated)));
     GET DIAGNOSTICS taken = ROW_COUNT;
+    END IF;
     -- work under way is due by its in-progress timeout, which may come
     -- before its window's next look (rare: one statement, for 202s only)
     IF 202 = ANY (statuses) THEN

@@ -28,6 +28,7 @@ DECLARE
     n_reachable   bigint;
     n_failed      bigint := 0;
     shared_ranges boolean := job.rollout ?| '{continuous,canary}';
+    window_end    text;
 BEGIN
     -- the next devices after the cursor: every row of the range (a window
     -- is a range of delivery ids, so it takes them all)
@@ -70,8 +71,11 @@ BEGIN
         -- (the payload says nothing: anyone may LISTEN)
         PERFORM pg_notify('fleet_commands', '');
     END IF;
-    -- devices without a delivery are in no window: they count here
-    UPDATE fleet.job_batches jb SET cursor = ids[cardinality(ids)], failed = jb.failed + n_failed
+    -- devices without a delivery are in no window: they count here.  (The
+    -- last id as a value: Citus 13.2 crashes deparsing a subscript of a
+    -- parameter in an UPDATE's SET.)
+    window_end := ids[cardinality(ids)];
+    UPDATE fleet.job_batches jb SET cursor = window_end, failed = jb.failed + n_failed
      WHERE jb.job_id = b.job_id AND jb.batch = b.batch;
     RETURN cardinality(ids);
 END;
@@ -176,6 +180,7 @@ DECLARE
     n_expired bigint;
     w         record;
     still_out record;
+    on_shards boolean := fleet_internal.citus_table('fleet.job_devices');
 BEGIN
     -- one statement per due window (a handful: windows are few, and due
     -- only when something in them is overdue)
@@ -193,19 +198,32 @@ BEGIN
         -- command without a deadline (none of ours) is overdue.  SKIP
         -- LOCKED: a row a gateway holds (a claim or an answer not yet
         -- committed) waits for the next look, not the engine for it.
-        WITH overdue AS (
-            SELECT jd.delivery_id FROM fleet.job_devices jd
+        IF on_shards THEN
+            -- on Citus SKIP LOCKED works within one shard only: the rows
+            -- are updated where they are, a held one waited for (within
+            -- fleet.engine_lock_timeout, then the next look)
+            UPDATE fleet.job_devices jd
+               SET status = 'failed', error = 'timed out', finished_at = fleet_internal.moment(at)
              WHERE jd.delivery_id IS NOT NULL
                AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
                AND jd.status = 'pending'
                AND CASE WHEN jd.gateway IS NOT NULL THEN coalesce(jd.deadline < now_ts, true)
-                        ELSE w.running AND w.deadline < now_ts END
-               FOR UPDATE SKIP LOCKED
-        )
-        UPDATE fleet.job_devices jd
-           SET status = 'failed', error = 'timed out', finished_at = fleet_internal.moment(at)
-          FROM overdue o
-         WHERE jd.delivery_id = o.delivery_id AND jd.delivery_id IS NOT NULL;
+                        ELSE w.running AND w.deadline < now_ts END;
+        ELSE
+            WITH overdue AS (
+                SELECT jd.delivery_id FROM fleet.job_devices jd
+                 WHERE jd.delivery_id IS NOT NULL
+                   AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
+                   AND jd.status = 'pending'
+                   AND CASE WHEN jd.gateway IS NOT NULL THEN coalesce(jd.deadline < now_ts, true)
+                            ELSE w.running AND w.deadline < now_ts END
+                   FOR UPDATE SKIP LOCKED
+            )
+            UPDATE fleet.job_devices jd
+               SET status = 'failed', error = 'timed out', finished_at = fleet_internal.moment(at)
+              FROM overdue o
+             WHERE jd.delivery_id = o.delivery_id AND jd.delivery_id IS NOT NULL;
+        END IF;
         GET DIAGNOSTICS n_expired = ROW_COUNT;
         expired := expired + n_expired;
 

@@ -36,6 +36,14 @@ RETURNS timestamptz
 LANGUAGE c STABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'transaction_moment';
 
+-- Whether Citus manages a table (fleet.distribute()): the command claims
+-- take another way there.  C (src/citus_node.c): it reads Citus's catalog
+-- when there is one, and pg_fleet does not require Citus.
+CREATE FUNCTION fleet_internal.citus_table(table_name regclass)
+RETURNS boolean
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'citus_table_sql';
+
 -- A CSV cell a spreadsheet will not run as a formula: with neutralize, a
 -- value starting with =, +, -, @, a tab or a carriage return gets a leading
 -- single quote, as OWASP's "CSV Injection" advice says.  Only the output
