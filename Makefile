@@ -118,7 +118,7 @@ PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_con
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
-else ifeq ($(filter test demo bench deps,$(MAKECMDGOALS)),)
+else ifeq ($(filter test test-citus demo bench deps,$(MAKECMDGOALS)),)
 $(error PostgreSQL 15 server development files not found: run "make deps" as root, or sudo apt-get install postgresql-server-dev-15)
 endif
 
@@ -189,3 +189,12 @@ check-isolation:
 
 check-tap:
 	$(prove_installcheck)
+
+# The Citus suite (test/citus/): three nodes on this machine; only where
+# the citus extension is installed ("make test" says when it skips it).
+.PHONY: check-citus test-citus
+check-citus:
+	$(MAKE) check-tap PROVE_TESTS='test/citus/t/*.pl'
+
+test-citus:
+	tools/run-tests.sh citus

@@ -176,7 +176,7 @@ BEGIN
     INSERT INTO fleet.organization_members AS m (organization_id, member, app_role, granted_by)
     VALUES (grant_organization.organization_id, member, app_role, caller)
     ON CONFLICT ON CONSTRAINT organization_members_pkey DO UPDATE
-       SET app_role = excluded.app_role, granted_by = excluded.granted_by, granted_at = pg_catalog.now();
+       SET app_role = excluded.app_role, granted_by = excluded.granted_by, granted_at = excluded.granted_at;
 END;
 $$;
 COMMENT ON FUNCTION fleet.grant_organization(text, regrole, text) IS 'Grants a database role an application role (administrator, operator, viewer) in an organization and those below it; for administrators of it';

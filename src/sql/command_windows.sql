@@ -267,11 +267,17 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    j record;
 BEGIN
-    UPDATE fleet.command_windows w
-       SET deadline = greatest(w.deadline, fleet_internal.transaction_moment(at) + fleet_internal.command_timeout(j.rollout))
-      FROM fleet.jobs j
-     WHERE j.id = w.job_id AND j.status = 'running'
-       AND w.deadline < fleet_internal.transaction_moment(at) + fleet_internal.command_timeout(j.rollout);
+    -- job by job, its timeout a value (Citus sends no stable function over
+    -- a row's columns in an UPDATE to the nodes)
+    FOR j IN SELECT r.id, fleet_internal.transaction_moment(at) + fleet_internal.command_timeout(r.rollout) AS due
+               FROM fleet.jobs r
+              WHERE r.status = 'running' AND EXISTS (SELECT 1 FROM fleet.command_windows w WHERE w.job_id = r.id)
+    LOOP
+        UPDATE fleet.command_windows w SET deadline = j.due
+         WHERE w.job_id = j.id AND w.deadline < j.due;
+    END LOOP;
 END;
 $$;
