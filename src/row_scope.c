@@ -18,7 +18,10 @@
  * The set is the caller's: computed for GetUserId() (SET ROLE and SECURITY
  * DEFINER callers included) by fleet_internal.row_scope_of(kind, role),
  * run as the bootstrap superuser so that the policies of the tables it
- * reads do not apply to it.  It is computed again for every statement
+ * reads do not apply to it.  Where Citus holds the tables, a shard's own
+ * copy of the policies is evaluated on the node that holds it, as the
+ * member: there fleet_internal.row_scope_on_node() computes the same set
+ * from that node's copies of the reference tables.  It is computed again for every statement
  * (cached for one command of one transaction), and a plan that holds it is
  * transient: a plan cached by PL/pgSQL or PREPARE is made again in the
  * next transaction, so a membership granted or revoked counts from then.
@@ -110,6 +113,8 @@ row_scope_compute(const char *kind, Oid result_type)
 	MemoryContext caller_context = CurrentMemoryContext;
 	MemoryContext old;
 	NameData	role;
+	Oid			fleet;
+	bool		on_citus;
 
 	scope_cache_check();
 	foreach(lc, scope_entries)
@@ -120,6 +125,10 @@ row_scope_compute(const char *kind, Oid result_type)
 			return datumCopy(entry->value, false, -1);
 	}
 
+	/* where Citus holds the tables, from this node's copies (see access.sql) */
+	fleet = get_namespace_oid("fleet", true);
+	on_citus = OidIsValid(fleet) && citus_table(get_relname_relid("organizations", fleet));
+
 	namestrcpy(&role, GetUserNameFromId(userid, false));
 	args[0] = CStringGetTextDatum(kind);
 	args[1] = NameGetDatum(&role);
@@ -129,9 +138,10 @@ row_scope_compute(const char *kind, Oid result_type)
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args(result_type == INT8ARRAYOID
-							  ? "SELECT fleet_internal.row_scope_of($1, $2)::bigint[]"
-							  : "SELECT fleet_internal.row_scope_of($1, $2)",
+	if (SPI_execute_with_args(psprintf(result_type == INT8ARRAYOID
+									   ? "SELECT fleet_internal.%s($1, $2)::bigint[]"
+									   : "SELECT fleet_internal.%s($1, $2)",
+									   on_citus ? "row_scope_on_node" : "row_scope_of"),
 							  2, argtypes, args, NULL, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "fleet_internal.row_scope_of did not return a row");

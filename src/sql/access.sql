@@ -115,6 +115,84 @@ AS $$
     END
 $$;
 
+-- row_scope_of() where Citus holds pg_fleet's tables (fleet.distribute()):
+-- the same sets, read from this node's own copies of the reference tables
+-- (their one shard each).  Citus evaluates a shard's policies on the node
+-- that holds it, as the member; a query of the distributed tables there
+-- would start a distributed query from inside a shard's, which Citus
+-- refuses.  Every node that holds shards holds the reference tables, the
+-- coordinator included.
+CREATE FUNCTION fleet_internal.citus_local_copy(table_name regclass)
+RETURNS regclass
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    shard regclass;
+BEGIN
+    -- (EXECUTE: pg_dist_shard exists only where Citus is installed)
+    EXECUTE 'SELECT pg_catalog.format(''%I.%I'', n.nspname, c.relname || ''_'' || s.shardid)::regclass
+               FROM pg_catalog.pg_dist_shard s
+               JOIN pg_catalog.pg_class c ON c.oid = s.logicalrelid
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE s.logicalrelid = $1'
+       INTO shard USING table_name;
+    IF shard IS NULL THEN
+        RAISE EXCEPTION 'table % has no shard on this node', table_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Run SELECT * FROM fleet.distribute() on the coordinator.';
+    END IF;
+    RETURN shard;
+END;
+$$;
+
+CREATE FUNCTION fleet_internal.row_scope_on_node(kind text, role_name name)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    min_rank int := CASE WHEN kind IN ('administered_organizations', 'enrollment_groups') THEN 3 ELSE 1 END;
+    visible  text[];
+BEGIN
+    IF kind NOT IN ('organizations', 'administered_organizations', 'jobs', 'scheduled_jobs',
+                    'device_operations', 'enrollment_groups') THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE pg_catalog.format(
+        'SELECT ARRAY(SELECT o.id FROM %s o
+                       WHERE fleet_internal.role_sees_everything($1)
+                          OR EXISTS (SELECT 1 FROM %s m
+                                      WHERE m.organization_id = ANY (o.path)
+                                        AND pg_catalog.pg_has_role($1, m.member, ''USAGE'')
+                                        AND fleet_internal.app_role_rank(m.app_role) >= $2))',
+        fleet_internal.citus_local_copy('fleet.organizations'),
+        fleet_internal.citus_local_copy('fleet.organization_members'))
+       INTO visible USING role_name, min_rank;
+    CASE kind
+        WHEN 'organizations', 'administered_organizations' THEN
+            RETURN visible;
+        WHEN 'jobs' THEN
+            EXECUTE pg_catalog.format('SELECT ARRAY(SELECT j.id FROM %s j
+                                                     WHERE j.deleted_at IS NULL AND j.organization_id = ANY ($1))',
+                                      fleet_internal.citus_local_copy('fleet.jobs'))
+               INTO visible USING visible;
+        WHEN 'scheduled_jobs' THEN
+            EXECUTE pg_catalog.format('SELECT ARRAY(SELECT s.id FROM %s s WHERE s.organization_id = ANY ($1))',
+                                      fleet_internal.citus_local_copy('fleet.scheduled_jobs'))
+               INTO visible USING visible;
+        WHEN 'device_operations' THEN
+            EXECUTE pg_catalog.format('SELECT ARRAY(SELECT p.id::text FROM %s p WHERE p.organization_id = ANY ($1))',
+                                      fleet_internal.citus_local_copy('fleet.device_operations'))
+               INTO visible USING visible;
+        ELSE
+            -- (the enrollment groups stay on the coordinator, a plain table)
+            visible := ARRAY(SELECT g.id FROM fleet.enrollment_groups g WHERE g.organization_id = ANY (visible));
+    END CASE;
+    RETURN visible;
+END;
+$$;
+
 -- The ids of what the calling role sees, by kind (row_scope_of): the
 -- value every policy compares with.  The planner puts it into each query
 -- as a constant (src/row_scope.c), so that Citus's workers, which cannot

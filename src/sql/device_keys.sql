@@ -111,15 +111,25 @@ COMMENT ON FUNCTION fleet.device_keys(text) IS 'The SAS keys of one device, deri
 -- device they do not see.
 CREATE FUNCTION fleet_internal.device_enrollment_group(device_id text)
 RETURNS text
-LANGUAGE sql STABLE
+-- PL/pgSQL, the device read first: on Citus a SQL function's parameters
+-- cannot reach a distributed table, nor a device's shard the coordinator's
+-- enrollment groups.
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(d.enrollment_group_id,
+DECLARE
+    d record;
+BEGIN
+    SELECT dv.enrollment_group_id, dv.organization_id, dv.edge INTO d
+      FROM fleet.devices dv WHERE dv.id = device_enrollment_group.device_id;
+    IF NOT FOUND OR NOT fleet_internal.sees(fleet_internal.calling_role(), d.organization_id) THEN
+        RETURN NULL;
+    END IF;
+    RETURN coalesce(d.enrollment_group_id,
                     (SELECT x.group_id FROM fleet_internal.organization_enrollment_groups x
-                      WHERE x.organization_id = d.organization_id AND x.edge = d.edge))
-      FROM fleet.devices d
-     WHERE d.id = device_id AND fleet_internal.sees(fleet_internal.calling_role(), d.organization_id)
+                      WHERE x.organization_id = d.organization_id AND x.edge = d.edge));
+END;
 $$;
 
 -- A group a device may name: one of an organization on its organization's

@@ -29,11 +29,14 @@ $$;
 -- properties: fleet.device_document().
 CREATE FUNCTION fleet.get_device(device_id text)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT fleet.device_document(d) || jsonb_build_object('enrollmentGroup', fleet_internal.device_enrollment_group(d.id))
-      FROM fleet_internal.visible_device(device_id, fleet_internal.calling_role()) d
+DECLARE
+    d fleet.devices := fleet_internal.visible_device(device_id, fleet_internal.calling_role());
+BEGIN
+    RETURN fleet.device_document(d) || jsonb_build_object('enrollmentGroup', fleet_internal.device_enrollment_group(d.id));
+END;
 $$;
 COMMENT ON FUNCTION fleet.get_device(text) IS 'The device as JSON: id, displayName, template, organization, simulated, provisioned, edge, manifest, properties, reported, cloudProperties, and the enrollmentGroup its keys derive from';
 
