@@ -118,7 +118,7 @@ PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_con
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
-else ifeq ($(filter test test-citus demo bench deps,$(MAKECMDGOALS)),)
+else ifeq ($(filter test test-citus demo bench bench-citus deps,$(MAKECMDGOALS)),)
 $(error PostgreSQL 15 server development files not found: run "make deps" as root, or sudo apt-get install postgresql-server-dev-15)
 endif
 
@@ -166,7 +166,7 @@ clean-tools:
 	$(MAKE) -C tools/fleet-mqtt clean
 	$(MAKE) -C tools/fleet-mqtt-load clean
 
-.PHONY: test demo bench deps
+.PHONY: test demo bench bench-citus deps
 deps:
 	tools/ensure-deps.sh
 
@@ -178,6 +178,9 @@ demo:
 
 bench:
 	tools/bench.sh
+
+bench-citus:
+	tools/bench-citus.sh
 
 # One suite at a time, for make test's report.
 .PHONY: check-regress check-isolation check-tap

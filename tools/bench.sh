@@ -101,3 +101,7 @@ echo "engine peak private memory: $(cat "$bench/memory-10000") kB for a 10,000-d
 	"$(cat "$bench/memory-1000000") kB for a 1,000,000-device job"
 mqtt_report
 rollouts_report
+
+# on Citus, where it is installed: the same work on a single node and on a
+# three-node cluster (tools/bench-citus.sh)
+"$TOP/tools/bench-citus.sh"

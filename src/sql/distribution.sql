@@ -63,6 +63,8 @@ CREATE FUNCTION fleet.distribute()
 RETURNS TABLE (table_name regclass, layout text, changed boolean)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- (Citus's notice for each table it copies says what the result says)
+SET client_min_messages = warning
 AS $$
 DECLARE
     t       record;
@@ -129,6 +131,9 @@ BEGIN
                 PERFORM pg_catalog.create_distributed_table(t.table_name, t.distribution_column,
                     colocate_with => CASE WHEN t.table_name = 'fleet.devices'::regclass THEN 'default'
                                           ELSE 'fleet.devices' END);
+                -- the coordinator's own copy of the rows is now on the
+                -- shards (the small tables' stays: local tables refer to it)
+                PERFORM pg_catalog.truncate_local_data_after_distributing_table(t.table_name);
         END CASE;
         table_name := t.table_name; layout := t.layout; changed := true;
         RETURN NEXT;
