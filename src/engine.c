@@ -109,29 +109,36 @@ engine_detach(int code, Datum arg)
 }
 
 /*
- * The engine's session settings.  Its commits do not wait for the WAL to
- * reach disk: a crash may lose its last fraction of a second of steps,
- * whole (the devices they changed with them), and it does them again.
- * Nothing another session saw is lost, since that session's own commit
- * flushes the WAL up to it; and a turn costs no disk flush.
+ * The engine's session settings.  On one server its commits do not wait for
+ * the WAL to reach disk: a crash may lose its last fraction of a second of
+ * steps, whole (the devices they changed with them), and it does them
+ * again.  Nothing another session saw is lost, since that session's own
+ * commit flushes the WAL up to it; and a turn costs no disk flush.
  */
 static void
 engine_apply_settings(void)
 {
 	char		value[32];
 
+	bool		citus = GetConfigOption("citus.multi_shard_modify_mode", true, false) != NULL;
+
 	snprintf(value, sizeof(value), "%d", fleet_engine_lock_timeout);
 	SetConfigOption("lock_timeout", value, PGC_SUSET, PGC_S_SESSION);
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
 
 	/*
-	 * With Citus loaded: a step that wrote the devices' shards over several
-	 * connections per node could not then change a job, a batch or a
-	 * window (reference tables other tables refer to), so the engine uses
-	 * one connection per node, as Citus advises for such transactions.
+	 * With Citus loaded the commit stays synchronous: a step that wrote the
+	 * workers' shards commits there (two-phase) once the coordinator's own
+	 * commit returned, and a coordinator that lost that commit in a crash
+	 * would leave the workers' part of the step without the rest.  And a
+	 * step that wrote the devices' shards over several connections per
+	 * node could not then change a job, a batch or a window (reference
+	 * tables other tables refer to), so the engine uses one connection per
+	 * node, as Citus advises for such transactions.
 	 */
-	if (GetConfigOption("citus.multi_shard_modify_mode", true, false) != NULL)
+	if (citus)
 		SetConfigOption("citus.multi_shard_modify_mode", "sequential", PGC_USERSET, PGC_S_SESSION);
+	else
+		SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
 }
 
 /*

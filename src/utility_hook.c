@@ -28,6 +28,7 @@
 #include "access/xact.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
@@ -275,4 +276,24 @@ utility_hook_init(void)
 	prev_ProcessUtility = ProcessUtility_hook;
 	ProcessUtility_hook = fleet_ProcessUtility;
 	RegisterXactCallback(pause_xact_callback, NULL);
+}
+
+/*
+ * fleet_internal.engine_step_aside() returns void: the engine of this
+ * database finishes its step and takes no other until the calling
+ * transaction ends, as for ALTER EXTENSION.  For fleet.distribute(), which
+ * changes every table the engine's steps lock (Citus reports a distributed
+ * deadlock otherwise).
+ */
+PG_FUNCTION_INFO_V1(engine_step_aside);
+
+Datum
+engine_step_aside(PG_FUNCTION_ARGS)
+{
+	if (!pause_until_transaction_end)
+	{
+		ask_engine_to_step_aside(MyDatabaseId, false);
+		pause_until_transaction_end = true;
+	}
+	PG_RETURN_VOID();
 }

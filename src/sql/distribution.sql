@@ -56,6 +56,14 @@ AS $$
 $$;
 COMMENT ON FUNCTION fleet_internal.citus_layout() IS 'Where fleet.distribute() puts each table on Citus: reference, distributed by device id (co-located with fleet.devices) or local to the coordinator';
 
+-- The engine finishes its step and waits for the calling transaction to
+-- end (src/utility_hook.c).  C; superusers only.
+CREATE FUNCTION fleet_internal.engine_step_aside()
+RETURNS void
+LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'engine_step_aside';
+
 -- Spreads pg_fleet's tables over the Citus cluster this database is the
 -- coordinator of.  Idempotent: a table already where it belongs is left
 -- alone, so it can be called again after a failure or an update.
@@ -99,6 +107,8 @@ BEGIN
     -- on each): the foreign keys Citus drops and adds again on the way must
     -- not be sent to them, where they exist.
     PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
+    -- the engine's steps lock these tables: it waits until this ends
+    PERFORM fleet_internal.engine_step_aside();
     -- A transaction that wrote the devices' shards over several connections
     -- per node cannot then change a reference table that other tables refer
     -- to (jobs, batches, windows): sessions of this database use one
