@@ -69,6 +69,10 @@ SELECT fleet.create_organization('layout-east-1', 'Layout East 1', 'layout-east'
 SELECT fleet.create_organization('layout-west', 'Layout West') ->> 'id';
 SELECT fleet.grant_organization('layout-east', 'regress_layout_viewer', 'viewer');
 SET ROLE regress_layout_viewer;
+-- distributing is for the superuser that owns the tables
+\set VERBOSITY default
+SELECT * FROM fleet.distribute();
+\set VERBOSITY terse
 SELECT fleet_internal.row_scope('organizations') AS sees;
 SELECT fleet_internal.row_scope('administered_organizations') AS administers;
 SELECT id FROM fleet.organizations ORDER BY id;

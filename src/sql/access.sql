@@ -201,10 +201,12 @@ $$;
 CREATE FUNCTION fleet_internal.row_scope(kind text)
 RETURNS text[]
 LANGUAGE c STABLE STRICT PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'row_scope';
 CREATE FUNCTION fleet_internal.row_scope_ids(kind text)
 RETURNS bigint[]
 LANGUAGE c STABLE STRICT PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'row_scope';
 
 -- Refuses unless the role holds min_role in the organization.  action says

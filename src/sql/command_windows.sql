@@ -60,7 +60,7 @@ BEGIN
     END IF;
     IF simulated_ids IS NOT NULL THEN
         UPDATE fleet.job_devices jd
-           SET status = 'completed', gateway = 'simulator', started_at = now_ts, finished_at = fleet_internal.moment(at),
+           SET status = 'completed', gateway = 'simulator', started_at = now_ts, finished_at = now_ts,
                response_status = 200, response = '{"simulated": true}'
          WHERE jd.job_id = job.id AND jd.device_id = ANY (simulated_ids) AND jd.status = 'pending';
     END IF;
@@ -176,6 +176,8 @@ AS $$
 DECLARE
     timeout   interval := current_setting('fleet.command_timeout')::interval;
     now_ts    timestamptz := fleet_internal.transaction_moment(at);
+    -- (once: the clock is a function call per row in an UPDATE's SET)
+    expired_at timestamptz := fleet_internal.moment(at);
     expired   bigint := 0;
     n_expired bigint;
     w         record;
@@ -203,7 +205,7 @@ BEGIN
             -- are updated where they are, a held one waited for (within
             -- fleet.engine_lock_timeout, then the next look)
             UPDATE fleet.job_devices jd
-               SET status = 'failed', error = 'timed out', finished_at = fleet_internal.moment(at)
+               SET status = 'failed', error = 'timed out', finished_at = expired_at
              WHERE jd.delivery_id IS NOT NULL
                AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
                AND jd.status = 'pending'
@@ -220,7 +222,7 @@ BEGIN
                    FOR UPDATE SKIP LOCKED
             )
             UPDATE fleet.job_devices jd
-               SET status = 'failed', error = 'timed out', finished_at = fleet_internal.moment(at)
+               SET status = 'failed', error = 'timed out', finished_at = expired_at
               FROM overdue o
              WHERE jd.delivery_id = o.delivery_id AND jd.delivery_id IS NOT NULL;
         END IF;

@@ -21,7 +21,7 @@
 -- ones include their distribution column.
 CREATE FUNCTION fleet_internal.citus_layout()
 RETURNS TABLE (table_name regclass, layout text, distribution_column text)
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT t.table_name::regclass, t.layout, t.distribution_column
@@ -78,17 +78,17 @@ DECLARE
     t       record;
     in_place text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
-        RAISE EXCEPTION 'fleet.distribute() needs the citus extension in this database'
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'Nothing was changed: pg_fleet keeps every table on this server.',
-                  HINT = 'Install Citus, run CREATE EXTENSION citus on the coordinator and add the workers with citus_add_node(), then call fleet.distribute() again.';
-    END IF;
     IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
         RAISE EXCEPTION 'permission denied to distribute pg_fleet'
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = 'Distributing changes every table of the extension, which a superuser owns.',
                   HINT = 'Call fleet.distribute() as the superuser that created the extension.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'fleet.distribute() needs the citus extension in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Nothing was changed: pg_fleet keeps every table on this server.',
+                  HINT = 'Install Citus, run CREATE EXTENSION citus on the coordinator and add the workers with citus_add_node(), then call fleet.distribute() again.';
     END IF;
     IF (SELECT g.groupid FROM pg_catalog.pg_dist_local_group g) <> 0 THEN
         RAISE EXCEPTION 'fleet.distribute() runs on the Citus coordinator, and this node is a worker'

@@ -170,6 +170,9 @@ DECLARE
     failure  record;
     n_marked bigint;
     n_failed bigint := 0;
+    -- (once: the clock is a function call per row in an UPDATE's SET)
+    started  timestamptz := fleet_internal.transaction_moment(at);
+    failed_at timestamptz := fleet_internal.moment(at);
 BEGIN
     FOR failure IN EXECUTE format($q$
         SELECT k.problem, array_agg(k.device_id) AS devices
@@ -182,8 +185,8 @@ BEGIN
     LOOP
         -- (a command job's device gets no delivery)
         UPDATE fleet.job_devices jd
-           SET status = 'failed', error = failure.problem, started_at = fleet_internal.transaction_moment(at),
-               finished_at = fleet_internal.moment(at),
+           SET status = 'failed', error = failure.problem, started_at = started,
+               finished_at = failed_at,
                delivery_id = NULL
          WHERE jd.job_id = engine_fail_unfit.job_id AND jd.device_id = ANY (failure.devices)
            AND jd.status = 'pending';

@@ -24,16 +24,18 @@ $$;
 -- The time of a step: "at" (tests pass one), or the clock.  C
 -- (src/citus_node.c), STABLE so that Citus evaluates it on the coordinator
 -- for a statement that writes its tables, which it refuses with a volatile
--- fleet_internal.moment(); every statement that writes a time calls this.
+-- clock_timestamp(); every statement that writes a time calls this.
 CREATE FUNCTION fleet_internal.moment(at timestamptz DEFAULT NULL)
 RETURNS timestamptz
 LANGUAGE c STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'moment';
 -- "at", or now(): the transaction's start (Citus also refuses now() inside
 -- a COALESCE of such a statement).
 CREATE FUNCTION fleet_internal.transaction_moment(at timestamptz DEFAULT NULL)
 RETURNS timestamptz
 LANGUAGE c STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'transaction_moment';
 
 -- Whether Citus manages a table (fleet.distribute()): the command claims
@@ -42,6 +44,7 @@ AS 'MODULE_PATHNAME', 'transaction_moment';
 CREATE FUNCTION fleet_internal.citus_table(table_name regclass)
 RETURNS boolean
 LANGUAGE c STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'citus_table_sql';
 
 -- A CSV cell a spreadsheet will not run as a formula: with neutralize, a
