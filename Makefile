@@ -15,7 +15,7 @@ EXTVERSION := $(shell sed -n "s/^default_version = '\([^']*\)'.*/\1/p" $(EXTENSI
 # Versions users update from: each has its install script frozen in
 # src/sql/versions/ (for the upgrade suite) and its migration in
 # src/sql/updates/.  Add the version just released here.
-UPDATE_FROM = 0.1 0.2 0.3 0.4 0.5 0.6
+UPDATE_FROM = 0.1 0.2 0.3 0.4 0.5 0.6 0.7
 
 MODULE_big = pg_fleet
 OBJS = \

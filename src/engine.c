@@ -300,7 +300,7 @@ read_int(void *arg)
 static bool
 engine_turn_runs(const char *version)
 {
-	static const char *const same_engine[] = {PG_FLEET_VERSION, "0.2", "0.3", "0.4", "0.5", "0.6"};
+	static const char *const same_engine[] = {PG_FLEET_VERSION, "0.2", "0.3", "0.4", "0.5", "0.6", "0.7"};
 
 	for (int i = 0; i < lengthof(same_engine); i++)
 		if (strcmp(version, same_engine[i]) == 0)

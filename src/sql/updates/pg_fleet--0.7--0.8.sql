@@ -1,0 +1,3 @@
+-- pg_fleet 0.7 to 0.8: the changes to what holds data, and the code that
+-- went away or changed its signature.  The code itself is reloaded after
+-- this by the update script (tools/build-sql.sh).
