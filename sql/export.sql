@@ -96,4 +96,5 @@ SELECT count(*) AS keys,
   JOIN fleet.export_devices() k(id, name, raw) ON k.id = e."IOTC_DEVICEID";
 SELECT id, display_name FROM fleet.devices WHERE id LIKE 'formula-%' OR id = '-5' ORDER BY id;
 SELECT count(*) AS unchanged FROM fleet.export_devices(organization => 'contoso') WHERE "IOTC_DEVICENAME" LIKE '''%';
-SELECT fleet.delete_device(id) FROM fleet.devices WHERE id LIKE 'formula-%' OR id = '-5';
+WITH d AS MATERIALIZED (SELECT id FROM fleet.devices WHERE id LIKE 'formula-%' OR id = '-5')
+SELECT fleet.delete_device(id) FROM d;

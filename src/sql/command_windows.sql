@@ -182,6 +182,7 @@ DECLARE
     n_expired bigint;
     w         record;
     still_out record;
+    next_look timestamptz;
     on_shards boolean := fleet_internal.citus_table('fleet.job_devices');
 BEGIN
     -- one statement per due window (a handful: windows are few, and due
@@ -245,12 +246,14 @@ BEGIN
             -- the window's next chance of a timeout: its claimed commands'
             -- deadlines; its unclaimed ones' while the job runs (a second
             -- from now if that has passed: some were held); else a look a
-            -- timeout from now
+            -- timeout from now (computed here: timestamptz + interval is
+            -- not immutable, which Citus refuses in an UPDATE's CASE)
+            next_look := least(still_out.first_due,
+                               CASE WHEN NOT w.running THEN now_ts + w.job_timeout
+                                    WHEN still_out.n_unclaimed > 0
+                                    THEN greatest(w.deadline, now_ts + interval '1 second') END);
             UPDATE fleet.command_windows cw
-               SET next_check = least(still_out.first_due,
-                                      CASE WHEN NOT w.running THEN now_ts + w.job_timeout
-                                           WHEN still_out.n_unclaimed > 0
-                                           THEN greatest(w.deadline, now_ts + interval '1 second') END)
+               SET next_check = next_look
              WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
         END IF;
     END LOOP;

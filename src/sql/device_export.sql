@@ -32,7 +32,7 @@ DECLARE
     edge_primary     text;
     edge_secondary   text;
     -- whether any device names its group (the partial index answers at
-    -- once): if none does, their branch and its filter go from the plan.
+    -- once): if none does, the other branches need not filter them out.
     -- (The function is STABLE: this and the query below see one snapshot,
     -- so a device named meanwhile is in neither or in both.)
     any_named        boolean := EXISTS (SELECT 1 FROM fleet.devices d WHERE d.enrollment_group_id IS NOT NULL);
@@ -122,7 +122,10 @@ BEGIN
               FROM fleet.devices d
               -- (a device is never left out: a group gone gives no keys)
               LEFT JOIN fleet.enrollment_groups n ON n.id = d.enrollment_group_id
-             WHERE any_named AND d.enrollment_group_id IS NOT NULL
+             -- (no "any_named AND" here: an empty index scan costs nothing,
+             -- and Citus cannot plan an outer join under a condition on
+             -- the function's own values on PostgreSQL 15)
+             WHERE d.enrollment_group_id IS NOT NULL
                AND (template IS NULL OR d.template_id = template)
                AND (scope IS NULL OR d.organization_id IN (SELECT unnest(scope)))) k;
 END;

@@ -162,6 +162,11 @@ BEGIN
             format('It holds %s.', array_to_string(uses, ', ')),
             'Delete or move what it holds first; deleted and finished jobs go after fleet.job_retention.');
     END IF;
+    -- Its default enrollment groups go with it.  Deleted here, not left to
+    -- the foreign key's ON DELETE CASCADE: on Citus the groups stay on the
+    -- coordinator and the organizations are a reference table, whose rows
+    -- are deleted from its shards, so the key's trigger never fires.
+    DELETE FROM fleet.enrollment_groups g WHERE g.organization_id = org.id;
     DELETE FROM fleet.organizations o WHERE o.id = org.id;
 END;
 $$;
