@@ -144,7 +144,9 @@ SELECT id, display_name, x509_thumbprint_primary, x509_thumbprint_secondary
 
 -- Device groups (PUT /deviceGroups/{id}) in IoT Central's query language
 UPDATE fleet.devices SET simulated = (id = 'cold-4'),
-       reported = jsonb_build_object('compressor', jsonb_build_object('load', substr(id, 6)::int * 10))
+       -- (text made into JSON: Citus runs no stable function such as
+       -- jsonb_build_object() over a row's columns in an UPDATE)
+       reported = ('{"compressor": {"load": ' || (substr(id, 6)::int * 10)::text || '}}')::jsonb
  WHERE id LIKE 'cold-%';
 SELECT fleet.import_device_group('loaded-stores', '{
   "displayName": "Loaded cold stores",

@@ -56,8 +56,11 @@ SELECT fleet.complete_command(delivery_id, CASE WHEN device_id = 'lab-01' THEN 5
   FROM claimed ORDER BY device_id;
 -- a repeated answer, an answer to an unclaimed delivery, and a made-up one change nothing
 SELECT fleet.complete_command(delivery_id, 200) AS repeated FROM claimed WHERE device_id = 'lab-01';
-SELECT fleet.complete_command(delivery_id, 200) AS unclaimed FROM fleet.command_deliveries
- WHERE job_id = 'reboot-real' AND status = 'queued' LIMIT 1;
+-- (deliveries read first, MATERIALIZED: on Citus a function that reads
+-- job_devices cannot run on a shard, inside a query over job_devices)
+WITH d AS MATERIALIZED (SELECT delivery_id FROM fleet.command_deliveries
+                         WHERE job_id = 'reboot-real' AND status = 'queued' LIMIT 1)
+SELECT fleet.complete_command(delivery_id, 200) AS unclaimed FROM d;
 SELECT fleet.complete_command(0, 200) AS unknown;
 SELECT fleet.complete_command(1, 42);
 -- the rest: the four gateway-2 claimed above are never answered and time out
@@ -73,8 +76,9 @@ SELECT fleet.wait_for_job('reboot-real');
 SELECT * FROM pg_temp.summary('reboot-real');
 SELECT device_id, status, error FROM fleet.list_job_devices('reboot-real', status_filter => 'failed');
 -- a late answer after the timeout changes nothing
-SELECT fleet.complete_command(d.delivery_id, 200) AS late FROM fleet.command_deliveries d
- WHERE d.job_id = 'reboot-real' AND d.status = 'timed_out' LIMIT 1;
+WITH d AS MATERIALIZED (SELECT delivery_id FROM fleet.command_deliveries
+                         WHERE job_id = 'reboot-real' AND status = 'timed_out' LIMIT 1)
+SELECT fleet.complete_command(d.delivery_id, 200) AS late FROM d;
 SELECT status, count(*) FROM fleet.command_deliveries WHERE job_id = 'reboot-real' GROUP BY 1 ORDER BY 1;
 
 -- rerun on the failed devices: a new job over exactly those
@@ -168,7 +172,10 @@ SELECT error FROM fleet.job_devices WHERE job_id = 'reboot-threshold' AND device
 -- is not starved by a big one's refills
 SELECT pg_temp.reboot_job('order-big'), pg_temp.reboot_job('order-small');
 SELECT pg_temp.wait_queued('order-big', 10), pg_temp.wait_queued('order-small', 10);
-UPDATE fleet.command_windows SET deadline = deadline + interval '1 minute' WHERE job_id = 'order-big';
+-- (the new deadline made first: Citus sends no stable function over a
+-- row's columns, timestamptz + interval, to the nodes in an UPDATE)
+SELECT deadline + interval '1 minute' AS later FROM fleet.command_windows WHERE job_id = 'order-big' \gset
+UPDATE fleet.command_windows SET deadline = :'later' WHERE job_id = 'order-big';
 SELECT job_id, count(*) FROM fleet.claim_commands('gateway-1', 12) GROUP BY 1 ORDER BY 1;
 SELECT fleet.stop_job(id) ->> 'status' FROM unnest(ARRAY['order-big', 'order-small']) id;
 
@@ -191,7 +198,7 @@ SELECT id, fleet.stop_job(id) ->> 'status' FROM fleet.jobs
  WHERE id LIKE 'limit-%' AND status IN ('pending', 'running') ORDER BY id;
 
 -- the device list: filter by id and status, and extra columns per role
-UPDATE fleet.devices SET reported = jsonb_build_object('firmware', '1.' || right(id, 1)) WHERE id LIKE 'lab-%';
+UPDATE fleet.devices SET reported = ('{"firmware": "1.' || right(id, 1) || '"}')::jsonb WHERE id LIKE 'lab-%';
 SELECT fleet.set_job_device_list_columns(ARRAY['$.reported.firmware', '$.displayName']);
 SELECT device_id, status, columns FROM fleet.list_job_devices('reboot-real', device_filter => 'LAB-0');
 SELECT device_id, status FROM fleet.list_job_devices('reboot-real', 'lab', 'completed');

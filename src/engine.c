@@ -133,10 +133,17 @@ engine_apply_settings(void)
 	 * step that wrote the devices' shards over several connections per
 	 * node could not then change a job, a batch or a window (reference
 	 * tables other tables refer to), so the engine uses one connection per
-	 * node, as Citus advises for such transactions.
+	 * node, as Citus advises for such transactions.  Its writes to the
+	 * small reference tables are ordered by row locks, not by Citus's
+	 * exclusive lock on each table's shard, which a step and an API call
+	 * writing two tables in turn would take in opposite orders (as
+	 * fleet.distribute() sets for the database's sessions).
 	 */
 	if (citus)
+	{
 		SetConfigOption("citus.multi_shard_modify_mode", "sequential", PGC_USERSET, PGC_S_SESSION);
+		SetConfigOption("citus.all_modifications_commutative", "on", PGC_USERSET, PGC_S_SESSION);
+	}
 	else
 		SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
 }

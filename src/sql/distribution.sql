@@ -115,6 +115,14 @@ BEGIN
     -- connection per node (the engine sets it for itself).
     EXECUTE pg_catalog.format('ALTER DATABASE %I SET citus.multi_shard_modify_mode = %L',
                               pg_catalog.current_database(), 'sequential');
+    -- Citus serializes every write to a reference table (and to those it
+    -- refers to) with an exclusive lock on their shards, taken table by
+    -- table as statements come: the engine's step and an API call that
+    -- write jobs, schedules and organizations in another order deadlock on
+    -- them.  Commutative: row locks order such writes, as on one server
+    -- (and a transaction still commits on every copy or on none).
+    EXECUTE pg_catalog.format('ALTER DATABASE %I SET citus.all_modifications_commutative = %L',
+                              pg_catalog.current_database(), 'on');
     FOR t IN SELECT l.table_name, l.layout, l.distribution_column FROM fleet_internal.citus_layout() l LOOP
         SELECT CASE p.partmethod WHEN 'h' THEN 'distributed'
                                  WHEN 'n' THEN CASE WHEN p.repmodel = 't' THEN 'reference' ELSE 'local' END END

@@ -1,3 +1,14 @@
+-- pg_cron's state as the engine last saw it, from the engine's own row.
+-- A function the view calls, not the table in the view: on Citus the
+-- coordinator's own tables are read apart from the distributed query, with
+-- the caller's rights, not the view owner's.
+CREATE FUNCTION fleet_internal.engine_cron_state(OUT cron_error text, OUT cron_reconciled_at timestamptz)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT st.cron_error, st.cron_reconciled_at FROM fleet_internal.engine_state st $$;
+
 -- The engine's health, for monitoring: one row saying what it does, read
 -- by superusers and members of pg_monitor (it counts every organization's
 -- jobs).  Each job's retry state is in fleet.job_overview, for its readers.
@@ -19,7 +30,7 @@ CREATE VIEW fleet.engine_status AS
            st.cron_error,
            st.cron_reconciled_at,
            fleet_internal.import_failures_pending() AS failed_imports_to_record
-      FROM fleet_internal.engine_activity() a, fleet_internal.engine_state st;
+      FROM fleet_internal.engine_activity() a, fleet_internal.engine_cron_state() st;
 COMMENT ON VIEW fleet.engine_status IS 'The job engine: its process, state, steps and errors since it started, jobs running, queued, retrying and being purged, and pg_cron''s state; for superusers and pg_monitor';
 COMMENT ON COLUMN fleet.engine_status.pid IS 'The engine''s process id (NULL: it is not running)';
 COMMENT ON COLUMN fleet.engine_status.database IS 'The database it serves (fleet.database_name)';

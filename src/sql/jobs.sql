@@ -313,11 +313,18 @@ CREATE VIEW fleet.recent_jobs WITH (security_invoker = true) AS
            coalesce(p.completed, 0) AS completed, coalesce(p.failed, 0) AS failed,
            j.scheduled_job_id, j.rerun_of, j.created_by, j.created_at, j.started_at, j.finished_at
       FROM fleet.jobs j
-      LEFT JOIN LATERAL (SELECT count(*) AS total,
-                                count(*) FILTER (WHERE jd.status = 'pending') AS pending,
-                                count(*) FILTER (WHERE jd.status = 'completed') AS completed,
-                                count(*) FILTER (WHERE jd.status = 'failed') AS failed
-                           FROM fleet.job_devices jd WHERE jd.job_id = j.id) p ON true
+      -- (a grouped join, not LATERAL: Citus cannot run a lateral outer join
+      -- from a reference table into a distributed one; a filter on the job
+      -- id still reaches the index on job_devices through the join)
+      LEFT JOIN (SELECT jd.job_id, count(*) AS total,
+                        count(*) FILTER (WHERE jd.status = 'pending') AS pending,
+                        count(*) FILTER (WHERE jd.status = 'completed') AS completed,
+                        count(*) FILTER (WHERE jd.status = 'failed') AS failed
+                   FROM fleet.job_devices jd
+                  WHERE jd.job_id IN (SELECT r.id FROM fleet.jobs r
+                                       WHERE r.created_at > pg_catalog.now() - interval '30 days'
+                                         AND r.deleted_at IS NULL)
+                  GROUP BY jd.job_id) p ON p.job_id = j.id
      WHERE j.created_at > pg_catalog.now() - interval '30 days' AND j.deleted_at IS NULL;
 COMMENT ON VIEW fleet.recent_jobs IS 'Jobs of the last 30 days, newest first when ordered by created_at, with their progress';
 

@@ -173,7 +173,8 @@ GRANT EXECUTE ON FUNCTION fleet_internal.sees(name, text), fleet_internal.visibl
    TO PUBLIC;
 GRANT SELECT ON fleet_internal.job_engine_state TO PUBLIC;
 -- what fleet.engine_status calls, for its readers
-GRANT EXECUTE ON FUNCTION fleet_internal.engine_activity(), fleet_internal.import_failures_pending() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION fleet_internal.engine_activity(), fleet_internal.engine_cron_state(),
+                          fleet_internal.import_failures_pending() TO pg_monitor;
 
 -- API functions that only the engine or a superuser has reason to call
 REVOKE EXECUTE ON FUNCTION fleet.compute_device_key(text, text) FROM PUBLIC;

@@ -34,13 +34,18 @@ CREATE VIEW fleet.job_overview WITH (security_invoker = true) AS
            -- pg_fleet's rollout controls (src/sql/job_rollouts.sql)
            j.status_detail,
            j.rollout,
-           (SELECT count(*) FROM fleet.job_device_attempts a WHERE a.job_id = j.id) AS retried_attempts
+           coalesce(a.attempts, 0) AS retried_attempts
       FROM fleet.jobs j
-      LEFT JOIN LATERAL (SELECT count(*) AS total,
-                                count(*) FILTER (WHERE jd.status = 'pending') AS pending,
-                                count(*) FILTER (WHERE jd.status = 'completed') AS completed,
-                                count(*) FILTER (WHERE jd.status = 'failed') AS failed
-                           FROM fleet.job_devices jd WHERE jd.job_id = j.id) p ON true
+      -- (grouped joins, not LATERAL or a correlated subquery: Citus runs
+      -- neither from a reference table into a distributed one; a filter on
+      -- the job id still reaches the indexes through the joins)
+      LEFT JOIN (SELECT jd.job_id, count(*) AS total,
+                        count(*) FILTER (WHERE jd.status = 'pending') AS pending,
+                        count(*) FILTER (WHERE jd.status = 'completed') AS completed,
+                        count(*) FILTER (WHERE jd.status = 'failed') AS failed
+                   FROM fleet.job_devices jd GROUP BY jd.job_id) p ON p.job_id = j.id
+      LEFT JOIN (SELECT r.job_id, count(*) AS attempts
+                   FROM fleet.job_device_attempts r GROUP BY r.job_id) a ON a.job_id = j.id
       LEFT JOIN fleet_internal.job_engine_state s ON s.job_id = j.id
      WHERE j.deleted_at IS NULL;
 COMMENT ON VIEW fleet.job_overview IS 'One row per job: type, organization, status, device totals, success rate, durations and the schedule it came from';
@@ -86,15 +91,16 @@ CREATE VIEW fleet.job_batch_progress WITH (security_invoker = true) AS
            coalesce(p.rejected, 0) AS rejected_devices,
            coalesce(p.timed_out, 0) AS timed_out_devices
       FROM fleet.job_batches b
-      LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE jd.status = 'pending') AS pending,
-                                count(*) FILTER (WHERE jd.status = 'completed') AS completed,
-                                count(*) FILTER (WHERE jd.status = 'failed') AS failed,
-                                count(*) FILTER (WHERE jd.status = 'failed'
-                                                   AND fleet_internal.failure_type(jd.error) = 'REJECTED') AS rejected,
-                                count(*) FILTER (WHERE jd.status = 'failed' AND jd.error = 'timed out') AS timed_out
-                           FROM fleet.job_devices jd
-                          WHERE jd.job_id = b.job_id AND jd.device_id >= b.first_device
-                            AND jd.device_id <= b.last_device AND jd.batch = b.batch) p ON true
+      -- (a grouped join, not LATERAL: see job_overview)
+      LEFT JOIN (SELECT jd.job_id, jd.batch,
+                        count(*) FILTER (WHERE jd.status = 'pending') AS pending,
+                        count(*) FILTER (WHERE jd.status = 'completed') AS completed,
+                        count(*) FILTER (WHERE jd.status = 'failed') AS failed,
+                        count(*) FILTER (WHERE jd.status = 'failed'
+                                           AND fleet_internal.failure_type(jd.error) = 'REJECTED') AS rejected,
+                        count(*) FILTER (WHERE jd.status = 'failed' AND jd.error = 'timed out') AS timed_out
+                   FROM fleet.job_devices jd
+                  GROUP BY jd.job_id, jd.batch) p ON p.job_id = b.job_id AND p.batch = b.batch
      WHERE EXISTS (SELECT 1 FROM fleet.jobs j WHERE j.id = b.job_id AND j.deleted_at IS NULL);
 COMMENT ON VIEW fleet.job_batch_progress IS 'One row per batch of every started job: its devices and how many are pending, completed and failed';
 COMMENT ON COLUMN fleet.job_batch_progress.job_id IS 'The job';

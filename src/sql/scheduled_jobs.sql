@@ -358,15 +358,23 @@ BEGIN
     END IF;
     PERFORM fleet_internal.require_cron(coalesce(parts.enabled, s.enabled));
 
+    -- (the new values made from the row locked above, then written as
+    -- values: Citus refuses stable functions inside an UPDATE's CASE)
+    IF new_schedule THEN
+        s.schedule := fleet_internal.schedule_json(parts.schedule)
+                      || jsonb_build_object('start', update_scheduled_job.definition #> '{schedule,start}');
+    END IF;
+    IF renewed THEN
+        s.effective_from := pg_catalog.now();
+        s.error := NULL;
+    END IF;
     UPDATE fleet.scheduled_jobs sj
        SET display_name = job.display_name, group_id = job.group_id,
            definition = parts.job_definition,
-           schedule = CASE WHEN new_schedule
-                           THEN fleet_internal.schedule_json(parts.schedule) || jsonb_build_object('start', update_scheduled_job.definition #> '{schedule,start}')
-                           ELSE sj.schedule END,
-           enabled = coalesce(parts.enabled, sj.enabled),
-           effective_from = CASE WHEN renewed THEN pg_catalog.now() ELSE sj.effective_from END,
-           error = CASE WHEN renewed THEN NULL ELSE sj.error END,
+           schedule = s.schedule,
+           enabled = coalesce(parts.enabled, s.enabled),
+           effective_from = s.effective_from,
+           error = s.error,
            updated_at = pg_catalog.now(), changed_by = caller
      WHERE sj.id = s.id;
     PERFORM fleet_internal.schedule_advance(s.id, pg_catalog.now());
