@@ -29,6 +29,7 @@ OBJS = \
 	src/engine.o \
 	src/utility_hook.o \
 	src/row_scope.o \
+	src/reference_write_order.o \
 	src/citus_node.o \
 	src/import_tracking.o \
 	src/cron_bridge.o \

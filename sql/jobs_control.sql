@@ -83,7 +83,7 @@ SELECT status, count(*) FROM fleet.command_deliveries WHERE job_id = 'reboot-rea
 
 -- rerun on the failed devices: a new job over exactly those
 SELECT fleet.rerun_job('reboot-real') ->> 'id' AS rerun;
-SELECT pg_temp.wait_queued('reboot-real-rerun', 3);
+SELECT pg_temp.wait_queued('reboot-real-rerun', 5);
 SELECT device_id FROM fleet.job_results('reboot-real-rerun') ORDER BY 1;
 SELECT fleet.complete_command(delivery_id, 200) FROM fleet.claim_commands('gateway-1', 10) ORDER BY delivery_id;
 SELECT fleet.wait_for_job('reboot-real-rerun');

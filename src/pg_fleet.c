@@ -217,5 +217,6 @@ _PG_init(void)
 	engine_shared_init();
 	utility_hook_init();
 	row_scope_init();
+	reference_write_order_init();
 	launcher_register();
 }

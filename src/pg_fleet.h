@@ -45,6 +45,9 @@ extern bool citus_table(Oid table);
 /* row_scope.c */
 extern void row_scope_init(void);
 
+/* reference_write_order.c */
+extern void reference_write_order_init(void);
+
 /* import_tracking.c */
 extern void import_tracking_init(void);
 extern Size import_tracking_shmem_size(void);

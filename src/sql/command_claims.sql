@@ -147,11 +147,9 @@ $$;
 -- SKIP LOCKED works within one shard only.  For each open window, earliest
 -- deadline first: its first unclaimed deliveries are read from every shard
 -- at once (a read: no lock, one statement), grouped by the shard that holds
--- them, and claimed shard by shard, the fullest first, each by a statement
--- Citus sends to that shard alone, where SKIP LOCKED holds: a gateway never
--- waits for another, and never takes a delivery another holds.  Twice what
--- is wanted is read, so that deliveries another gateway took meanwhile
--- leave others to take.
+-- them, and claimed shard by shard, each by a statement Citus sends to that
+-- shard alone, where SKIP LOCKED holds: a gateway never waits for another,
+-- and never takes a delivery another holds: it reads on past those.
 CREATE FUNCTION fleet_internal.claim_deliveries_on_shards(gateway text, max_count int, everywhere boolean,
                                                           operated text[], connected_via text)
 RETURNS TABLE (delivery_id bigint, job_id text, device_id text, command text, request jsonb, deadline timestamptz)
@@ -166,6 +164,7 @@ DECLARE
     s      record;
     now_at timestamptz := fleet_internal.moment();
     due    timestamptz;
+    after  bigint;
     found_devices    text[];
     found_deliveries bigint[];
     left_  int := max_count;
@@ -178,40 +177,47 @@ BEGIN
               WHERE rj.status = 'running' AND (everywhere OR rj.organization_id = ANY (operated))
               ORDER BY ow.deadline, ow.first_delivery
     LOOP
-        SELECT array_agg(q.device_id ORDER BY q.delivery_id), array_agg(q.delivery_id ORDER BY q.delivery_id)
-          INTO found_devices, found_deliveries
-          FROM (SELECT q.device_id, q.delivery_id FROM fleet.job_devices q
-                 WHERE q.job_id = w.window_job
-                   AND q.delivery_id >= w.first_delivery AND q.delivery_id <= w.last_delivery
-                   AND q.gateway IS NULL AND q.status = 'pending'
-                   AND (q.deadline IS NULL OR q.deadline <= now_at)
-                   AND (connected_via IS NULL
-                        OR EXISTS (SELECT 1 FROM fleet.devices c
-                                    WHERE c.id = q.device_id AND c.endpoint_gateway = connected_via
-                                      AND c.endpoint_listens & 1 = 1))
-                 ORDER BY q.delivery_id
-                 LIMIT 2 * left_) q;
-        CONTINUE WHEN found_devices IS NULL;
         due := now_at + w.timeout;
-        FOR s IN SELECT array_agg(f.device_id) AS devices, array_agg(f.delivery_id) AS deliveries
-                   FROM unnest(found_devices, found_deliveries) AS f (device_id, delivery_id)
-                  GROUP BY pg_catalog.get_shard_id_for_distribution_column('fleet.job_devices', f.device_id)
-                  ORDER BY count(*) DESC, min(f.delivery_id)
+        after := w.first_delivery - 1;
+        -- deliveries another gateway holds are skipped: then the next ones
+        -- are read, until enough are claimed or the window has no more
         LOOP
-            RETURN QUERY
-            UPDATE fleet.job_devices d
-               SET gateway = claim_deliveries_on_shards.gateway, started_at = now_at, deadline = due
-              FROM (SELECT q.job_id, q.device_id FROM fleet.job_devices q
-                     WHERE q.device_id = ANY (s.devices) AND q.job_id = w.window_job
-                       AND q.delivery_id = ANY (s.deliveries)
+            SELECT array_agg(q.device_id ORDER BY q.delivery_id), array_agg(q.delivery_id ORDER BY q.delivery_id)
+              INTO found_devices, found_deliveries
+              FROM (SELECT q.device_id, q.delivery_id FROM fleet.job_devices q
+                     WHERE q.job_id = w.window_job
+                       AND q.delivery_id > after AND q.delivery_id <= w.last_delivery
                        AND q.gateway IS NULL AND q.status = 'pending'
+                       AND (q.deadline IS NULL OR q.deadline <= now_at)
+                       AND (connected_via IS NULL
+                            OR EXISTS (SELECT 1 FROM fleet.devices c
+                                        WHERE c.id = q.device_id AND c.endpoint_gateway = connected_via
+                                          AND c.endpoint_listens & 1 = 1))
                      ORDER BY q.delivery_id
-                     LIMIT left_
-                       FOR UPDATE SKIP LOCKED) free
-             WHERE d.device_id = ANY (s.devices) AND d.job_id = free.job_id AND d.device_id = free.device_id
-            RETURNING d.delivery_id, d.job_id, d.device_id, w.window_command, w.window_request, d.deadline;
-            GET DIAGNOSTICS n = ROW_COUNT;
-            left_ := left_ - n;
+                     LIMIT left_) q;
+            EXIT WHEN found_devices IS NULL;
+            after := found_deliveries[cardinality(found_deliveries)];
+            FOR s IN SELECT array_agg(f.device_id) AS devices, array_agg(f.delivery_id) AS deliveries
+                       FROM unnest(found_devices, found_deliveries) AS f (device_id, delivery_id)
+                      GROUP BY pg_catalog.get_shard_id_for_distribution_column('fleet.job_devices', f.device_id)
+                      ORDER BY min(f.delivery_id)
+            LOOP
+                RETURN QUERY
+                UPDATE fleet.job_devices d
+                   SET gateway = claim_deliveries_on_shards.gateway, started_at = now_at, deadline = due
+                  FROM (SELECT q.job_id, q.device_id FROM fleet.job_devices q
+                         WHERE q.device_id = ANY (s.devices) AND q.job_id = w.window_job
+                           AND q.delivery_id = ANY (s.deliveries)
+                           AND q.gateway IS NULL AND q.status = 'pending'
+                         ORDER BY q.delivery_id
+                         LIMIT left_
+                           FOR UPDATE SKIP LOCKED) free
+                 WHERE d.device_id = ANY (s.devices) AND d.job_id = free.job_id AND d.device_id = free.device_id
+                RETURNING d.delivery_id, d.job_id, d.device_id, w.window_command, w.window_request, d.deadline;
+                GET DIAGNOSTICS n = ROW_COUNT;
+                left_ := left_ - n;
+                EXIT WHEN left_ <= 0;
+            END LOOP;
             EXIT WHEN left_ <= 0;
         END LOOP;
         EXIT WHEN left_ <= 0;

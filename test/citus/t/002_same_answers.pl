@@ -6,10 +6,8 @@
 # answers differently by design, test/citus/expected/ holds its answer
 # (constraint errors name the shard a row was in, Citus warns that a
 # pg_temp function stays on the coordinator, ...); everything else must
-# match the single server's expected output.  Not run here: sql/layout.sql,
-# which checks the single server's layout and that fleet.distribute()
-# refuses without Citus (test/citus/t/001_citus.pl checks the distributed
-# one).
+# match the single server's expected output.  The tests not run here, and
+# why, are in %not_yet below.
 #
 # Runs only where the citus extension is installed ("make test-citus").
 use strict;
@@ -50,6 +48,9 @@ my ($coordinator, @workers) = @nodes;
 $coordinator->safe_psql($db,
 	"SELECT citus_set_coordinator_host('" . $coordinator->host . "', " . $coordinator->port . ')');
 $coordinator->safe_psql($db, "SELECT citus_add_node('" . $_->host . "', " . $_->port . ')') for @workers;
+# (Citus warns, naming the session's pg_temp schema, that a test's pg_temp
+# function stays on the coordinator; its own regression suite silences that)
+$coordinator->safe_psql($db, "ALTER DATABASE $db SET citus.enable_unsupported_feature_messages = off");
 
 # The input: sql/ and expected/, with test/citus/'s files over them.
 my $work = PostgreSQL::Test::Utils::tempdir();
@@ -64,9 +65,20 @@ for my $pair (['sql', 'in/sql'], ['expected', 'in/expected'], ['test/citus/sql',
 symlink("$top/test", "$work/run/test") or die "symlink: $!";
 
 # The schedule: the Makefile's, the tables distributed right after the
-# extension is created.
+# extension is created, without the tests that do not pass on Citus yet,
+# each for the reason given (README, "Scaling out on Citus", lists them).
+my %not_yet = (
+	# checks the single server's layout (001_citus.pl checks this one)
+	layout => 'single server only',
+	# makes a step fail with a trigger on fleet.devices, which Citus forbids
+	engine => 'injects failures with a trigger on a distributed table',
+	# the MQTT endpoint's SQL functions pass parameters to distributed
+	# tables, which Citus refuses in SQL functions
+	device_endpoint => 'the MQTT endpoint is not Citus-ready',
+);
 my ($regress) = slurp_file("$top/Makefile") =~ /^REGRESS = (.*)$/m or die 'no REGRESS in the Makefile';
-my @tests = map { $_ eq 'setup' ? ('setup', 'distribute') : $_ eq 'layout' ? () : $_ } split ' ', $regress;
+my @tests = map { $_ eq 'setup' ? ('setup', 'distribute') : $not_yet{$_} ? () : $_ } split ' ', $regress;
+note("not run on Citus yet: $_ ($not_yet{$_})") for sort keys %not_yet;
 
 # run_suite PROGRAM DIR ARGS...: pg_regress or pg_isolation_regress in
 # DIR against the coordinator; one test result per test it ran
