@@ -338,7 +338,9 @@ SELECT name, capability FROM fleet.template_capabilities WHERE template_id = 'ur
 
 -- members read what IoT Central's shapes add (etags, UTC times) with their
 -- own rights
-CREATE ROLE iotc_viewer;
+-- (LOGIN: on Citus a role reads the workers' shards over connections of
+-- its own)
+CREATE ROLE iotc_viewer LOGIN;
 SELECT fleet.grant_organization('root', 'iotc_viewer', 'viewer');
 SELECT fleet.create_device_group('seattle-all', 'Seattle, all', organization => 'seattle') ->> 'id';
 SET ROLE iotc_viewer;

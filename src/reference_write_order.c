@@ -37,7 +37,6 @@
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
-#include "parser/parsetree.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
 #include "utils/resowner.h"
@@ -122,34 +121,23 @@ fleet_relation(Oid relid)
 
 /*
  * Whether the statement writes or row-locks one of pg_fleet's reference
- * tables: its result relations, and the tables it locks rows of (FOR
- * UPDATE and the like, foreign key checks included).
+ * tables.  Read from the permissions each table of the range table asks
+ * for (UPDATE is also what FOR UPDATE, FOR SHARE and a foreign key's check
+ * ask for): Citus's plans keep the statement's own range table only for
+ * those checks, beside their remote scan.
  */
 static bool
 writes_fleet_reference_table(QueryDesc *queryDesc)
 {
-	PlannedStmt *stmt = queryDesc->plannedstmt;
 	ListCell   *cell;
 
-	if (stmt->commandType != CMD_SELECT)
+	foreach(cell, queryDesc->plannedstmt->rtable)
 	{
-		foreach(cell, stmt->resultRelations)
-		{
-			RangeTblEntry *rte = rt_fetch(lfirst_int(cell), stmt->rtable);
+		RangeTblEntry *rte = lfirst_node(RangeTblEntry, cell);
 
-			if (rte->rtekind == RTE_RELATION && fleet_relation(rte->relid) &&
-				citus_reference_table(rte->relid))
-				return true;
-		}
-	}
-	foreach(cell, stmt->rowMarks)
-	{
-		PlanRowMark *mark = lfirst_node(PlanRowMark, cell);
-		RangeTblEntry *rte = rt_fetch(mark->rti, stmt->rtable);
-
-		if (mark->markType != ROW_MARK_REFERENCE && mark->markType != ROW_MARK_COPY &&
-			rte->rtekind == RTE_RELATION && fleet_relation(rte->relid) &&
-			citus_reference_table(rte->relid))
+		if (rte->rtekind == RTE_RELATION &&
+			(rte->requiredPerms & (ACL_INSERT | ACL_UPDATE | ACL_DELETE)) != 0 &&
+			fleet_relation(rte->relid) && citus_reference_table(rte->relid))
 			return true;
 	}
 	return false;

@@ -70,8 +70,6 @@ symlink("$top/test", "$work/run/test") or die "symlink: $!";
 my %not_yet = (
 	# checks the single server's layout (001_citus.pl checks this one)
 	layout => 'single server only',
-	# makes a step fail with a trigger on fleet.devices, which Citus forbids
-	engine => 'injects failures with a trigger on a distributed table',
 	# the MQTT endpoint's SQL functions pass parameters to distributed
 	# tables, which Citus refuses in SQL functions
 	device_endpoint => 'the MQTT endpoint is not Citus-ready',
