@@ -175,9 +175,10 @@ SELECT relation, count(DISTINCT seen) = 1 AND min(seen)::int > 0 AS same_for_all
  GROUP BY relation ORDER BY relation;
 -- every role, every relation, every write and lock: refused, but rows into
 -- the import view (the same for all roles)
+-- (refused: permission denied, or a view that takes no writes, which
+-- Citus words as the former for some views over its tables)
 SELECT count(DISTINCT role_name) AS roles, count(DISTINCT relation) AS relations, count(*) AS attempts,
-       count(*) FILTER (WHERE outcome = 'denied') AS denied,
-       count(*) FILTER (WHERE outcome = 'not a table') AS views_that_take_no_writes
+       count(*) FILTER (WHERE outcome IN ('denied', 'not a table')) AS refused
   FROM public.regress_tried;
 SELECT relation, attempt, count(*) AS roles, min(outcome) AS outcome
   FROM public.regress_tried WHERE outcome NOT IN ('denied', 'not a table')
@@ -376,7 +377,9 @@ $$;
 -- job queued to start again) fails that job alone; the engine goes on
 UPDATE fleet.jobs SET status = 'pending', started_at = NULL, finished_at = NULL WHERE id = 'east-replayed';
 SELECT fleet.wait_for_job('east-replayed');
-SELECT status, error FROM fleet.jobs WHERE id = 'east-replayed';
+-- (Citus names the constraint of the shard that met the duplicate first)
+SELECT status, regexp_replace(error, 'job_devices_pkey_[0-9]+', 'job_devices_pkey') AS error
+  FROM fleet.jobs WHERE id = 'east-replayed';
 -- nothing forged was written; the schedule runs as East's operator
 SELECT count(*) AS forged FROM fleet.jobs WHERE id IN ('east-forged-rerun', 'east-ran');
 SELECT count(*) AS forged FROM fleet.scheduled_jobs WHERE id = 'bogus';
@@ -404,7 +407,9 @@ SELECT fleet.delete_scheduled_job(id) FROM fleet.scheduled_jobs WHERE id IN ('ea
 DROP TABLE public.regress_seen, public.regress_tried, public.regress_keys;
 DROP FUNCTION public.regress_try_all();
 DROP FUNCTION public.regress_count_all();
-DELETE FROM fleet.organization_members
- WHERE member = ANY (ARRAY(SELECT r.oid::regrole FROM pg_roles r WHERE r.rolname LIKE 'regress_%'));
+-- (the roles read first: on Citus a statement that writes a reference
+-- table cannot read a catalog of the coordinator)
+SELECT array_agg(r.rolname) AS regress_roles FROM pg_roles r WHERE r.rolname LIKE 'regress_%' \gset
+DELETE FROM fleet.organization_members WHERE member = ANY (:'regress_roles'::regrole[]);
 DROP ROLE regress_acme_admin, regress_east_admin, regress_east_operator, regress_east_viewer,
           regress_west_operator, regress_east_member, regress_east_team, regress_outsider;

@@ -335,6 +335,7 @@ DECLARE
     everywhere boolean := fleet_internal.role_sees_everything(caller);
     operated   text[];
     answered   timestamptz := fleet_internal.moment();
+    w          record;
 BEGIN
     IF NOT everywhere THEN
         operated := ARRAY(SELECT fleet_internal.organizations_for('operator', caller));
@@ -395,14 +396,21 @@ BEGIN
     END IF;
     -- work under way is due by its in-progress timeout, which may come
     -- before its window's next look (rare: one statement, for 202s only)
+    -- (each window's earliest read first: Citus updates a reference table
+    -- from no distributed one)
     IF 202 = ANY (statuses) THEN
-        UPDATE fleet.command_windows w
-           SET next_check = least(w.next_check, d.deadline)
-          FROM fleet.job_devices d
-         WHERE d.delivery_id = ANY (delivery_ids) AND d.delivery_id IS NOT NULL
-           AND d.status = 'pending' AND d.response_status = 202
-           AND w.job_id = d.job_id AND d.delivery_id BETWEEN w.first_delivery AND w.last_delivery
-           AND w.next_check > d.deadline;
+        FOR w IN SELECT cw.job_id, cw.first_delivery, min(d.deadline) AS due
+                   FROM fleet.job_devices d
+                   JOIN fleet.command_windows cw
+                     ON cw.job_id = d.job_id AND d.delivery_id BETWEEN cw.first_delivery AND cw.last_delivery
+                  WHERE d.delivery_id = ANY (delivery_ids) AND d.delivery_id IS NOT NULL
+                    AND d.status = 'pending' AND d.response_status = 202
+                  GROUP BY cw.job_id, cw.first_delivery
+        LOOP
+            UPDATE fleet.command_windows cw
+               SET next_check = w.due
+             WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery AND cw.next_check > w.due;
+        END LOOP;
     END IF;
     RETURN taken;
 END;

@@ -993,6 +993,7 @@ DECLARE
     new_model jsonb;
     added     jsonb;
     n_added   bigint;
+    n_before  bigint;
 BEGIN
     PERFORM fleet_internal.require_app_role('root', 'administrator', 'changing a device template');
     PERFORM fleet_internal.require_template(template_id);
@@ -1020,7 +1021,11 @@ BEGIN
                                    OR t.model #> '{capabilityModel,extends}' = to_jsonb(update_template.template_id)
                                    OR t.model #> '{capabilityModel,extends}' @> jsonb_build_array(update_template.template_id))) THEN
             -- cloud properties added, as IoT Central lets a published template
-            -- have them: the device's model is the same
+            -- have them: the device's model is the same.  (Those added are
+            -- counted, not taken from ROW_COUNT: Citus counts the rows an
+            -- INSERT ... SELECT sent, also those ON CONFLICT skipped.)
+            SELECT count(*) INTO n_before FROM fleet.template_contents tc
+             WHERE tc.template_id = update_template.template_id;
             INSERT INTO fleet.template_contents
             SELECT (jsonb_populate_record(NULL::fleet.template_contents,
                                           to_jsonb(c) || jsonb_build_object('template_id', update_template.template_id))).*
@@ -1037,7 +1042,8 @@ BEGIN
                            'contents', added)),
                        format('the cloud properties added to %s', label)) c
             ON CONFLICT ON CONSTRAINT template_contents_pkey DO NOTHING;
-            GET DIAGNOSTICS n_added = ROW_COUNT;
+            SELECT count(*) - n_before INTO n_added FROM fleet.template_contents tc
+             WHERE tc.template_id = update_template.template_id;
             IF n_added < jsonb_array_length(added) THEN
                 RAISE EXCEPTION 'a cloud property added to % has the name of one it has', label
                     USING ERRCODE = 'invalid_parameter_value',

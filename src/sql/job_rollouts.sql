@@ -312,6 +312,66 @@ AS $$
            * CASE WHEN (rule #>> '{backoff,jitter}')::boolean THEN 0.5 + random() / 2 ELSE 1 END
 $$;
 
+-- fleet_internal.engine_retry_failures() where job_devices is spread over
+-- Citus shards, which take no FOR UPDATE across shards nor a statement
+-- that writes two tables: the window's failed deliveries are read, those
+-- their rule offers again kept as attempts, then offered again if still
+-- failed.  (Only the engine changes a failed delivery: nothing can come
+-- between the read and the writes.)
+CREATE FUNCTION fleet_internal.engine_retry_failures_on_shards(job fleet.jobs, w fleet.command_windows,
+                                                               now_ts timestamptz,
+                                                               OUT retried bigint, OUT last_at timestamptz)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    due record;
+BEGIN
+    SELECT array_agg(f.delivery_id) AS deliveries, array_agg(f.device_id) AS devices,
+           array_agg(f.attempt) AS attempts, array_agg(f.error) AS errors, array_agg(f.gateway) AS gateways,
+           array_agg(f.started_at) AS started, array_agg(f.finished_at) AS finished,
+           array_agg(f.response_status) AS statuses, array_agg(f.response) AS responses,
+           array_agg(now_ts + fleet_internal.retry_backoff(f.rule, f.attempt)) AS retry_ats
+      INTO due
+      FROM (SELECT x.*,
+                   (SELECT r FROM jsonb_array_elements(job.rollout -> 'retries') r
+                     WHERE r ->> 'failureType' = x.failure_type OR r ->> 'failureType' = 'ALL'
+                     ORDER BY r ->> 'failureType' = 'ALL'
+                     LIMIT 1) AS rule
+              FROM (SELECT jd.delivery_id, jd.device_id, jd.error, jd.gateway, jd.started_at, jd.finished_at,
+                           jd.response_status, jd.response, fleet_internal.failure_type(jd.error) AS failure_type,
+                           1 + coalesce(a.n, 0)::int AS attempt
+                      FROM fleet.job_devices jd
+                      LEFT JOIN (SELECT ja.device_id, count(*) AS n FROM fleet.job_device_attempts ja
+                                  WHERE ja.job_id = job.id GROUP BY ja.device_id) a ON a.device_id = jd.device_id
+                     WHERE jd.job_id = job.id AND jd.delivery_id IS NOT NULL
+                       AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
+                       AND jd.status = 'failed') x) f
+     WHERE f.attempt <= (f.rule ->> 'numberOfRetries')::int;
+    IF due.deliveries IS NULL THEN
+        retried := 0;
+        RETURN;
+    END IF;
+    INSERT INTO fleet.job_device_attempts (job_id, device_id, attempt, error, gateway, started_at, finished_at,
+                                           response_status, response, retry_at)
+    SELECT job.id, d.device_id, d.attempt, d.error, d.gateway, d.started_at, d.finished_at,
+           d.response_status, d.response, d.retry_at
+      FROM unnest(due.devices, due.attempts, due.errors, due.gateways, due.started, due.finished,
+                  due.statuses, due.responses, due.retry_ats)
+           AS d (device_id, attempt, error, gateway, started_at, finished_at, response_status, response, retry_at);
+    UPDATE fleet.job_devices jd
+       SET status = 'pending', error = NULL, gateway = NULL, started_at = NULL, finished_at = NULL,
+           response_status = NULL, response = NULL, deadline = d.retry_at
+      FROM unnest(due.deliveries, due.devices, due.retry_ats) AS d (delivery_id, device_id, retry_at)
+     WHERE jd.job_id = job.id AND jd.device_id = d.device_id AND jd.delivery_id = d.delivery_id
+       AND jd.status = 'failed';
+    GET DIAGNOSTICS retried = ROW_COUNT;
+    last_at := (SELECT max(r) FROM unnest(due.retry_ats) r);
+END;
+$$;
+
 -- A command window's failed deliveries that their job's "retries" allow
 -- another attempt: the attempt is kept (fleet.job_device_attempts) and the
 -- delivery is offered again once its backoff has passed (its deadline
@@ -328,48 +388,54 @@ DECLARE
     now_ts  timestamptz := fleet_internal.moment(at);
     retried bigint;
     last_at timestamptz;
+    due_by  timestamptz;
 BEGIN
-    WITH failed AS (
-        SELECT jd.delivery_id, jd.device_id, jd.error, jd.gateway, jd.started_at, jd.finished_at,
-               jd.response_status, jd.response,
-               1 + (SELECT count(*) FROM fleet.job_device_attempts a
-                     WHERE a.job_id = jd.job_id AND a.device_id = jd.device_id)::int AS attempt,
-               (SELECT r FROM jsonb_array_elements(job.rollout -> 'retries') r
-                 WHERE r ->> 'failureType' = fleet_internal.failure_type(jd.error)
-                    OR r ->> 'failureType' = 'ALL'
-                 ORDER BY r ->> 'failureType' = 'ALL'
-                 LIMIT 1) AS rule
-          FROM fleet.job_devices jd
-         WHERE jd.delivery_id IS NOT NULL
-           AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
-           AND jd.status = 'failed'
-           FOR UPDATE OF jd SKIP LOCKED
-    ),
-    due AS (
-        SELECT f.*, now_ts + fleet_internal.retry_backoff(f.rule, f.attempt) AS retry_at
-          FROM failed f
-         WHERE f.attempt <= (f.rule ->> 'numberOfRetries')::int
-    ),
-    kept AS (
-        INSERT INTO fleet.job_device_attempts (job_id, device_id, attempt, error, gateway, started_at, finished_at,
-                                               response_status, response, retry_at)
-        SELECT job.id, d.device_id, d.attempt, d.error, d.gateway, d.started_at, d.finished_at,
-               d.response_status, d.response, d.retry_at
-          FROM due d
-    ),
-    offered AS (
-        UPDATE fleet.job_devices jd
-           SET status = 'pending', error = NULL, gateway = NULL, started_at = NULL, finished_at = NULL,
-               response_status = NULL, response = NULL, deadline = d.retry_at
-          FROM due d
-         WHERE jd.delivery_id = d.delivery_id AND jd.delivery_id IS NOT NULL
-        RETURNING d.retry_at
-    )
-    SELECT count(*), max(o.retry_at) INTO retried, last_at FROM offered o;
+    IF fleet_internal.citus_table('fleet.job_devices') THEN
+        SELECT r.retried, r.last_at INTO retried, last_at
+          FROM fleet_internal.engine_retry_failures_on_shards(job, w, now_ts) r;
+    ELSE
+        WITH failed AS (
+            SELECT jd.delivery_id, jd.device_id, jd.error, jd.gateway, jd.started_at, jd.finished_at,
+                   jd.response_status, jd.response,
+                   1 + (SELECT count(*) FROM fleet.job_device_attempts a
+                         WHERE a.job_id = jd.job_id AND a.device_id = jd.device_id)::int AS attempt,
+                   (SELECT r FROM jsonb_array_elements(job.rollout -> 'retries') r
+                     WHERE r ->> 'failureType' = fleet_internal.failure_type(jd.error)
+                        OR r ->> 'failureType' = 'ALL'
+                     ORDER BY r ->> 'failureType' = 'ALL'
+                     LIMIT 1) AS rule
+              FROM fleet.job_devices jd
+             WHERE jd.delivery_id IS NOT NULL
+               AND jd.delivery_id >= w.first_delivery AND jd.delivery_id <= w.last_delivery
+               AND jd.status = 'failed'
+               FOR UPDATE OF jd SKIP LOCKED
+        ),
+        due AS (
+            SELECT f.*, now_ts + fleet_internal.retry_backoff(f.rule, f.attempt) AS retry_at
+              FROM failed f
+             WHERE f.attempt <= (f.rule ->> 'numberOfRetries')::int
+        ),
+        kept AS (
+            INSERT INTO fleet.job_device_attempts (job_id, device_id, attempt, error, gateway, started_at, finished_at,
+                                                   response_status, response, retry_at)
+            SELECT job.id, d.device_id, d.attempt, d.error, d.gateway, d.started_at, d.finished_at,
+                   d.response_status, d.response, d.retry_at
+              FROM due d
+        ),
+        offered AS (
+            UPDATE fleet.job_devices jd
+               SET status = 'pending', error = NULL, gateway = NULL, started_at = NULL, finished_at = NULL,
+                   response_status = NULL, response = NULL, deadline = d.retry_at
+              FROM due d
+             WHERE jd.delivery_id = d.delivery_id AND jd.delivery_id IS NOT NULL
+            RETURNING d.retry_at
+        )
+        SELECT count(*), max(o.retry_at) INTO retried, last_at FROM offered o;
+    END IF;
     IF retried > 0 THEN
+        due_by := last_at + fleet_internal.command_timeout(job.rollout);
         UPDATE fleet.command_windows cw
-           SET deadline = greatest(cw.deadline, last_at + fleet_internal.command_timeout(job.rollout)),
-               next_check = least(cw.next_check, last_at + fleet_internal.command_timeout(job.rollout))
+           SET deadline = greatest(cw.deadline, due_by), next_check = least(cw.next_check, due_by)
          WHERE cw.job_id = w.job_id AND cw.first_delivery = w.first_delivery;
         PERFORM pg_notify('fleet_commands', '');
     END IF;
